@@ -1,0 +1,64 @@
+"""The `sspl` command line: thin wrappers that parse options, build configs and call the library.
+
+Each sub-command lives in its own module of this package and exposes ``register(subparsers)``, which adds
+its parser and sets ``func`` (called with the parsed namespace, returns an exit code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import logging
+import sys
+
+from ..errors import SSPLError
+
+COMMANDS = (
+    "prepare",
+    "synth",
+    "synth_pretrain",
+    "train",
+    "evaluate",
+    "localize",
+    "demo",
+    "weights",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="sspl",
+        description="Self-supervised sound source localization in visual scenes (SSPL, CVPR 2022).",
+    )
+    parser.add_argument("--version", action="version", version=f"sspl {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        if importlib.util.find_spec(f"{__name__}.{name}") is None:  # DEV-ONLY: remove before release
+            continue
+        module = importlib.import_module(f"{__name__}.{name}")
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", stream=sys.stderr
+    )
+    try:
+        return int(args.func(args) or 0)
+    except (SSPLError, FileNotFoundError, NotADirectoryError, FileExistsError) as e:
+        print(f"sspl {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"sspl {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""The prepared-dataset format: one folder that `sspl prepare` and `sspl synth` write and every other
+command reads.
+
+Layout (paths in the manifest are relative to the folder)::
+
+    DIR/
+      meta.json          {"format": "sspl-prepared", "version": 1, "kind": "videos" | "flickr" |
+                          "pairs" | "synth", "audio_seconds": 3.0, ...}
+      manifest.csv       one row per clip (see ``ManifestRow``)
+      frames/<id>.jpg    the middle frame, 256 x 256 RGB, bicubic, JPEG quality 95
+      audio/<id>.wav     16 kHz mono float32: the official 3-s clip (tiled, centred, normalised), or
+                         ``--audio-seconds`` of audio centred on the frame
+      spect/<id>.npy     3 x 96 x 64 float32 VGGish log-mel patches of the 3-s clip
+      annotations.json   optional: boxes in the VGG-SS json format (normalised [x1, y1, x2, y2])
+
+A row with ``status == "done"`` has all three files in place; preparation writes each file atomically
+and the manifest last, so a killed run never leaves a row that claims a half-written file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from ..io import atomic_save_json, atomic_write_text
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "MANIFEST_NAME",
+    "META_NAME",
+    "STATUS_DONE",
+    "STATUS_FAILED",
+    "ManifestRow",
+    "read_manifest",
+    "read_meta",
+    "write_manifest",
+    "write_meta",
+]
+
+FORMAT_NAME = "sspl-prepared"
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.csv"
+META_NAME = "meta.json"
+ANNOTATIONS_NAME = "annotations.json"
+STATUS_DONE = "done"
+STATUS_FAILED = "failed"
+SPLITS = ("train", "val", "test", "pretrain", "")
+
+
+@dataclass
+class ManifestRow:
+    """One clip of a prepared dataset.
+
+    Attributes:
+        id: clip id (file stem, VGG-Sound ``<ytid>_<start>``, Flickr id, or SynthAV ``synth_000123``).
+        frame, audio, spect: paths relative to the dataset folder ("" when the clip failed).
+        duration: seconds of audio in the source file (0 when unknown).
+        sample_rate: source audio sample rate in Hz (0 when unknown).
+        label: class label or "" (VGG-Sound class, SynthAV sound category).
+        split: "train", "val", "test", "pretrain" or "".
+        status: "done" or "failed".
+        error: why it failed ("" when done).
+    """
+
+    id: str
+    frame: str = ""
+    audio: str = ""
+    spect: str = ""
+    duration: float = 0.0
+    sample_rate: int = 0
+    label: str = ""
+    split: str = ""
+    status: str = STATUS_DONE
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == STATUS_DONE
+
+
+MANIFEST_FIELDS = [f.name for f in fields(ManifestRow)]
+
+
+def read_manifest(root: str | os.PathLike) -> list[ManifestRow]:
+    """Read ``root/manifest.csv``.
+
+    Raises:
+        FileNotFoundError: with a hint when ``root`` is not a prepared folder.
+        ValueError: when a column is missing or a number does not parse (names the line).
+    """
+    path = Path(root) / MANIFEST_NAME
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: no manifest; is {root} a folder written by `sspl prepare` or `sspl synth`?"
+        )
+    rows: list[ManifestRow] = []
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in MANIFEST_FIELDS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
+        for line, rec in enumerate(reader, start=2):
+            try:
+                rows.append(
+                    ManifestRow(
+                        id=rec["id"],
+                        frame=rec["frame"],
+                        audio=rec["audio"],
+                        spect=rec["spect"],
+                        duration=float(rec["duration"] or 0.0),
+                        sample_rate=int(float(rec["sample_rate"] or 0)),
+                        label=rec["label"],
+                        split=rec["split"],
+                        status=rec["status"],
+                        error=rec["error"],
+                    )
+                )
+            except ValueError as e:
+                raise ValueError(f"{path}:{line}: {e}") from e
+    return rows
+
+
+def write_manifest(root: str | os.PathLike, rows: list[ManifestRow]) -> None:
+    """Write ``root/manifest.csv`` atomically, rows sorted by id."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for row in sorted(rows, key=lambda r: r.id):
+        writer.writerow(asdict(row))
+    atomic_write_text(Path(root) / MANIFEST_NAME, buf.getvalue())
+
+
+def write_meta(root: str | os.PathLike, kind: str, **extra: object) -> None:
+    """Write ``root/meta.json`` (format name, version, kind and any extra fields)."""
+    atomic_save_json(
+        Path(root) / META_NAME, {"format": FORMAT_NAME, "version": FORMAT_VERSION, "kind": kind, **extra}
+    )
+
+
+def read_meta(root: str | os.PathLike) -> dict:
+    """Read ``root/meta.json``; raises with a hint if absent or of another format."""
+    path = Path(root) / META_NAME
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: no meta.json; is {root} a folder written by `sspl prepare` or `sspl synth`?"
+        )
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    if meta.get("format") != FORMAT_NAME:
+        raise ValueError(f"{path}: format {meta.get('format')!r} is not {FORMAT_NAME!r}")
+    if int(meta.get("version", 0)) > FORMAT_VERSION:
+        raise ValueError(
+            f"{path}: format version {meta['version']} is newer than this sspl ({FORMAT_VERSION}); upgrade sspl"
+        )
+    return meta

@@ -1,0 +1,102 @@
+"""Atomic file writes.
+
+Every long job (preparation, training) writes its outputs through these helpers: the data goes to a
+temporary file in the destination folder, is flushed to disk, and is renamed over the final name. A
+killed process therefore leaves either the previous file or none, never a half-written one that looks
+finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+__all__ = [
+    "atomic_open",
+    "atomic_save_image",
+    "atomic_save_json",
+    "atomic_save_npy",
+    "atomic_save_torch",
+    "atomic_write_bytes",
+    "atomic_write_text",
+]
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
+    """Open a temporary sibling of ``path`` for writing and rename it over ``path`` on success.
+
+    Args:
+        path: final destination.
+        mode: ``"wb"`` or ``"w"`` (text, UTF-8).
+
+    Yields:
+        A writable file object. If the block raises, the temporary file is removed and ``path`` is
+        left untouched.
+    """
+    if mode not in ("wb", "w"):
+        raise ValueError(f"atomic_open supports modes 'wb' and 'w', got {mode!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, **({"encoding": "utf-8", "newline": ""} if mode == "w" else {})) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_open(path, "wb") as f:
+        f.write(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    with atomic_open(path, "w") as f:
+        f.write(text)
+
+
+def atomic_save_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> None:
+    """Serialise ``obj`` as JSON to ``path`` atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=False) + "\n")
+
+
+def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Save one array in ``.npy`` format atomically."""
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def atomic_save_image(path: str | os.PathLike, image: Any, **save_kwargs: Any) -> None:
+    """Save a PIL image atomically; the format is taken from the file suffix (``quality=95`` etc.)."""
+    path = Path(path)
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}.get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"{path}: unsupported image suffix {path.suffix!r} (use .jpg or .png)")
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **save_kwargs)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def atomic_save_torch(path: str | os.PathLike, obj: Any) -> None:
+    """``torch.save`` to ``path`` atomically."""
+    import torch
+
+    with atomic_open(path, "wb") as f:
+        torch.save(obj, f)

@@ -1,0 +1,34 @@
+"""Shared fixtures and the `gpu` marker: GPU tests are skipped cleanly when CUDA is absent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+DATA = Path(__file__).parent / "data"
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_threads():
+    """Keep tests reproducible and light on a 2-core CI machine."""
+    prev = torch.get_num_threads()
+    torch.manual_seed(0)
+    yield
+    torch.set_num_threads(prev)
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    """Folder of the test data copied into the project (never ../shared)."""
+    return DATA
