@@ -154,6 +154,7 @@ def read_meta(root: str | os.PathLike) -> dict:
         raise ValueError(f"{path}: format {meta.get('format')!r} is not {FORMAT_NAME!r}")
     if int(meta.get("version", 0)) > FORMAT_VERSION:
         raise ValueError(
-            f"{path}: format version {meta['version']} is newer than this sspl ({FORMAT_VERSION}); upgrade sspl"
+            f"{path}: format version {meta['version']} is newer than this sspl "
+            f"({FORMAT_VERSION}); upgrade sspl"
         )
     return meta
