@@ -4,6 +4,7 @@ and the trivial baselines."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -202,6 +203,19 @@ def test_evaluation_refuses_incomplete_or_mismatched_input(golden):
     broken = {**maps, "sample005": np.full((14, 14), np.nan, np.float32)}
     with pytest.raises(DataError, match="sample sample005: map holds NaN"):
         metrics.evaluate_maps(broken, annotations)
+
+
+def test_degenerate_boxes_score_zero_and_are_reported(caplog):
+    maps = {"ok": np.eye(14, dtype=np.float32), "flat": np.eye(14, dtype=np.float32)}
+    boxes = {"ok": np.array([[0.0, 0.0, 1.0, 1.0]]), "flat": np.array([[0.27, 1.0, 0.75, 1.0]])}
+    result = metrics.evaluate_maps(maps, boxes, BENCHMARKS["vggss"])
+    assert result.cious["flat"] == 0.0 and result.empty_gt_ids == ["flat"]
+    assert "flat" in caplog.text
+    strict = replace(BENCHMARKS["vggss"], empty_gt="error")
+    with pytest.raises(DataError, match="sample flat: its 1 box"):
+        metrics.evaluate_maps(maps, boxes, strict)
+    with pytest.raises(DataError, match="sample ok: no ground-truth boxes"):
+        metrics.evaluate_maps(maps, {**boxes, "ok": np.zeros((0, 4))}, BENCHMARKS["vggss"])
 
 
 def test_protocol_presets_and_validation():

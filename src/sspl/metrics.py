@@ -16,6 +16,9 @@ paper's (Song et al., CVPR 2022, Sec. 4.1; official ``eval_cal_ciou`` / ``testse
 5. ``cIoU = sum(pred * gt) / (sum(gt) + sum(pred * (gt == 0)))``.
 6. ``ciou@0.5`` is the fraction of samples with cIoU >= 0.5; the success curve is the fraction with
    cIoU >= ``0.05 * i`` for i = 0..20, and ``auc`` its trapezoidal area over those thresholds.
+7. Every annotated sample must have a map and vice versa; a sample without boxes is an error. A
+   sample whose published boxes are degenerate (cover no pixel) scores 0, as in the official code,
+   and is reported (``Protocol.empty_gt``).
 
 Constant maps: the official code divides by a zero range and gets NaN (which ``fixed`` turns into an
 empty mask). Here a map with zero range normalises to all ones: a map that prefers no location claims
@@ -26,6 +29,7 @@ never produces NaN. Real similarity maps are never exactly constant, so goldens 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -40,6 +44,7 @@ __all__ = [
     "BASELINE_KINDS",
     "BENCHMARKS",
     "BOX_FORMATS",
+    "EMPTY_GT_POLICIES",
     "GT_RULES",
     "THRESHOLD_POLICIES",
     "EvalResult",
@@ -61,6 +66,11 @@ GT_RULES = ("consensus", "union")
 #: width/height (VGG-SS, SynthAV); ``pixels224``: pixels of a 224 x 224 frame (AVSBench).
 BOX_FORMATS = ("pixels256", "normalized", "pixels224")
 BASELINE_KINDS = ("whole", "center", "random")
+#: What a sample whose boxes cover no pixel scores: ``"zero"`` (as the official code computes) or
+#: ``"error"``.
+EMPTY_GT_POLICIES = ("zero", "error")
+
+log = logging.getLogger(__name__)
 
 _EVAL_CHUNK = 128  # maps upsampled at once: bounds memory (128 x 224 x 224 float32 = 25 MB)
 
@@ -161,6 +171,7 @@ def gt_map_from_boxes(
     size: int = 224,
     consensus_divisor: float = 2,
     sample_id: str = "<unnamed>",
+    allow_empty: bool = False,
 ) -> np.ndarray:
     """The ground-truth map of one sample: the single place where benchmark GT rules live.
 
@@ -176,13 +187,15 @@ def gt_map_from_boxes(
         size: side of the evaluation frame.
         consensus_divisor: how many annotators must agree for a pixel to count fully (2 of 3).
         sample_id: named in error messages.
+        allow_empty: return an all-zero map when the boxes cover no pixel (degenerate published
+            boxes, see ``Protocol.empty_gt``) instead of raising.
 
     Returns:
         ``size x size`` float64 map with values in [0, 1] (0, 0.5, 1 for the Flickr consensus).
 
     Raises:
-        DataError: when the sample has no box, a coordinate is not finite, or the boxes cover no pixel
-            (a silent all-zero map would make cIoU undefined).
+        DataError: when the sample has no box or a coordinate is not finite; and, unless
+            ``allow_empty``, when the boxes cover no pixel.
     """
     arr = np.asarray(boxes, dtype=np.float64)
     if arr.size == 0:
@@ -197,7 +210,7 @@ def gt_map_from_boxes(
     for box in arr.tolist():
         x1, y1, x2, y2 = _box_to_pixels(box, box_format, size)
         gt[y1:y2, x1:x2] += 1
-    if not gt.any():
+    if not gt.any() and not allow_empty:
         raise DataError(
             f"sample {sample_id}: its {len(arr)} box(es) cover no pixel at {size} x {size} "
             f"(format {box_format}): {arr.tolist()}"
@@ -283,6 +296,11 @@ class Protocol:
         ciou_threshold: the cIoU above which a sample counts as localized (``ciou@0.5``).
         curve_points: points of the success curve.
         curve_step: spacing of the success-curve thresholds.
+        empty_gt: a sample whose boxes are present but cover no pixel (VGG-SS publishes two such
+            degenerate boxes, one of them in the 4,692 clips SSPL evaluated) scores cIoU 0 under
+            ``"zero"``: the official code divides 0 by the predicted area and gets 0, and we keep its
+            numbers; such samples are listed in ``EvalResult.empty_gt_ids`` and logged. ``"error"``
+            refuses them. A sample with no box at all is always an error.
     """
 
     rule: str = "consensus"
@@ -294,6 +312,7 @@ class Protocol:
     ciou_threshold: float = 0.5
     curve_points: int = 21
     curve_step: float = 0.05
+    empty_gt: str = "zero"
 
     def __post_init__(self) -> None:
         if self.rule not in GT_RULES:
@@ -304,6 +323,8 @@ class Protocol:
             raise ValueError(
                 f"unknown threshold policy {self.threshold!r}; choose one of {THRESHOLD_POLICIES}"
             )
+        if self.empty_gt not in EMPTY_GT_POLICIES:
+            raise ValueError(f"unknown empty_gt policy {self.empty_gt!r}; choose one of {EMPTY_GT_POLICIES}")
 
     def with_threshold(self, policy: str) -> Protocol:
         """The same protocol with another threshold policy (``"fixed"`` or ``"median"``)."""
@@ -337,6 +358,7 @@ class EvalResult:
         mean_ciou: the plain mean of the per-sample cIoU (not a paper metric; for diagnostics).
         num_samples: number of evaluated samples.
         protocol: ``Protocol.describe()`` of the protocol used.
+        empty_gt_ids: samples whose boxes cover no pixel, scored 0 (see ``Protocol.empty_gt``).
     """
 
     cious: dict[str, float]
@@ -347,6 +369,7 @@ class EvalResult:
     mean_ciou: float
     num_samples: int
     protocol: dict[str, Any] = field(default_factory=dict)
+    empty_gt_ids: list[str] = field(default_factory=list)
 
     @property
     def ciou_name(self) -> str:
@@ -362,6 +385,7 @@ class EvalResult:
             "success_thresholds": list(self.success_thresholds),
             "mean_ciou": self.mean_ciou,
             "num_samples": self.num_samples,
+            "empty_gt_ids": list(self.empty_gt_ids),
             "protocol": dict(self.protocol),
         }
 
@@ -432,6 +456,7 @@ def evaluate_maps(
 
     ids = sorted(maps)
     scores: dict[str, float] = {}
+    empty_gt: list[str] = []
     for start in range(0, len(ids), _EVAL_CHUNK):
         chunk = ids[start : start + _EVAL_CHUNK]
         raw = [_as_float32(maps[i]) for i in chunk]
@@ -460,8 +485,19 @@ def evaluate_maps(
                 size=protocol.size,
                 consensus_divisor=protocol.consensus_divisor,
                 sample_id=i,
+                allow_empty=protocol.empty_gt == "zero",
             )
-            scores[i] = ciou(mask, gt)
+            if gt.any():
+                scores[i] = ciou(mask, gt)
+            else:
+                scores[i] = 0.0
+                empty_gt.append(i)
+    if empty_gt:
+        log.warning(
+            "%d sample(s) have boxes covering no pixel and score cIoU 0: %s",
+            len(empty_gt),
+            _ids_message(empty_gt),
+        )
 
     values = np.array([scores[i] for i in ids], dtype=np.float64)
     curve = success_curve(values, protocol.curve_points, protocol.curve_step)
@@ -474,6 +510,7 @@ def evaluate_maps(
         mean_ciou=float(values.mean()),
         num_samples=len(ids),
         protocol=protocol.describe(),
+        empty_gt_ids=empty_gt,
     )
 
 
