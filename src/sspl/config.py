@@ -1,0 +1,339 @@
+"""Typed configuration: the single source of truth. YAML files and ``key=value`` overrides only fill it in.
+
+Every protocol or ablation choice is a named field whose default is the paper's (or the official code's)
+value; the resolved config is saved beside every checkpoint (``config.yaml``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import SSPLError
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "OptimConfig",
+    "SSPLConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "config_from_dict",
+    "config_to_dict",
+    "load_config",
+    "save_config",
+]
+
+
+class ConfigError(SSPLError):
+    """An unknown key, a value of the wrong type, or an invalid combination of options."""
+
+
+@dataclass
+class SSPLConfig:
+    """The SSPL model; each paper ablation is a switch of this one model.
+
+    Attributes:
+        pcm: use the predictive coding module (SSPL w/ PCM) or not (w/o PCM).
+        cycles: PCM recurrent cycles after the initial step (official ``cycs_in``; paper ``T = cycles + 1``).
+        scaling: attention scaling of the similarity map (Table 5): minmax, sigmoid, softmax, relu,
+            relu_softmax.
+        fusion: audio-visual fusion (Table S5): attention (the paper's AM), concat, multiply, add.
+        stop_grad: stop-gradient on the SimSiam targets (Table 3).
+        visual_encoder: ``vgg16`` (paper) or ``small_cnn`` (SynthAV-pretrained analogue).
+        audio_encoder: ``vggish`` (paper) or ``small_cnn``.
+        visual_weights: ``"imagenet"`` (torchvision VGG16), a file path, or ``None`` (random init, Table 3).
+        audio_weights: ``"audioset"`` (torchvggish VGGish), a file path, or ``None``.
+        train_visual: train the visual encoder (Table 3 "from scratch" with ``visual_weights=None``).
+        train_audio: train the audio encoder (the paper keeps it frozen).
+        visual_channels: channels of the visual map (512 for VGG16).
+        audio_dim: size of the audio embedding (128 for VGGish).
+        pcm_channels: channels of the PCM's lower layers (512 in the paper); ``None`` = ``visual_channels``.
+        proj_dim: SimSiam projection size (2048).
+        pred_hidden: SimSiam predictor bottleneck (512).
+        transform_hidden: hidden size of the audio transform ``g`` (512).
+    """
+
+    pcm: bool = True
+    cycles: int = 4
+    scaling: str = "minmax"
+    fusion: str = "attention"
+    stop_grad: bool = True
+    visual_encoder: str = "vgg16"
+    audio_encoder: str = "vggish"
+    visual_weights: str | None = "imagenet"
+    audio_weights: str | None = "audioset"
+    train_visual: bool = False
+    train_audio: bool = False
+    visual_channels: int = 512
+    audio_dim: int = 128
+    pcm_channels: int | None = None
+    proj_dim: int = 2048
+    pred_hidden: int = 512
+    transform_hidden: int = 512
+
+    def __post_init__(self) -> None:
+        from .models.attention import FUSIONS, SCALINGS
+
+        if self.scaling not in SCALINGS:
+            raise ConfigError(f"model.scaling={self.scaling!r}: choose from {', '.join(SCALINGS)}")
+        if self.fusion not in FUSIONS:
+            raise ConfigError(f"model.fusion={self.fusion!r}: choose from {', '.join(FUSIONS)}")
+        if self.cycles < 0:
+            raise ConfigError(f"model.cycles={self.cycles}: must be >= 0")
+
+
+@dataclass
+class DataConfig:
+    """Training data.
+
+    Attributes:
+        augmentations: names of the Table S2 augmentations (official default: crop + horizontal flip).
+        image_size: network input size.
+        val_fraction: share of the training ids held out for model selection (never the test set).
+        split_seed: seed of the train/val split.
+        train_list: a bundled list name (e.g. ``flickr_10k``) or a file restricting the training ids.
+        max_train: deterministic subsample of the training ids (``None`` = all).
+        allow_overlap: train even if training ids overlap a benchmark test set (warns with the count).
+        num_workers: data loader workers.
+        cache_audio: cache the frozen audio encoder's patch embeddings (exact; needs a frozen encoder).
+    """
+
+    augmentations: list[str] = field(default_factory=lambda: ["crop", "hflip"])
+    image_size: int = 224
+    val_fraction: float = 0.05
+    split_seed: int = 0
+    train_list: str | None = None
+    max_train: int | None = None
+    allow_overlap: bool = False
+    num_workers: int = 2
+    cache_audio: bool = False
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with the official parameter groups (Table S1: ``lr_head`` = lr1, ``lr`` = lr2).
+
+    Attributes:
+        lr_head: learning rate of the SimSiam projector and predictor (lr1).
+        lr: learning rate of the audio transform ``g`` and the PCM (lr2; official lr_sound / lr_frame).
+        lr_encoder: learning rate of encoders that are trained (Table 3 ablation); ``None`` = ``lr``.
+        weight_decay: AdamW weight decay (the PCM rates get none, as in the official code).
+        betas: AdamW betas.
+        schedule: ``constant`` (the paper) or ``cosine`` (with ``warmup_epochs`` linear warm-up).
+        warmup_epochs: warm-up length for the cosine schedule.
+    """
+
+    lr_head: float = 5e-5
+    lr: float = 2e-5
+    lr_encoder: float | None = None
+    weight_decay: float = 1e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    schedule: str = "constant"
+    warmup_epochs: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.schedule not in ("constant", "cosine"):
+            raise ConfigError(f"optim.schedule={self.schedule!r}: choose constant or cosine")
+
+
+@dataclass
+class TrainConfig:
+    """The training loop.
+
+    Attributes:
+        epochs: number of epochs.
+        batch_size: global batch size (split across processes under DDP); the paper uses 256.
+        seed: seed of everything random in training.
+        patience: stop after this many evaluations without improvement of the selection metric.
+        select_metric: ``auto`` (val cIoU@0.5 when the val split is labelled, else val loss), ``ciou``
+            or ``loss``.
+        amp: autocast dtype on GPU: ``none``, ``bf16`` or ``fp16``.
+        channels_last: channels-last memory format for the encoders.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``.
+        log_every: steps between log lines.
+        max_steps_per_epoch: cap the steps of an epoch (smoke runs).
+        sync_bn: convert batch norms to SyncBatchNorm under DDP (the official code does).
+        eval_every: epochs between validations.
+    """
+
+    epochs: int = 20
+    batch_size: int = 256
+    seed: int = 1234
+    patience: int | None = None
+    select_metric: str = "auto"
+    amp: str = "none"
+    channels_last: bool = True
+    device: str = "auto"
+    log_every: int = 20
+    max_steps_per_epoch: int | None = None
+    sync_bn: bool = True
+    eval_every: int = 1
+
+    def __post_init__(self) -> None:
+        if self.amp not in ("none", "bf16", "fp16"):
+            raise ConfigError(f"train.amp={self.amp!r}: choose none, bf16 or fp16")
+        if self.select_metric not in ("auto", "ciou", "loss"):
+            raise ConfigError(f"train.select_metric={self.select_metric!r}: choose auto, ciou or loss")
+
+
+@dataclass
+class Config:
+    """Everything a training run needs; saved as ``config.yaml`` in the run directory."""
+
+    method: str = "sspl"
+    model: SSPLConfig = field(default_factory=SSPLConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    method_options: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------------
+# dict / YAML conversion
+# --------------------------------------------------------------------------------------------------
+
+
+def _resolve_type(tp: Any) -> tuple[Any, bool]:
+    """Return (base type, optional?) for an annotation like ``int | None``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return (args[0] if len(args) == 1 else Any), True
+    return tp, False
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    base, optional = _resolve_type(tp)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{key}: null is not allowed")
+    if isinstance(value, str) and value.lower() in ("none", "null") and optional:
+        return None
+    if dataclasses.is_dataclass(base):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return _from_dict(base, value, prefix=f"{key}.")
+    origin = typing.get_origin(base) or base
+    try:
+        if origin is bool:
+            if isinstance(value, str):
+                if value.lower() in ("true", "yes", "1", "on"):
+                    return True
+                if value.lower() in ("false", "no", "0", "off"):
+                    return False
+                raise ValueError
+            if not isinstance(value, bool | int):
+                raise ValueError
+            return bool(value)
+        if origin is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if origin is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if origin is str:
+            return str(value)
+        if origin is list:
+            if isinstance(value, str):
+                value = [v for v in value.split(",") if v]
+            (item_tp,) = typing.get_args(base) or (Any,)
+            return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+        if origin is dict:
+            if not isinstance(value, dict):
+                raise ValueError
+            return dict(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}: cannot use {value!r} as {getattr(base, '__name__', base)}") from None
+    return value
+
+
+def _from_dict(cls: type, data: dict, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; "
+            f"valid keys here: {', '.join(sorted(prefix + n for n in names))}"
+        )
+    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise ConfigError(f"{prefix or 'config'}: {e}") from e
+
+
+def config_from_dict(data: dict) -> Config:
+    """Build a :class:`Config` from a nested dict (unknown keys are an error naming them)."""
+    return _from_dict(Config, data or {})
+
+
+def config_to_dict(cfg: Any) -> dict:
+    """Nested plain dict of a config dataclass (YAML/JSON-serialisable)."""
+    return dataclasses.asdict(cfg)
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Apply ``section.key=value`` overrides (values parsed as YAML scalars) and revalidate.
+
+    Example: ``["optim.lr_head=1e-4", "model.pcm=false", "data.augmentations=[crop,hflip,gray]"]``.
+    """
+    data = config_to_dict(cfg)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form section.key=value")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = data
+        for p in parts[:-1]:
+            if not isinstance(node.get(p), dict):
+                raise ConfigError(f"override {item!r}: {p!r} is not a config section")
+            node = node[p]
+        if parts[-1] not in node and parts[0] != "method_options":
+            raise ConfigError(f"override {item!r}: unknown key {key!r}")
+        try:
+            node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {item!r}: cannot parse value ({e})") from e
+    return config_from_dict(data)
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (``None`` = defaults) and apply overrides."""
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found (ship configs live in configs/)")
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: invalid YAML ({e})") from e
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: expected a mapping at the top level")
+        try:
+            cfg = config_from_dict(data)
+        except ConfigError as e:
+            raise ConfigError(f"{p}: {e}") from e
+    else:
+        cfg = Config()
+    return apply_overrides(cfg, list(overrides or []))
+
+
+def save_config(cfg: Config, path: str | os.PathLike) -> None:
+    """Write the resolved config as YAML, atomically."""
+    from .io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

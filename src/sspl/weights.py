@@ -1,0 +1,237 @@
+"""Known pretrained weights: where they come from, how they are checked, where they are cached.
+
+Resolution order for a known weight file (first hit wins):
+
+1. an explicit path given by the caller (config ``visual_weights: /path/to/file.pth``);
+2. the environment variable of that weight (``SSPL_VGG16_WEIGHTS``, ``SSPL_VGGISH_WEIGHTS``);
+3. the cache: ``$SSPL_CACHE`` or ``$XDG_CACHE_HOME/sspl`` (default ``~/.cache/sspl``), then torch hub's
+   checkpoint folder (``~/.cache/torch/hub/checkpoints``, where torchvision and torchvggish put them);
+4. a download into the cache (``download=True``), written atomically and checked before use.
+
+Every file is checked by SHA-256: both releases name their files with the first 8 hex digits of the
+file's SHA-256 (the torch hub convention: ``vgg16-397923af.pth``, ``vggish-10086976.pth``), and that
+digest prefix is what is verified (the full digest is checked too where it is pinned). When nothing is
+found and the download fails (offline), the error names the file, the URL, and the ways to provide it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import WeightsError
+
+__all__ = [
+    "KNOWN_WEIGHTS",
+    "KnownWeights",
+    "cache_dir",
+    "cached_path",
+    "load_audio_encoder_weights",
+    "load_visual_encoder_weights",
+    "resolve",
+    "sha256_file",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class KnownWeights:
+    """A published weight file.
+
+    Attributes:
+        name: our name for it.
+        filename: the published file name.
+        url: where it is published.
+        sha256_prefix: the leading hex digits of its SHA-256 (from the file name).
+        sha256: the full SHA-256 when pinned, else ``None``.
+        env_var: environment variable that may point at a local copy.
+        description: what it is.
+    """
+
+    name: str
+    filename: str
+    url: str
+    sha256_prefix: str
+    env_var: str
+    description: str
+    sha256: str | None = None
+
+
+KNOWN_WEIGHTS: dict[str, KnownWeights] = {
+    "imagenet": KnownWeights(
+        name="imagenet",
+        filename="vgg16-397923af.pth",
+        url="https://download.pytorch.org/models/vgg16-397923af.pth",
+        sha256_prefix="397923af",
+        env_var="SSPL_VGG16_WEIGHTS",
+        description="torchvision VGG16 trained on ImageNet (VGG16_Weights.IMAGENET1K_V1), 528 MB",
+    ),
+    "audioset": KnownWeights(
+        name="audioset",
+        filename="vggish-10086976.pth",
+        url="https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish-10086976.pth",
+        sha256_prefix="10086976",
+        env_var="SSPL_VGGISH_WEIGHTS",
+        description="VGGish trained on AudioSet, torchvggish port (v0.1), 275 MB",
+    ),
+}
+
+
+def cache_dir() -> Path:
+    """The sspl cache folder (``$SSPL_CACHE``, else ``$XDG_CACHE_HOME/sspl``, else ``~/.cache/sspl``)."""
+    if os.environ.get("SSPL_CACHE"):
+        return Path(os.environ["SSPL_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "sspl"
+
+
+def _torch_hub_dir() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _verify(path: Path, known: KnownWeights) -> None:
+    digest = sha256_file(path)
+    if not digest.startswith(known.sha256_prefix) or (known.sha256 and digest != known.sha256):
+        raise WeightsError(
+            f"{path}: SHA-256 {digest[:16]}... does not match {known.filename} (expected "
+            f"{known.sha256 or known.sha256_prefix + '...'}); the file is corrupt or a different release. "
+            f"Delete it and fetch {known.url} again."
+        )
+
+
+def _how_to_get(known: KnownWeights) -> str:
+    return (
+        f"download {known.url} on a machine with internet access, then either set "
+        f"{known.env_var}=/path/to/{known.filename}, or copy it to {cache_dir() / known.filename}"
+    )
+
+
+def cached_path(name: str) -> Path | None:
+    """The verified local copy of a known weight file, or ``None`` (no download attempted)."""
+    known = KNOWN_WEIGHTS[name]
+    for candidate in (cache_dir() / known.filename, _torch_hub_dir() / known.filename):
+        if candidate.is_file():
+            _verify(candidate, known)
+            return candidate
+    return None
+
+
+def _download(known: KnownWeights, dest: Path, timeout: float) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(known.url, timeout=timeout) as r:
+            shutil.copyfileobj(r, f)
+        _verify(Path(tmp), known)
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def resolve(
+    name: str, path: str | os.PathLike | None = None, *, download: bool = True, timeout: float = 30.0
+) -> Path:
+    """Find (and if needed download) a known weight file; returns a verified local path.
+
+    Args:
+        name: ``"imagenet"`` (VGG16) or ``"audioset"`` (VGGish).
+        path: explicit local file (checked, never downloaded over).
+        download: try the URL when no local copy exists.
+
+    Raises:
+        WeightsError: unknown name, missing or corrupt file, or no local copy and the download failed.
+    """
+    if name not in KNOWN_WEIGHTS:
+        raise WeightsError(
+            f"unknown weights {name!r}; known: {', '.join(KNOWN_WEIGHTS)} (or give a file path)"
+        )
+    known = KNOWN_WEIGHTS[name]
+    explicit = path or os.environ.get(known.env_var)
+    if explicit:
+        p = Path(explicit).expanduser()
+        if not p.is_file():
+            src = "given path" if path else f"${known.env_var}"
+            raise WeightsError(f"{p}: {known.filename} not found ({src}); {_how_to_get(known)}")
+        _verify(p, known)
+        return p
+    found = cached_path(name)
+    if found is not None:
+        return found
+    dest = cache_dir() / known.filename
+    if not download:
+        raise WeightsError(f"{known.filename} ({known.description}) is not cached; {_how_to_get(known)}")
+    log.info("downloading %s to %s", known.url, dest)
+    try:
+        _download(known, dest, timeout)
+    except (urllib.error.URLError, OSError, TimeoutError) as e:
+        raise WeightsError(
+            f"cannot download {known.filename} ({known.description}) from {known.url}: {e}. "
+            f"Offline? {_how_to_get(known)}"
+        ) from e
+    return dest
+
+
+def _load_state(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # several exception types for corrupt files
+        raise WeightsError(f"{path}: cannot read weights ({e})") from e
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise WeightsError(f"{path}: expected a state dict, got {type(state).__name__}")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _load_into(module: nn.Module, state: dict[str, torch.Tensor], source: Path, what: str) -> None:
+    own = module.state_dict()
+    # Accept whole-network checkpoints (torchvision VGG16 also holds the classifier): keep matching keys.
+    picked = {k: v for k, v in state.items() if k in own}
+    missing = sorted(set(own) - set(picked))
+    if missing:
+        raise WeightsError(
+            f"{source}: not {what} weights (missing {len(missing)} key(s), e.g. {missing[:3]})"
+        )
+    bad = [k for k, v in picked.items() if tuple(v.shape) != tuple(own[k].shape)]
+    if bad:
+        raise WeightsError(f"{source}: shape mismatch for {bad[:3]} ({what})")
+    module.load_state_dict(picked, strict=True)
+
+
+def load_visual_encoder_weights(encoder: nn.Module, weights: str, *, download: bool = True) -> Path:
+    """Load ``"imagenet"`` (VGG16) or a file into a visual encoder; returns the file used."""
+    path = resolve("imagenet", download=download) if weights == "imagenet" else Path(weights)
+    if weights != "imagenet" and not path.is_file():
+        raise WeightsError(f"{path}: visual encoder weights not found")
+    _load_into(encoder, _load_state(path), path, "visual encoder")
+    return path
+
+
+def load_audio_encoder_weights(encoder: nn.Module, weights: str, *, download: bool = True) -> Path:
+    """Load ``"audioset"`` (VGGish) or a file into an audio encoder; returns the file used."""
+    path = resolve("audioset", download=download) if weights == "audioset" else Path(weights)
+    if weights != "audioset" and not path.is_file():
+        raise WeightsError(f"{path}: audio encoder weights not found")
+    _load_into(encoder, _load_state(path), path, "audio encoder")
+    return path

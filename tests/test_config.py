@@ -1,0 +1,76 @@
+"""Typed configuration: YAML, overrides, validation, round trip."""
+
+from __future__ import annotations
+
+import pytest
+
+from sspl.config import Config, ConfigError, apply_overrides, config_to_dict, load_config, save_config
+
+
+def test_defaults_are_the_papers():
+    cfg = Config()
+    assert cfg.model.pcm and cfg.model.cycles == 4 and cfg.model.scaling == "minmax"
+    assert cfg.model.stop_grad and not cfg.model.train_visual
+    assert (
+        cfg.optim.weight_decay == 1e-4
+        and cfg.optim.betas == [0.9, 0.999]
+        and cfg.optim.schedule == "constant"
+    )
+    assert cfg.data.augmentations == ["crop", "hflip"] and cfg.data.val_fraction == 0.05
+
+
+def test_yaml_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  pcm: false\noptim:\n  lr_head: 2.0e-3\n  lr: 5.0e-4\ntrain:\n  epochs: 3\n")
+    cfg = load_config(
+        path,
+        [
+            "optim.lr_head=1e-4",
+            "model.scaling=softmax",
+            "data.augmentations=[crop,vflip]",
+            "train.patience=null",
+            "data.max_train=100",
+        ],
+    )
+    assert cfg.model.pcm is False and cfg.optim.lr == 5e-4 and cfg.train.epochs == 3
+    assert cfg.optim.lr_head == 1e-4 and cfg.model.scaling == "softmax"
+    assert (
+        cfg.data.augmentations == ["crop", "vflip"]
+        and cfg.train.patience is None
+        and cfg.data.max_train == 100
+    )
+
+
+def test_round_trip(tmp_path):
+    cfg = apply_overrides(Config(), ["model.cycles=7", "train.amp=bf16"])
+    save_config(cfg, tmp_path / "config.yaml")
+    assert config_to_dict(load_config(tmp_path / "config.yaml")) == config_to_dict(cfg)
+
+
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        ("model.pcn=true", "unknown key 'model.pcn'"),
+        ("optim.lr_head=fast", "cannot use 'fast' as float"),
+        ("model.pcm=maybe", "cannot use 'maybe' as bool"),
+        ("model.scaling=tanh", "choose from"),
+        ("train.amp=fp8", "choose none, bf16 or fp16"),
+        ("epochs=3", "unknown key 'epochs'"),
+        ("model.cycles", "section.key=value"),
+    ],
+)
+def test_bad_overrides_name_the_key(override, match):
+    with pytest.raises(ConfigError, match=match):
+        apply_overrides(Config(), [override])
+
+
+def test_bad_yaml_names_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model:\n  pcm: [unclosed\n")
+    with pytest.raises(ConfigError, match="bad.yaml"):
+        load_config(path)
+    path.write_text("model:\n  pcn: true\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: unknown config key\(s\) model.pcn"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")

@@ -1,0 +1,157 @@
+"""Known weights: SHA-256 checks, cache, environment variables, download and the offline message.
+
+The real files cannot be fetched here, so each test registers a stand-in whose published digest prefix is
+that of a file the test writes (random weights of the real architecture).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import torchvision
+
+from sspl import SSPLConfig, create_model, weights
+from sspl.errors import WeightsError
+from sspl.models.encoders import VGG16Trunk, VGGishTrunk
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SSPL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    for known in weights.KNOWN_WEIGHTS.values():
+        monkeypatch.delenv(known.env_var, raising=False)
+    return tmp_path / "cache"
+
+
+def register(monkeypatch, name: str, path, **changes):
+    """Pretend ``path`` is the published file of ``name`` (its digest prefix becomes the expected one)."""
+    digest = weights.sha256_file(path)
+    known = dataclasses.replace(weights.KNOWN_WEIGHTS[name], sha256_prefix=digest[:8], **changes)
+    monkeypatch.setitem(weights.KNOWN_WEIGHTS, name, known)
+    return known
+
+
+@pytest.fixture(scope="module")
+def _files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("weights")
+    vgg = root / "vgg16-random.pth"
+    # torchvision's features plus a (shrunken) classifier key: a whole-network checkpoint as published
+    state = {
+        f"features.{k}": v for k, v in torchvision.models.vgg16(weights=None).features.state_dict().items()
+    }
+    state["classifier.0.weight"] = torch.zeros(4, 4)
+    torch.save(state, vgg)
+    vggish = root / "vggish-random.pth"
+    torch.save(VGGishTrunk().state_dict(), vggish)
+    return vgg, vggish
+
+
+@pytest.fixture
+def vgg16_file(_files, tmp_path):
+    path = tmp_path / _files[0].name
+    path.write_bytes(_files[0].read_bytes())
+    return path
+
+
+@pytest.fixture
+def vggish_file(_files, tmp_path):
+    path = tmp_path / _files[1].name
+    path.write_bytes(_files[1].read_bytes())
+    return path
+
+
+def test_env_var_path_is_verified_and_used(cache, monkeypatch, vgg16_file):
+    known = register(monkeypatch, "imagenet", vgg16_file)
+    monkeypatch.setenv(known.env_var, str(vgg16_file))
+    assert weights.resolve("imagenet") == vgg16_file
+
+
+def test_corrupt_file_is_rejected_with_its_digest(cache, monkeypatch, vgg16_file, tmp_path):
+    register(monkeypatch, "imagenet", vgg16_file)
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(vgg16_file.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(WeightsError, match=r"bad\.pth: SHA-256 .* does not match"):
+        weights.resolve("imagenet", bad)
+
+
+def test_full_digest_is_checked_when_pinned(cache, monkeypatch, vgg16_file):
+    register(monkeypatch, "imagenet", vgg16_file, sha256="0" * 64)
+    with pytest.raises(WeightsError, match="does not match"):
+        weights.resolve("imagenet", vgg16_file)
+
+
+def test_missing_env_file_names_it_and_how_to_get_it(cache, monkeypatch, tmp_path):
+    monkeypatch.setenv("SSPL_VGGISH_WEIGHTS", str(tmp_path / "missing.pth"))
+    with pytest.raises(WeightsError) as e:
+        weights.resolve("audioset")
+    msg = str(e.value)
+    assert "missing.pth" in msg and "vggish-10086976.pth" in msg and "SSPL_VGGISH_WEIGHTS" in msg
+    assert "github.com/harritaylor/torchvggish" in msg
+
+
+def test_offline_download_fails_with_a_clear_message(cache, monkeypatch, tmp_path):
+    url = (tmp_path / "no-such-server" / "vgg16-397923af.pth").as_uri()
+    monkeypatch.setitem(
+        weights.KNOWN_WEIGHTS, "imagenet", dataclasses.replace(weights.KNOWN_WEIGHTS["imagenet"], url=url)
+    )
+    with pytest.raises(
+        WeightsError, match=r"cannot download vgg16-397923af\.pth .* Offline\? .*SSPL_VGG16_WEIGHTS"
+    ):
+        weights.resolve("imagenet")
+    assert not any(cache.glob("*")) if cache.exists() else True  # no partial file left in the cache
+    with pytest.raises(WeightsError, match="not cached"):
+        weights.resolve("imagenet", download=False)
+
+
+def test_download_verifies_caches_and_reuses(cache, monkeypatch, vggish_file):
+    register(monkeypatch, "audioset", vggish_file, url=vggish_file.as_uri())
+    first = weights.resolve("audioset")
+    assert first == cache / "vggish-10086976.pth" and first.read_bytes() == vggish_file.read_bytes()
+    vggish_file.unlink()  # the "server" is gone: the cached copy is used
+    assert weights.resolve("audioset") == first
+    assert weights.cached_path("audioset") == first
+
+
+def test_download_of_a_wrong_file_is_not_cached(cache, monkeypatch, vggish_file, vgg16_file):
+    register(monkeypatch, "audioset", vggish_file, url=vgg16_file.as_uri())
+    with pytest.raises(WeightsError, match="does not match"):
+        weights.resolve("audioset")
+    assert not (cache / "vggish-10086976.pth").exists()
+
+
+def test_torch_hub_cache_is_reused(cache, monkeypatch, vgg16_file, tmp_path):
+    register(monkeypatch, "imagenet", vgg16_file)
+    hub = tmp_path / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    (hub / "vgg16-397923af.pth").write_bytes(vgg16_file.read_bytes())
+    assert weights.resolve("imagenet") == hub / "vgg16-397923af.pth"
+
+
+def test_encoder_loading_takes_trunk_keys_and_rejects_other_architectures(cache, vgg16_file, vggish_file):
+    trunk = VGG16Trunk()
+    weights.load_visual_encoder_weights(trunk, str(vgg16_file))
+    ref = torch.load(vgg16_file, weights_only=True)
+    assert torch.equal(trunk.features[28].weight, ref["features.28.weight"])
+    with pytest.raises(WeightsError, match="not visual encoder weights"):
+        weights.load_visual_encoder_weights(VGG16Trunk(), str(vggish_file))
+    with pytest.raises(WeightsError, match="not found"):
+        weights.load_audio_encoder_weights(VGGishTrunk(), "/nonexistent/vggish.pth")
+
+
+def test_create_model_loads_the_named_encoder_weights(cache, monkeypatch, vgg16_file, vggish_file):
+    register(monkeypatch, "imagenet", vgg16_file)
+    monkeypatch.setenv("SSPL_VGG16_WEIGHTS", str(vgg16_file))
+    model = create_model(SSPLConfig(pcm=False, audio_weights=str(vggish_file)))
+    ref_v = torch.load(vgg16_file, weights_only=True)
+    ref_a = torch.load(vggish_file, weights_only=True)
+    assert torch.equal(model.visual_encoder.features[0].weight, ref_v["features.0.weight"])
+    assert torch.equal(model.audio_encoder.embeddings[4].weight, ref_a["embeddings.4.weight"])
+    assert not any(p.requires_grad for p in model.visual_encoder.parameters())
+
+
+def test_unknown_weights_name():
+    with pytest.raises(WeightsError, match="unknown weights"):
+        weights.resolve("imagenet22k")
