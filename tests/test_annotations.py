@@ -171,3 +171,11 @@ def test_unknown_benchmark_or_path(tmp_path):
     with pytest.raises(DataError, match="not a bundled benchmark.*avsbench, flickr, vggss"):
         ann.load_annotations(tmp_path / "nothing.json")
     assert ann.test_ids is lists.test_ids
+
+
+def test_subset_annotations_names_missing_ids():
+    vggss = ann.load_annotations("vggss")
+    subset = ann.subset_annotations(vggss, lists.test_ids("vggss", "sspl"))
+    assert len(subset) == 4692
+    with pytest.raises(DataError, match=r"2 sample\(s\) have no ground-truth annotation: nope_1, nope_2"):
+        ann.subset_annotations(vggss, ["zpWuikVorYg_000032", "nope_1", "nope_2"])

@@ -56,6 +56,7 @@ __all__ = [
     "gt_map_from_boxes",
     "normalize_map",
     "success_curve",
+    "success_thresholds",
     "threshold_map",
     "upsample_map",
 ]

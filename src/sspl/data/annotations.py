@@ -46,6 +46,7 @@ __all__ = [
     "parse_vggss_json",
     "read_flickr_xml",
     "read_flickr_xml_dir",
+    "subset_annotations",
     "test_ids",
 ]
 
@@ -302,3 +303,17 @@ def load_annotations(benchmark_or_path: str | os.PathLike) -> dict[str, Annotati
         f"{path}: no such annotation file or folder, and not a bundled benchmark "
         f"({', '.join(sorted(BUNDLED_ANNOTATIONS))})"
     )
+
+
+def subset_annotations(annotations: dict[str, Annotation], ids: Iterable[str]) -> dict[str, Annotation]:
+    """The annotations of the given ids, e.g. the clips of a prepared test set (VGG-SS: 4,692 of 5,158).
+
+    Raises:
+        DataError: listing the ids that have no annotation (never a silent zero map).
+    """
+    ids = list(dict.fromkeys(ids))
+    missing = [i for i in ids if i not in annotations]
+    if missing:
+        shown = ", ".join(missing[:10]) + (f", ... ({len(missing)} in all)" if len(missing) > 10 else "")
+        raise DataError(f"{len(missing)} sample(s) have no ground-truth annotation: {shown}")
+    return {i: annotations[i] for i in ids}
