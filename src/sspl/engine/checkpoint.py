@@ -1,0 +1,179 @@
+"""Checkpoints: atomic, resumable, self-describing.
+
+A run directory holds ``config.yaml`` (the resolved config), ``checkpoints/last.pt`` (everything needed
+to resume: model, optimiser, scheduler, epoch, step, RNG states, trainer state) and
+``checkpoints/best.pt`` (the model selected on the validation split). Both are written atomically.
+
+Frozen encoders loaded from published weights (``"imagenet"`` VGG16, ``"audioset"`` VGGish) are not
+copied into every checkpoint (hundreds of MB); the checkpoint records their name and they are restored
+from the weights cache. Any other encoder weights (SynthAV-pretrained, trained encoders) are stored.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import Config, config_from_dict, config_to_dict
+from ..errors import WeightsError
+from ..io import atomic_save_torch
+from ..weights import KNOWN_WEIGHTS, load_audio_encoder_weights, load_visual_encoder_weights
+
+__all__ = [
+    "BEST",
+    "CHECKPOINT_DIR",
+    "FORMAT",
+    "LAST",
+    "capture_rng",
+    "find_checkpoint",
+    "load_checkpoint",
+    "restore_model",
+    "restore_rng",
+    "save_checkpoint",
+]
+
+FORMAT = "sspl-checkpoint"
+VERSION = 1
+CHECKPOINT_DIR = "checkpoints"
+LAST = "last.pt"
+BEST = "best.pt"
+
+_ENCODERS = (
+    ("visual_encoder", "visual_weights", "train_visual"),
+    ("audio_encoder", "audio_weights", "train_audio"),
+)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def _model_state(model: nn.Module, config: Config) -> tuple[dict[str, torch.Tensor], dict[str, dict]]:
+    model = _unwrap(model)
+    state = model.state_dict()
+    sources: dict[str, dict] = {}
+    for attr, weights_field, train_field in _ENCODERS:
+        weights = getattr(config.model, weights_field)
+        if hasattr(model, attr) and not getattr(config.model, train_field) and weights in KNOWN_WEIGHTS:
+            state = {k: v for k, v in state.items() if not k.startswith(attr + ".")}
+            known = KNOWN_WEIGHTS[weights]
+            sources[attr] = {"weights": weights, "file": known.filename, "sha256_prefix": known.sha256_prefix}
+    return state, sources
+
+
+def capture_rng() -> dict[str, Any]:
+    """Every RNG state a training run consumes (Python, NumPy's legacy global, torch CPU and CUDA)."""
+    np_state = np.random.get_state()  # noqa: NPY002 -- the legacy global state is what third-party code draws from
+    return {
+        "python": random.getstate(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    """Inverse of :func:`capture_rng`."""
+    random.setstate(_to_tuple(state["python"]))
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))  # noqa: NPY002
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _to_tuple(x: Any) -> Any:
+    return tuple(_to_tuple(v) for v in x) if isinstance(x, list | tuple) else x
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    *,
+    model: nn.Module,
+    config: Config,
+    epoch: int,
+    step: int,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
+    trainer_state: dict | None = None,
+    metrics: dict | None = None,
+    rng: bool = True,
+) -> None:
+    """Write a checkpoint atomically (temporary file + rename)."""
+    state, sources = _model_state(model, config)
+    ckpt = {
+        "format": FORMAT,
+        "version": VERSION,
+        "method": config.method,
+        "config": config_to_dict(config),
+        "model": state,
+        "encoder_sources": sources,
+        "epoch": epoch,
+        "step": step,
+        "metrics": metrics or {},
+        "trainer": trainer_state or {},
+    }
+    if optimizer is not None:
+        ckpt["optimizer"] = optimizer.state_dict()
+    if scheduler is not None:
+        ckpt["scheduler"] = scheduler.state_dict()
+    if rng:
+        ckpt["rng"] = capture_rng()
+    atomic_save_torch(path, ckpt)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only`` loading)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # several exception types for corrupt files
+        raise WeightsError(f"{path}: cannot read checkpoint ({e})") from e
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise WeightsError(f"{path}: not an sspl checkpoint (for official SSPL files, give their folder)")
+    if ckpt.get("version", 0) > VERSION:
+        raise WeightsError(
+            f"{path}: checkpoint version {ckpt['version']} is newer than this sspl; upgrade sspl"
+        )
+    return ckpt
+
+
+def find_checkpoint(run_or_file: str | os.PathLike, prefer: str = BEST) -> Path:
+    """The checkpoint file of a run directory (``best.pt``, else ``last.pt``) or the file itself."""
+    p = Path(run_or_file)
+    if p.is_file():
+        return p
+    folder = p / CHECKPOINT_DIR
+    for name in (prefer, LAST if prefer == BEST else BEST):
+        if (folder / name).is_file():
+            return folder / name
+    raise WeightsError(f"{p}: no checkpoint found (expected {folder / BEST} or {folder / LAST})")
+
+
+def restore_model(ckpt: dict, *, download: bool = True) -> tuple[nn.Module, Config]:
+    """Rebuild the model of a checkpoint (eval mode) and its config."""
+    from ..models.methods import get_method
+
+    config = config_from_dict(ckpt["config"])
+    model = get_method(config.method).build(config, pretrained=False)
+    dropped = []
+    for attr, source in ckpt.get("encoder_sources", {}).items():
+        loader = load_visual_encoder_weights if attr == "visual_encoder" else load_audio_encoder_weights
+        loader(getattr(model, attr), source["weights"], download=download)
+        dropped.append(attr + ".")
+    result = model.load_state_dict(ckpt["model"], strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith(tuple(dropped))]
+    if missing or result.unexpected_keys:
+        raise WeightsError(
+            f"checkpoint does not match the {config.method} model "
+            f"(missing {missing[:5]}, unexpected {result.unexpected_keys[:5]})"
+        )
+    return model.eval(), config

@@ -1,0 +1,59 @@
+"""SSPL as a training method: its loss on a batch and the official optimiser parameter groups."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ...config import Config, OptimConfig
+from ...factory import create_model
+from ...losses import simsiam_loss
+from ..sspl import SSPL
+from . import register_method
+
+__all__ = ["SSPLMethod"]
+
+
+class SSPLMethod:
+    """Negative-free predictive learning across two views (the paper's method)."""
+
+    name = "sspl"
+
+    def build(self, config: Config, *, pretrained: bool = True) -> nn.Module:
+        return create_model(config.model, pretrained=pretrained)
+
+    def loss(self, model: SSPL, batch: dict, config: Config) -> tuple[torch.Tensor, dict[str, float]]:
+        v1, v2 = batch["frame_view1"], batch["frame_view2"]
+        if model.training and v1.shape[0] < 2:
+            raise ValueError("training needs a batch of at least 2 (batch norm statistics); got 1")
+        out = model(v1, v2, batch.get("spect"), audio_patch_embeddings=batch.get("audio_emb"))
+        loss = simsiam_loss(out.p1, out.p2, out.z1, out.z2)
+        with torch.no_grad():
+            # SimSiam's collapse indicator: the std of the normalised projections (1/sqrt(d) when healthy)
+            z_std = torch.nn.functional.normalize(out.z1.detach(), dim=1).std(dim=0).mean().item()
+        return loss, {"z_std": z_std}
+
+    def param_groups(self, model: SSPL, optim: OptimConfig) -> list[dict]:
+        """The official groups: ``g``; PCM convolutions and batch norms; PCM rates (no weight decay);
+        SimSiam head (``lr_head``); plus trained encoders when the config trains them."""
+        groups = [
+            {"name": "audio_transform", "params": list(model.audio_transform.parameters()), "lr": optim.lr}
+        ]
+        if model.pcm is not None:
+            rates = list(model.pcm.feedback_rate) + list(model.pcm.feedforward_rate)
+            rate_ids = {id(p) for p in rates}
+            convs = [p for p in model.pcm.parameters() if id(p) not in rate_ids]
+            groups.append({"name": "pcm", "params": convs, "lr": optim.lr})
+            groups.append({"name": "pcm_rates", "params": rates, "lr": optim.lr, "weight_decay": 0.0})
+        groups.append({"name": "head", "params": list(model.head.parameters()), "lr": optim.lr_head})
+        encoder_lr = optim.lr_encoder if optim.lr_encoder is not None else optim.lr
+        for name in ("visual_encoder", "audio_encoder"):
+            params = [p for p in getattr(model, name).parameters() if p.requires_grad]
+            if params:
+                groups.append({"name": name, "params": params, "lr": encoder_lr})
+        for g in groups:
+            g.setdefault("weight_decay", optim.weight_decay)
+        return groups
+
+
+register_method(SSPLMethod())
