@@ -1,0 +1,81 @@
+"""`sspl prepare SRC OUT`: a prepared dataset from videos, a SoundNet-Flickr dump or image + audio pairs."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..audio import CLIP_SECONDS
+from ..data.prepare import LAYOUTS, merge_shards, parse_shard, prepare
+from ..errors import DataError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "prepare",
+        help="videos / SoundNet-Flickr dumps / image+audio pairs -> prepared dataset",
+        description=(
+            "Extract the middle frame (256 x 256 JPEG), 16 kHz audio around it and its VGGish log-mel "
+            "patches for every clip of SRC into OUT, with a manifest. Resumable: rerun to continue. "
+            "With --merge, only merge the shard manifests under OUT."
+        ),
+    )
+    p.add_argument("src", metavar="SRC", nargs="?", help="folder of videos, frames/ + audio/, or pairs")
+    p.add_argument("out", metavar="OUT", help="output dataset folder (resumed if it exists)")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument(
+        "--list",
+        dest="list_file",
+        metavar="FILE",
+        help="ids to prepare: one per line, or VGG-Sound CSV rows ytid,start_seconds,label,split",
+    )
+    p.add_argument(
+        "--shard", metavar="I/N", type=_shard, help="prepare shard I of N (I = 0 .. N-1) of the sorted ids"
+    )
+    p.add_argument(
+        "--audio-seconds",
+        type=float,
+        default=CLIP_SECONDS,
+        metavar="S",
+        help="seconds of audio to keep, centred on the frame (default 3 = the official normalised clip; "
+        "other values keep raw 16 kHz audio)",
+    )
+    p.add_argument("--allow-overlap", action="store_true", help="only warn when --list ids are test ids")
+    p.add_argument("--layout", choices=LAYOUTS, default="auto", help="source layout (default: detect)")
+    p.add_argument(
+        "--merge", action="store_true", help="merge OUT/shards/*/manifest.csv into OUT/manifest.csv"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        return parse_shard(text)
+    except DataError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.merge:
+        if args.src is not None:
+            raise DataError("--merge takes only OUT: sspl prepare --merge OUT")
+        summary = merge_shards(args.out)
+        print(f"merged {summary.out}: {summary.done} done / {summary.failed} failed")
+        return 0
+    if args.src is None:
+        raise DataError("missing SRC: sspl prepare SRC OUT")
+    summary = prepare(
+        args.src,
+        args.out,
+        workers=args.workers,
+        list_file=args.list_file,
+        shard=args.shard,
+        audio_seconds=args.audio_seconds,
+        layout=args.layout,
+        allow_overlap=args.allow_overlap,
+        progress=not args.no_progress,
+    )
+    print(summary)
+    if summary.merged:
+        print(f"all shards finished: merged into {summary.out / 'manifest.csv'}")
+    return 0

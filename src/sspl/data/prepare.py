@@ -1,0 +1,859 @@
+"""`sspl prepare`: raw videos, SoundNet-Flickr dumps or image + audio pairs to a prepared dataset.
+
+The output follows the contract of :mod:`sspl.data.manifest`. Per clip:
+
+- ``frames/<id>.jpg``: the middle frame, 256 x 256 bicubic, JPEG quality 95. For a video it is the first
+  frame at or after half the video stream's duration, found by timestamp (seek, then decode). For a
+  SoundNet-Flickr frames folder it is file ``len // 2`` of the folder's images in natural name order
+  (``f2.jpg`` before ``f10.jpg``), since those dumps carry no timestamps. For an image + audio pair it is
+  the image itself.
+- ``audio/<id>.wav``: 16 kHz mono float32. With ``audio_seconds == 3`` (the default) the official clip:
+  3 s centred on the frame's timestamp (videos) or on the middle of the track (Flickr, pairs), tiled when
+  the track is shorter, normalised to [-1, 1]. With any other ``audio_seconds``: that many seconds centred
+  the same way, tiled when short, not normalised (``meta.json`` records which).
+- ``spect/<id>.npy``: ``3 x 96 x 64`` float32 VGGish log-mel patches of the normalised 3-s clip.
+
+Robustness: each clip is prepared independently and any failure (corrupt file, no audio or video
+stream, unknown codec, silent track, unreadable frame) becomes a ``failed`` manifest row with the
+reason, never an abort. Files are written atomically and recorded in the manifest only after all three
+exist; the manifest is rewritten atomically every ``MANIFEST_FLUSH_SECONDS`` and at the end (also on
+Ctrl-C), so a killed run loses at most the clips finished since the last flush, whose files are redone
+on the next run. A rerun skips clips whose row is ``done`` and whose files are all present, and retries
+failed ones.
+
+Sharding: ``shard=(i, n)`` with ``0 <= i < n`` takes every n-th id of the sorted selection starting at
+``i`` and records its rows in ``shards/<i>-of-<n>/manifest.csv``; ``manifest.csv`` is merged from the
+parts automatically by the shard that finds every selected id recorded, or on demand by
+:func:`merge_shards`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import csv
+import io
+import logging
+import multiprocessing
+import os
+import re
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from ..audio import (
+    CLIP_SECONDS,
+    SAMPLE_RATE_HZ,
+    AudioDecodeError,
+    centre_window,
+    clip_at,
+    load_audio,
+    official_clip,
+    resample,
+    tile_to_length,
+    waveform_to_examples,
+)
+from ..errors import DataError
+from ..io import atomic_open, atomic_save_image, atomic_save_npy, atomic_write_bytes
+from .lists import check_overlap, flickr_id, vggsound_clip
+from .manifest import (
+    MANIFEST_NAME,
+    META_NAME,
+    SPLITS,
+    STATUS_FAILED,
+    ManifestRow,
+    read_manifest,
+    read_meta,
+    write_manifest,
+    write_meta,
+)
+from .video import VIDEO_SUFFIXES, VideoInfo, decode_frame_at, video_info
+
+__all__ = [
+    "FRAME_SIZE",
+    "JPEG_QUALITY",
+    "LAYOUTS",
+    "SILENT_PEAK_TO_PEAK",
+    "ClipSource",
+    "ListEntry",
+    "PrepareSummary",
+    "find_sources",
+    "merge_shards",
+    "parse_shard",
+    "prepare",
+    "prepare_clip",
+    "read_clip_list",
+    "select_sources",
+    "shard_slice",
+]
+
+log = logging.getLogger(__name__)
+
+FRAME_SIZE = 256
+JPEG_QUALITY = 95
+SPECT_PATCHES = 3
+# A track whose peak-to-peak amplitude is below this (about 3 steps of 16-bit audio) is silence: its
+# normalised clip would be a constant and teach nothing.
+SILENT_PEAK_TO_PEAK = 1e-4
+# Extra audio decoded on each side of the window a video clip needs, so the resampler's filter and the
+# decoder's warm-up after a seek never touch the kept samples.
+AUDIO_MARGIN_SECONDS = 0.25
+MANIFEST_FLUSH_SECONDS = 10.0
+# Jobs queued per worker: enough to keep processes busy, few enough that a crash has few suspects.
+JOBS_PER_WORKER = 4
+
+LAYOUTS = ("auto", "videos", "flickr", "pairs")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+AUDIO_SUFFIXES = (".wav", ".mp3", ".flac", ".ogg", ".m4a")
+FLICKR_AUDIO_DIRS = ("audio", "mp3")
+SHARDS_DIR = "shards"
+
+_KIND_VIDEO, _KIND_FRAMES, _KIND_IMAGE = "video", "frames", "image"
+
+
+@dataclass(frozen=True)
+class ClipSource:
+    """Where one clip comes from.
+
+    Attributes:
+        id: clip id (file stem, Flickr id, or the id given by the ``--list`` file).
+        kind: ``"video"`` (audio and frame from one file), ``"frames"`` (a Flickr frames folder plus an
+            audio file) or ``"image"`` (an image plus an audio file).
+        visual: the video file, frames folder or image file.
+        audio: the audio file ("" for videos; "" when a Flickr id or an image has no audio file).
+        label, split: from the ``--list`` CSV, "" otherwise.
+        error: why the clip cannot be prepared, when that is known before decoding (a missing audio
+            file or image, two files with the same id, a listed id with no file); "" otherwise.
+    """
+
+    id: str
+    kind: str
+    visual: str
+    audio: str = ""
+    label: str = ""
+    split: str = ""
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class ListEntry:
+    """One row of a ``--list`` file: the clip id and, for VGG-Sound CSV rows, its label and split."""
+
+    id: str
+    label: str = ""
+    split: str = ""
+
+
+@dataclass(frozen=True)
+class PrepareSummary:
+    """What a `prepare` run did.
+
+    Attributes:
+        out: the dataset folder.
+        done: clips prepared by this run.
+        skipped: clips already finished by an earlier run.
+        failed: clips that could not be prepared (their reason is in the manifest).
+        merged: whether ``manifest.csv`` was (re)written from shard parts.
+    """
+
+    out: Path
+    done: int
+    skipped: int
+    failed: int
+    merged: bool = False
+
+    def __str__(self) -> str:
+        return f"done {self.done} / skipped {self.skipped} / failed {self.failed}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Finding the clips
+# --------------------------------------------------------------------------------------------------
+
+
+def _natural_key(name: str) -> list[object]:
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def _walk(root: Path, exclude: Path | None) -> Iterator[Path]:
+    """Files under ``root`` in sorted order, skipping hidden entries and the ``exclude`` folder."""
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        here = Path(dirpath)
+        dirnames[:] = sorted(
+            d for d in dirnames if not d.startswith(".") and (exclude is None or here / d != exclude)
+        )
+        for name in sorted(filenames):
+            if not name.startswith("."):
+                yield here / name
+
+
+def _unique_by_id(sources: Iterable[ClipSource]) -> list[ClipSource]:
+    """Sources sorted by id; files that share an id become one source that fails with both names."""
+    by_id: dict[str, ClipSource] = {}
+    for source in sources:
+        first = by_id.get(source.id)
+        if first is None:
+            by_id[source.id] = source
+        else:
+            error = (
+                f"{first.visual}: id {source.id!r} also given by {source.visual} (ids are file stems); "
+                "rename or remove one"
+            )
+            by_id[source.id] = replace(first, error=first.error or error)
+    return sorted(by_id.values(), key=lambda s: s.id)
+
+
+def _flickr_sources(src: Path) -> list[ClipSource]:
+    frames_dir = src / "frames"
+    audio_dirs = [src / d for d in FLICKR_AUDIO_DIRS if (src / d).is_dir()]
+    if not frames_dir.is_dir() or not audio_dirs:
+        raise DataError(
+            f"{src}: a SoundNet-Flickr layout needs frames/<id>/*.jpg and audio/<id>.mp3|.wav "
+            f"(or mp3/<id>.mp3)"
+        )
+    audio_files: dict[str, Path] = {}
+    for audio_dir in audio_dirs:
+        for path in sorted(audio_dir.iterdir()):
+            if path.suffix.lower() in AUDIO_SUFFIXES and not path.name.startswith("."):
+                audio_files.setdefault(path.stem, path)
+    sources = []
+    for folder in sorted(frames_dir.iterdir()):
+        if folder.is_dir() and not folder.name.startswith("."):
+            audio = audio_files.get(folder.name)
+            error = "" if audio else f"{folder}: no audio file {folder.name}.mp3|.wav in audio/ or mp3/"
+            sources.append(ClipSource(folder.name, _KIND_FRAMES, str(folder), str(audio or ""), error=error))
+    return sources
+
+
+def _video_sources(src: Path, exclude: Path | None) -> list[ClipSource]:
+    files = [p for p in _walk(src, exclude) if p.suffix.lower() in VIDEO_SUFFIXES]
+    return _unique_by_id(ClipSource(p.stem, _KIND_VIDEO, str(p)) for p in files)
+
+
+def _pair_sources(src: Path, exclude: Path | None) -> list[ClipSource]:
+    images: dict[tuple[Path, str], Path] = {}
+    audios: dict[tuple[Path, str], Path] = {}
+    for path in _walk(src, exclude):
+        key = (path.parent, path.stem)
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            images.setdefault(key, path)
+        elif path.suffix.lower() in AUDIO_SUFFIXES:
+            audios.setdefault(key, path)
+    sources = []
+    for key in sorted(set(images) | set(audios)):
+        image, audio = images.get(key), audios.get(key)
+        if image is None:
+            error = f"{audio}: no image with the same stem for this audio file"
+        elif audio is None:
+            error = f"{image}: no audio file with the same stem for this image"
+        else:
+            error = ""
+        sources.append(ClipSource(key[1], _KIND_IMAGE, str(image or ""), str(audio or ""), error=error))
+    return _unique_by_id(sources)
+
+
+def find_sources(
+    src: str | os.PathLike, layout: str = "auto", *, exclude: str | os.PathLike | None = None
+) -> tuple[str, list[ClipSource]]:
+    """List the clips of a source folder.
+
+    Layouts: ``"flickr"`` when ``src/frames`` and ``src/audio`` (or ``src/mp3``) exist; ``"videos"`` when
+    the folder (recursively) holds video files (``VIDEO_SUFFIXES``); ``"pairs"`` for images and audio
+    files that share a stem in the same folder. ``"auto"`` tries them in that order.
+
+    Args:
+        src: the source folder.
+        layout: one of ``LAYOUTS``.
+        exclude: a folder inside ``src`` to leave out (the output folder when it lies inside ``src``).
+
+    Returns:
+        ``(layout, sources)`` with the resolved layout and the sources sorted by id.
+
+    Raises:
+        DataError: ``src`` is not a folder, the layout is unknown or finds nothing, or two files share an id.
+    """
+    src = Path(src)
+    if not src.is_dir():
+        raise DataError(f"{src}: source folder not found")
+    if layout not in LAYOUTS:
+        raise DataError(f"unknown layout {layout!r}; use one of {', '.join(LAYOUTS)}")
+    excluded = Path(exclude).resolve() if exclude is not None else None
+    if excluded is not None:
+        excluded = Path(os.path.relpath(excluded, src.resolve()))
+        excluded = None if excluded.parts[:1] == ("..",) else src / excluded
+    if layout == "auto":
+        if (src / "frames").is_dir() and any((src / d).is_dir() for d in FLICKR_AUDIO_DIRS):
+            layout = "flickr"
+        elif any(p.suffix.lower() in VIDEO_SUFFIXES for p in _walk(src, excluded)):
+            layout = "videos"
+        else:
+            layout = "pairs"
+    if layout == "flickr":
+        sources = _flickr_sources(src)
+    elif layout == "videos":
+        sources = _video_sources(src, excluded)
+    else:
+        sources = _pair_sources(src, excluded)
+    if not sources:
+        raise DataError(
+            f"{src}: no clips found for layout {layout!r} (expected video files "
+            f"{', '.join(VIDEO_SUFFIXES)}, a frames/ + audio/ SoundNet-Flickr dump, or image + audio pairs)"
+        )
+    return layout, sources
+
+
+# --------------------------------------------------------------------------------------------------
+# --list files
+# --------------------------------------------------------------------------------------------------
+
+_HEADER_WORDS = frozenset({"id", "ids", "video", "file", "filename", "name", "ytid", "youtube_id"})
+
+
+def read_clip_list(path: str | os.PathLike) -> list[ListEntry]:
+    """Read a ``--list`` file: plain ids (one per line) or VGG-Sound CSV rows.
+
+    The rows follow :func:`sspl.data.lists.parse_ids`: blank and ``#`` lines are skipped, as is a first
+    row whose first field is a header word; a row ``ytid,start,label[,split]`` (second field an integer)
+    becomes ``<ytid>_<start:06d>`` with its label and split, unless a header names other columns (only
+    ``ytid,start...`` headers keep that reading); any other row's first field is the id (folders and
+    media extensions stripped). Repeated ids keep their first row.
+
+    Raises:
+        DataError: the file is missing, not UTF-8, holds no ids, or names an unknown split.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such list file")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not a UTF-8 text list ({e})") from e
+    entries: dict[str, ListEntry] = {}
+    vggsound_rows = True
+    for line, row in enumerate(csv.reader(io.StringIO(text)), start=1):
+        fields = [f.strip() for f in row]
+        if not fields or not fields[0] or fields[0].startswith("#"):
+            continue
+        if line == 1 and fields[0].lower() in _HEADER_WORDS:
+            # A header such as `video,audio,label` announces other columns; `ytid,start_seconds,...` not.
+            vggsound_rows = len(fields) >= 3 and fields[1].lower().startswith("start")
+            continue
+        if vggsound_rows and len(fields) >= 3 and fields[1].isdigit():
+            split = fields[3] if len(fields) > 3 else ""
+            if split not in SPLITS:
+                raise DataError(f"{path}:{line}: unknown split {split!r} (use one of {SPLITS[:-1]})")
+            entry = ListEntry(f"{flickr_id(fields[0])}_{int(fields[1]):06d}", fields[2], split)
+        else:
+            entry = ListEntry(flickr_id(fields[0]))
+        entries.setdefault(entry.id, entry)
+    if not entries:
+        raise DataError(f"{path}: no ids found (expected one id per line or `ytid,start,label,split` rows)")
+    return list(entries.values())
+
+
+def select_sources(
+    sources: Sequence[ClipSource], entries: Sequence[ListEntry], src: str | os.PathLike = "SRC"
+) -> list[ClipSource]:
+    """Pick and label the sources named by a list.
+
+    A list id matches a source of the same id; VGG-Sound ids also match across zero-padding
+    (``abc_30`` and ``abc_000030``) and a whole-video file ``<ytid>.mp4``. Matched sources take the
+    list's id, label and split; a list id without a file gets a source whose ``error`` says so.
+
+    Returns:
+        One source per list entry, sorted by id.
+    """
+    exact = {s.id: s for s in sources}
+    by_clip: dict[tuple[str, int | None], ClipSource] = {}
+    for s in sources:
+        by_clip.setdefault(vggsound_clip(s.id), s)
+    selected = []
+    for entry in entries:
+        source = exact.get(entry.id)
+        if source is None:
+            ytid, start = vggsound_clip(entry.id)
+            source = by_clip.get((ytid, start)) or (by_clip.get((ytid, None)) if start is not None else None)
+        if source is None:
+            source = ClipSource(entry.id, "", "", error=f"{src}: no source file for id {entry.id!r}")
+        selected.append(replace(source, id=entry.id, label=entry.label, split=entry.split))
+    return sorted(selected, key=lambda s: s.id)
+
+
+# --------------------------------------------------------------------------------------------------
+# One clip
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_not_silent(wave: np.ndarray, path: str) -> None:
+    if float(np.ptp(wave)) < SILENT_PEAK_TO_PEAK:
+        raise AudioDecodeError(f"{path}: silent audio (constant signal around the frame)")
+
+
+def _video_audio(path: str, centre: float, need_seconds: float, info: VideoInfo):
+    """16 kHz audio of a video, decoded far enough to cut ``need_seconds`` centred on ``centre``.
+
+    ``centre`` is in seconds from the first audio sample. When the declared track reaches past the
+    window (plus a margin for the resampler's filter), decoding stops there: the samples are a prefix
+    of the full track's, so every window cut from them equals the one ``clip_at`` cuts from the full
+    track. Otherwise, or when the prefix comes out short (a truncated file), the whole track is decoded
+    and the window is shifted inside it or tiled exactly as ``clip_at`` does.
+
+    Returns:
+        ``(wave, duration, native)``: 16 kHz mono audio (a prefix of the track or all of it), the source
+        duration in seconds (as the container declares it, else as decoded), and the native-rate samples.
+    """
+    end = max(centre - need_seconds / 2, 0.0) + need_seconds + AUDIO_MARGIN_SECONDS
+    if info.audio_rate > 0 and info.audio_duration >= end:
+        native, rate = load_audio(path, None, start=0.0, duration=end)
+        if native.shape[0] >= int(end * rate):
+            return resample(native, rate, SAMPLE_RATE_HZ), info.audio_duration, native
+    native, rate = load_audio(path, None)
+    duration = info.audio_duration or native.shape[0] / rate
+    return resample(native, rate, SAMPLE_RATE_HZ), duration, native
+
+
+def _kept_audio(wave: np.ndarray, centre: float | None, seconds: float) -> np.ndarray:
+    """``seconds`` of un-normalised 16 kHz audio centred on ``centre`` (None: the middle), tiled if short."""
+    length = int(round(seconds * SAMPLE_RATE_HZ))
+    wave = tile_to_length(wave, length)
+    centre_sample = None if centre is None else int(round(centre * SAMPLE_RATE_HZ))
+    start = centre_window(wave.shape[0], length, centre_sample)
+    return wave[start : start + length]
+
+
+def _load_image(path: str) -> Image.Image:
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image
+    except (OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"{path}: unreadable image ({e})") from e
+
+
+def _frames_folder_middle(folder: str) -> str:
+    files = [p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
+        raise DataError(f"{folder}: no frame images (.jpg/.png) in the frames folder")
+    files.sort(key=lambda p: _natural_key(p.name))
+    return str(files[len(files) // 2])
+
+
+def _save_wav(path: Path, wave: np.ndarray) -> None:
+    with atomic_open(path, "wb") as f:
+        sf.write(f, wave.astype(np.float32), SAMPLE_RATE_HZ, format="WAV", subtype="FLOAT")
+
+
+def _save_frame(path: Path, image: Image.Image, source: str | None = None) -> None:
+    """Save a 256 x 256 RGB JPEG; a source JPEG that is already one is copied, not re-encoded."""
+    if source is not None and image.format == "JPEG" and image.mode == "RGB":
+        if image.size == (FRAME_SIZE, FRAME_SIZE):
+            atomic_write_bytes(path, Path(source).read_bytes())
+            return
+    frame = image.convert("RGB").resize((FRAME_SIZE, FRAME_SIZE), Image.Resampling.BICUBIC)
+    atomic_save_image(path, frame, quality=JPEG_QUALITY)
+
+
+def _relpaths(clip_id: str) -> tuple[str, str, str]:
+    return f"frames/{clip_id}.jpg", f"audio/{clip_id}.wav", f"spect/{clip_id}.npy"
+
+
+def prepare_clip(
+    source: ClipSource, out: str | os.PathLike, audio_seconds: float = CLIP_SECONDS
+) -> ManifestRow:
+    """Prepare one clip into ``out`` and return its manifest row; failures become a ``failed`` row.
+
+    Writes ``frames/<id>.jpg``, ``spect/<id>.npy`` and ``audio/<id>.wav`` (each atomically) as described
+    in the module docstring.
+
+    Args:
+        source: the clip.
+        out: the dataset folder.
+        audio_seconds: seconds of audio kept in the WAV (3 = the official normalised clip).
+
+    Returns:
+        The row; ``status == "failed"`` with the reason in ``error`` when anything went wrong.
+    """
+    out = Path(out)
+    row = ManifestRow(id=source.id, label=source.label, split=source.split)
+    try:
+        image, frame_source, wave, centre, duration, rate = _read_clip(source, audio_seconds)
+        clip = clip_at(wave, centre) if centre is not None else official_clip(wave)  # 3 s, normalised
+        kept = clip if audio_seconds == CLIP_SECONDS else _kept_audio(wave, centre, audio_seconds)
+        spect = waveform_to_examples(clip).numpy()  # 3 x 96 x 64
+        if spect.shape != (SPECT_PATCHES, 96, 64):
+            raise AssertionError(f"log-mel patches of shape {spect.shape}, expected (3, 96, 64)")
+        frame_rel, audio_rel, spect_rel = _relpaths(source.id)
+        _save_frame(out / frame_rel, image, frame_source)
+        atomic_save_npy(out / spect_rel, spect)
+        _save_wav(out / audio_rel, kept)
+    except (DataError, FileNotFoundError) as e:
+        return replace(row, duration=0.0, status=STATUS_FAILED, error=str(e))
+    except Exception as e:  # one bad clip must never stop a long run
+        log.debug("unexpected error on %s", source.visual, exc_info=True)
+        return replace(row, status=STATUS_FAILED, error=f"{source.visual}: {type(e).__name__}: {e}")
+    return replace(
+        row, frame=frame_rel, audio=audio_rel, spect=spect_rel, duration=round(duration, 6), sample_rate=rate
+    )
+
+
+def _read_clip(source: ClipSource, audio_seconds: float):
+    """Decode a clip's frame and audio.
+
+    Returns:
+        ``(image, frame_file, wave, centre, duration, rate)``: the frame (native size), the JPEG it was
+        read from (None when decoded from a video), 16 kHz audio, the frame's time in seconds relative to
+        the audio's first sample (None: the middle of the track), the source audio duration and rate.
+    """
+    if source.error:
+        raise DataError(source.error)
+    need = max(audio_seconds, CLIP_SECONDS)
+    if source.kind == _KIND_VIDEO:
+        info = video_info(source.visual)
+        if not info.has_audio:
+            raise AudioDecodeError(f"{source.visual}: no audio stream")
+        image, t = decode_frame_at(source.visual, info.middle, threads=1)
+        centre = max(t - info.audio_start, 0.0)
+        wave, duration, native = _video_audio(source.visual, centre, need, info)
+        _check_not_silent(native, source.visual)
+        _check_not_silent(_kept_audio(wave, centre, CLIP_SECONDS), source.visual)
+        return image, None, wave, centre, duration, info.audio_rate
+    image_path = _frames_folder_middle(source.visual) if source.kind == _KIND_FRAMES else source.visual
+    image = _load_image(image_path)
+    native, rate = load_audio(source.audio, None)
+    _check_not_silent(native, source.audio)
+    wave = resample(native, rate, SAMPLE_RATE_HZ)
+    return image, image_path, wave, None, native.shape[0] / rate, rate
+
+
+# --------------------------------------------------------------------------------------------------
+# Running many clips
+# --------------------------------------------------------------------------------------------------
+
+
+def _init_worker() -> None:
+    # One process per core: keep torch's intra-op pool (and FFmpeg, via threads=1) to one thread.
+    torch.set_num_threads(1)
+
+
+def _crashed_row(source: ClipSource) -> ManifestRow:
+    return ManifestRow(
+        id=source.id,
+        label=source.label,
+        split=source.split,
+        status=STATUS_FAILED,
+        error=f"{source.visual}: the decoder crashed the worker process on this file",
+    )
+
+
+def _mp_context() -> multiprocessing.context.BaseContext:
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        # Workers fork from a server that imported this module (and torch) once, rather than each
+        # importing them again as spawned processes do: start-up falls from about 1.5 s per worker to
+        # one import per session. Forking the caller itself is avoided: it may hold threads.
+        context.set_forkserver_preload([__name__])
+        return context
+    return multiprocessing.get_context("spawn")
+
+
+def _pool(workers: int) -> cf.ProcessPoolExecutor:
+    return cf.ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context(), initializer=_init_worker)
+
+
+def _run_isolated(
+    jobs: Iterable[ClipSource], fn: Callable[[ClipSource], ManifestRow]
+) -> Iterator[ManifestRow]:
+    """Run jobs one at a time in a one-process pool, so a crash points at the file that caused it."""
+    pool = _pool(1)
+    try:
+        for job in jobs:
+            try:
+                yield pool.submit(fn, job).result()
+            except cf.process.BrokenProcessPool:
+                yield _crashed_row(job)
+                pool.shutdown(cancel_futures=True)
+                pool = _pool(1)
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+def _run_jobs(
+    jobs: Sequence[ClipSource], fn: Callable[[ClipSource], ManifestRow], workers: int
+) -> Iterator[ManifestRow]:
+    """Yield ``fn(job)`` for every job, in completion order, using ``workers`` processes.
+
+    A worker that dies (FFmpeg crashing on a damaged file) breaks the pool: the jobs then in flight are
+    rerun one by one in isolation, the one that crashes again gets a failed row, and the rest continue.
+    """
+    if workers <= 1:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            for job in jobs:
+                yield fn(job)
+        finally:
+            torch.set_num_threads(previous)
+        return
+    pending = deque(jobs)
+    while pending:
+        pool = _pool(workers)
+        in_flight: dict[cf.Future, ClipSource] = {}
+        suspects: list[ClipSource] = []
+        try:
+            while pending or in_flight:
+                while pending and len(in_flight) < workers * JOBS_PER_WORKER:
+                    job = pending.popleft()
+                    in_flight[pool.submit(fn, job)] = job
+                finished, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
+                for future in finished:
+                    job = in_flight.pop(future)
+                    try:
+                        row = future.result()
+                    except cf.process.BrokenProcessPool:
+                        suspects.append(job)
+                        continue
+                    yield row
+                if suspects:
+                    suspects.extend(in_flight.values())
+                    in_flight.clear()
+                    break
+        finally:
+            pool.shutdown(cancel_futures=True)
+        if suspects:
+            log.warning("a worker process died; rerunning %d clip(s) one by one", len(suspects))
+            yield from _run_isolated(suspects, fn)
+
+
+# --------------------------------------------------------------------------------------------------
+# Shards, manifests, meta
+# --------------------------------------------------------------------------------------------------
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """Parse ``"i/n"`` (``0 <= i < n``, zero-based like SLURM array indices) into ``(i, n)``.
+
+    Raises:
+        DataError: when the text is not of that form.
+    """
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if match is None:
+        raise DataError(f"--shard {text!r}: expected i/n, e.g. 0/4 (i counts from 0)")
+    i, n = int(match[1]), int(match[2])
+    if n < 1 or not 0 <= i < n:
+        raise DataError(f"--shard {text!r}: need 0 <= i < n (shards are numbered 0 .. n-1)")
+    return i, n
+
+
+def shard_slice(ids: Sequence[str], shard: tuple[int, int]) -> list[str]:
+    """The ids of shard ``(i, n)``: every n-th id of the sorted ids, starting at the i-th."""
+    i, n = shard
+    return sorted(ids)[i::n]
+
+
+def _shard_dir(out: Path, shard: tuple[int, int]) -> Path:
+    return out / SHARDS_DIR / f"{shard[0]}-of-{shard[1]}"
+
+
+def _read_rows(folder: Path) -> dict[str, ManifestRow]:
+    if not (folder / MANIFEST_NAME).is_file():
+        return {}
+    try:
+        return {row.id: row for row in read_manifest(folder)}
+    except ValueError as e:
+        raise DataError(str(e)) from e
+
+
+def _files_present(out: Path, row: ManifestRow) -> bool:
+    return row.ok and all(p and (out / p).is_file() for p in (row.frame, row.audio, row.spect))
+
+
+def _merge_rows(*tables: dict[str, ManifestRow]) -> dict[str, ManifestRow]:
+    """Later tables win, except that a failed row never replaces a done one."""
+    merged: dict[str, ManifestRow] = {}
+    for table in tables:
+        for clip_id, row in table.items():
+            if clip_id in merged and merged[clip_id].ok and not row.ok:
+                continue
+            merged[clip_id] = row
+    return merged
+
+
+def _part_dirs(out: Path) -> list[Path]:
+    root = out / SHARDS_DIR
+    if not root.is_dir():
+        return []
+    return sorted(d for d in root.iterdir() if (d / MANIFEST_NAME).is_file())
+
+
+def merge_shards(out: str | os.PathLike) -> PrepareSummary:
+    """Merge every shard part under ``out/shards`` (and an existing ``manifest.csv``) into ``manifest.csv``.
+
+    Returns:
+        Counts of the merged manifest (``done`` and ``failed`` rows; ``skipped`` is 0).
+
+    Raises:
+        DataError: ``out`` holds no shard parts.
+    """
+    out = Path(out)
+    parts = _part_dirs(out)
+    if not parts:
+        raise DataError(f"{out}: no shard manifests under {out / SHARDS_DIR} to merge")
+    rows = _merge_rows(_read_rows(out), *(_read_rows(p) for p in parts))
+    write_manifest(out, list(rows.values()))
+    done = sum(r.ok for r in rows.values())
+    return PrepareSummary(out, done=done, skipped=0, failed=len(rows) - done, merged=True)
+
+
+def _check_out(out: Path, meta: dict) -> None:
+    """Refuse an output folder prepared with other settings, or a non-empty folder of something else."""
+    if (out / META_NAME).is_file():
+        try:
+            existing = read_meta(out)
+        except ValueError as e:
+            raise DataError(str(e)) from e
+        for key in ("kind", "audio_seconds"):
+            if existing.get(key) != meta[key]:
+                raise DataError(
+                    f"{out}: already holds a dataset prepared with {key}={existing.get(key)!r}, not "
+                    f"{meta[key]!r}; prepare into a new folder"
+                )
+    elif out.is_dir() and any(not p.name.startswith(".") for p in out.iterdir()):
+        raise DataError(f"{out}: exists, is not empty and is not a prepared dataset (no {META_NAME})")
+
+
+# --------------------------------------------------------------------------------------------------
+# The command
+# --------------------------------------------------------------------------------------------------
+
+
+def prepare(
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    workers: int | None = None,
+    list_file: str | os.PathLike | None = None,
+    shard: tuple[int, int] | str | None = None,
+    audio_seconds: float = CLIP_SECONDS,
+    layout: str = "auto",
+    allow_overlap: bool = False,
+    progress: bool = True,
+) -> PrepareSummary:
+    """Prepare a dataset folder from videos, a SoundNet-Flickr dump or image + audio pairs.
+
+    Args:
+        src: source folder (see :func:`find_sources`).
+        out: dataset folder (created; an existing one is resumed).
+        workers: processes (default: all cores); 1 runs in this process.
+        list_file: plain id list or VGG-Sound CSV selecting and labelling clips (see
+            :func:`read_clip_list`); its ids are checked against the benchmark test sets first.
+        shard: ``(i, n)`` or ``"i/n"`` with ``0 <= i < n``: prepare only that slice (see module docstring).
+        audio_seconds: seconds of audio kept per clip; 3 (default) stores the official normalised clip.
+        layout: ``"auto"``, ``"videos"``, ``"flickr"`` or ``"pairs"``.
+        allow_overlap: with a list, only warn when its ids overlap a benchmark test set.
+        progress: show a progress bar on stderr.
+
+    Returns:
+        The counts of this run (only the clips it was asked for).
+
+    Raises:
+        DataError: bad source folder, list, shard or output folder, or test-set overlap in the list.
+    """
+    src, out = Path(src), Path(out)
+    if out.resolve() == src.resolve():
+        raise DataError(f"{out}: the output folder must differ from the source folder")
+    if not audio_seconds > 0:
+        raise DataError(f"--audio-seconds must be positive, got {audio_seconds}")
+    if isinstance(shard, str):
+        shard = parse_shard(shard)
+    elif shard is not None:
+        shard = parse_shard(f"{shard[0]}/{shard[1]}")
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    if workers < 1:
+        raise DataError(f"--workers must be at least 1, got {workers}")
+
+    entries = read_clip_list(list_file) if list_file is not None else None
+    if entries is not None:
+        check_overlap([e.id for e in entries], allow_overlap=allow_overlap)
+    kind, sources = find_sources(src, layout, exclude=out)
+    if entries is not None:
+        sources = select_sources(sources, entries, src)
+    meta = {
+        "kind": kind,
+        "audio_seconds": float(audio_seconds),
+        "audio_normalized": audio_seconds == CLIP_SECONDS,
+        "sample_rate": SAMPLE_RATE_HZ,
+        "frame_size": FRAME_SIZE,
+        "source": str(src.resolve()),
+    }
+    _check_out(out, meta)
+    out.mkdir(parents=True, exist_ok=True)
+    write_meta(out, **meta)
+
+    all_ids = [s.id for s in sources]
+    ids = set(shard_slice(all_ids, shard)) if shard is not None else set(all_ids)
+    record_dir = _shard_dir(out, shard) if shard is not None else out
+    earlier = _merge_rows(_read_rows(out), _read_rows(record_dir)) if shard is not None else _read_rows(out)
+    rows = dict(earlier)
+
+    done = skipped = failed = 0
+    todo: list[ClipSource] = []
+    for source in sources:
+        if source.id not in ids:
+            continue
+        old = earlier.get(source.id)
+        if source.error:
+            rows[source.id] = prepare_clip(source, out, audio_seconds)  # fails at once, nothing to decode
+            failed += 1
+        elif old is not None and _files_present(out, old):
+            rows[source.id] = replace(old, label=source.label, split=source.split)
+            skipped += 1
+        else:
+            todo.append(source)
+
+    bar = tqdm(total=len(todo), disable=not progress, unit="clip", desc="prepare", dynamic_ncols=True)
+    fn = _ClipJob(str(out), float(audio_seconds))
+    last_flush = time.monotonic()
+    try:
+        for row in _run_jobs(todo, fn, min(workers, max(len(todo), 1))):
+            rows[row.id] = row
+            done += row.ok
+            failed += not row.ok
+            bar.update(1)
+            if time.monotonic() - last_flush >= MANIFEST_FLUSH_SECONDS:
+                _write_rows(record_dir, rows, ids if shard is not None else None)
+                last_flush = time.monotonic()
+    finally:
+        bar.close()
+        _write_rows(record_dir, rows, ids if shard is not None else None)
+
+    merged = False
+    if shard is not None:
+        recorded = _merge_rows(*(_read_rows(p) for p in _part_dirs(out)))
+        if all(clip_id in recorded for clip_id in all_ids):
+            merge_shards(out)
+            merged = True
+    return PrepareSummary(out, done=done, skipped=skipped, failed=failed, merged=merged)
+
+
+def _write_rows(folder: Path, rows: dict[str, ManifestRow], only: set[str] | None) -> None:
+    """Write the manifest (a shard part keeps only the shard's own ids)."""
+    kept = rows.values() if only is None else (r for r in rows.values() if r.id in only)
+    write_manifest(folder, list(kept))
+
+
+@dataclass(frozen=True)
+class _ClipJob:
+    """A picklable ``prepare_clip`` with its settings bound, for the worker processes."""
+
+    out: str
+    audio_seconds: float
+
+    def __call__(self, source: ClipSource) -> ManifestRow:
+        return prepare_clip(source, self.out, self.audio_seconds)

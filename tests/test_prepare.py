@@ -1,0 +1,577 @@
+"""`sspl prepare` and the video helpers: formats, every bad-input case, resume, shards, lists, layouts, CLI."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import soundfile as sf
+from PIL import Image
+
+from sspl.audio import clip_at, load_audio, official_clip, waveform_to_examples
+from sspl.cli import main
+from sspl.data import prepare as prep
+from sspl.data.manifest import read_manifest, read_meta
+from sspl.data.prepare import (
+    ClipSource,
+    ListEntry,
+    parse_shard,
+    prepare,
+    read_clip_list,
+    select_sources,
+    shard_slice,
+)
+from sspl.data.video import (
+    VideoDecodeError,
+    decode_frame_at,
+    decode_middle_frame,
+    iter_frames,
+    video_info,
+    write_synthetic_video,
+)
+from sspl.errors import DataError
+
+REAL_VIDEO = "demo__single__lawn_mowing_G4TowkVcclw.mp4"
+FLICKR_ID = "10006434483"
+
+
+def _rows(out: Path) -> dict[str, object]:
+    return {row.id: row for row in read_manifest(out)}
+
+
+def _run(src: Path, out: Path, **kwargs) -> prep.PrepareSummary:
+    return prepare(src, out, workers=kwargs.pop("workers", 1), progress=False, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> Path:
+    """Three good 3-s clips (64 x 48, 25 fps, h264 + AAC 44.1 kHz)."""
+    folder = tmp_path_factory.mktemp("videos")
+    for k, name in enumerate(("a", "b", "c")):
+        write_synthetic_video(folder / f"{name}.mp4", seconds=3.0, seed=k)
+    return folder
+
+
+# --------------------------------------------------------------------------------------------------
+# Video helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def test_video_info_and_middle_frame_by_timestamp(videos):
+    path = videos / "a.mp4"
+    info = video_info(path)
+    assert (info.duration, info.fps, info.width, info.height) == (3.0, 25.0, 64, 48)
+    assert info.has_audio and info.audio_rate == 44100 and info.video_codec == "h264"
+    image, t = decode_middle_frame(path)
+    # 75 frames at k / 25 s: the middle is 1.5 s, the first frame at or after it is frame 38.
+    assert t == pytest.approx(38 / 25)
+    reference = dict(iter_frames(path))
+    assert np.array_equal(np.asarray(image), np.asarray(reference[t]))
+
+
+def test_iter_frames_streams_every_frame_or_a_given_rate(videos):
+    path = videos / "b.mp4"
+    times = [t for t, _ in iter_frames(path)]
+    assert times == pytest.approx([k / 25 for k in range(75)])
+    sampled = [t for t, _ in iter_frames(path, fps=5)]
+    assert sampled == pytest.approx([k / 5 for k in range(15)])
+    # 4 fps falls between frames: each sample takes the first frame at or after k / 4.
+    assert [t for t, _ in iter_frames(path, fps=4)][:3] == pytest.approx([0.0, 0.28, 0.52])
+    assert [t for t, _ in iter_frames(path, fps=100)] == pytest.approx(times)  # above native: each once
+    with pytest.raises(ValueError, match="fps"):
+        next(iter_frames(path, fps=0))
+
+
+def test_decode_frame_at_matches_decoding_from_the_start(tmp_path):
+    # Keyframes every 20 frames with B-frames: seeking plus skipped non-reference frames must give
+    # exactly the frame that decoding everything gives.
+    path = write_synthetic_video(tmp_path / "gop.mp4", seconds=4.0, options={"g": "20", "bf": "3"})
+    reference = list(iter_frames(path))
+    for target in (0.0, 0.5, 0.79, 0.8, 1.33, 2.0, 3.0, 3.96):
+        image, t = decode_frame_at(path, target, threads=1)
+        expected_t, expected = next((ts, im) for ts, im in reference if ts >= target - 1e-9)
+        assert t == pytest.approx(expected_t)
+        assert np.array_equal(np.asarray(image), np.asarray(expected))
+    with pytest.raises(VideoDecodeError, match="no decodable video frame at or after 5.00 s"):
+        decode_frame_at(path, 5.0)
+
+
+def test_video_helpers_name_the_file_on_bad_input(tmp_path):
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes())
+    with pytest.raises(VideoDecodeError, match=r"garbage\.mp4: cannot open"):
+        video_info(garbage)
+    with pytest.raises(FileNotFoundError, match="missing.mp4"):
+        decode_middle_frame(tmp_path / "missing.mp4")
+
+
+def test_real_video(data_dir, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(data_dir / "prepare" / REAL_VIDEO, src / REAL_VIDEO)
+    info = video_info(src / REAL_VIDEO)
+    assert (info.width, info.height, info.fps, info.duration) == (320, 240, 15.0, 5.0)
+    summary = _run(src, tmp_path / "out")
+    assert (summary.done, summary.failed) == (1, 0)
+    row = _rows(tmp_path / "out")[REAL_VIDEO[:-4]]
+    assert row.sample_rate == 16000 and row.duration == pytest.approx(5.02)
+    _, t = decode_middle_frame(src / REAL_VIDEO)
+    assert t == pytest.approx(38 / 15)  # middle 2.5 s -> frame 38 at 15 fps
+    wave, _ = sf.read(tmp_path / "out" / row.audio, dtype="float32")
+    full, _ = load_audio(src / REAL_VIDEO)
+    np.testing.assert_array_equal(wave, clip_at(full, t))
+
+
+# --------------------------------------------------------------------------------------------------
+# Output formats
+# --------------------------------------------------------------------------------------------------
+
+
+def test_output_formats(tmp_path):
+    src = tmp_path / "src"
+    # 6 s long: only the first 1.5 + 3 + margin seconds of audio are decoded, which must not matter.
+    video = write_synthetic_video(src / "clip.mp4", seconds=6.0, width=80, height=48)
+    out = tmp_path / "out"
+    assert str(_run(src, out)) == "done 1 / skipped 0 / failed 0"
+    row = _rows(out)["clip"]
+    assert (row.status, row.error, row.frame, row.audio, row.spect) == (
+        "done",
+        "",
+        "frames/clip.jpg",
+        "audio/clip.wav",
+        "spect/clip.npy",
+    )
+    assert (row.duration, row.sample_rate) == (6.0, 44100)
+
+    with Image.open(out / row.frame) as frame:
+        assert (frame.format, frame.size, frame.mode) == ("JPEG", (256, 256), "RGB")
+        decoded = np.asarray(frame, dtype=np.float32)
+    middle, t = decode_middle_frame(video)
+    expected = np.asarray(middle.resize((256, 256), Image.Resampling.BICUBIC), dtype=np.float32)
+    assert np.abs(decoded - expected).mean() < 2.0  # JPEG quality 95
+
+    info = sf.info(out / row.audio)
+    assert (info.samplerate, info.channels, info.subtype, info.frames) == (16000, 1, "FLOAT", 48000)
+    wave, _ = sf.read(out / row.audio, dtype="float32")
+    full, _ = load_audio(video)
+    np.testing.assert_array_equal(wave, clip_at(full, t))  # the official clip centred on the frame
+
+    spect = np.load(out / row.spect)
+    assert spect.dtype == np.float32 and spect.shape == (3, 96, 64)
+    np.testing.assert_array_equal(spect, waveform_to_examples(wave).numpy())
+
+    meta = read_meta(out)
+    assert (meta["kind"], meta["audio_seconds"], meta["audio_normalized"]) == ("videos", 3.0, True)
+
+
+def test_audio_seconds_keeps_raw_audio_centred_on_the_frame(tmp_path):
+    src = tmp_path / "src"
+    video = write_synthetic_video(src / "clip.mkv", seconds=8.0, audio_codec="pcm_s16le", audio_rate=22050)
+    out = tmp_path / "out"
+    _run(src, out, audio_seconds=5.0)
+    row = _rows(out)["clip"]
+    wave, rate = sf.read(out / row.audio, dtype="float32")
+    assert (rate, wave.shape) == (16000, (80000,))
+    full, _ = load_audio(video)
+    _, t = decode_middle_frame(video)
+    start = round(t * 16000) - 40000
+    np.testing.assert_array_equal(wave, full[start : start + 80000])  # not normalised
+    np.testing.assert_array_equal(np.load(out / row.spect), waveform_to_examples(clip_at(full, t)).numpy())
+    assert read_meta(out)["audio_normalized"] is False
+    with pytest.raises(DataError, match="audio_seconds=5.0"):
+        _run(src, out)  # the same folder with other settings
+
+
+# --------------------------------------------------------------------------------------------------
+# Bad input: each case becomes a manifest row with its reason, and the run goes on
+# --------------------------------------------------------------------------------------------------
+
+
+def test_every_bad_input_is_recorded_and_the_run_goes_on(tmp_path):
+    src = tmp_path / "src"
+    good = write_synthetic_video(src / "good.mp4", seconds=3.0)
+    write_synthetic_video(src / "short_audio.mp4", seconds=3.0, audio_seconds=1.0)
+    write_synthetic_video(src / "one_second.mp4", seconds=1.0)
+    write_synthetic_video(src / "no_audio.mp4", seconds=2.0, audio=None)
+    write_synthetic_video(src / "silent.mp4", seconds=2.0, audio="silent")
+    write_synthetic_video(src / "constant.mkv", seconds=2.0, audio="constant", audio_codec="pcm_s16le")
+    write_synthetic_video(src / "no_video.mkv", video_codec=None, audio_seconds=2.0)
+    write_synthetic_video(src / "empty_video.mkv", seconds=0.0, audio_seconds=2.0, audio_codec="pcm_s16le")
+    (src / "garbage.webm").write_bytes(np.random.default_rng(1).integers(0, 256, 3000, np.uint8).tobytes())
+    data = good.read_bytes()
+    (src / "truncated.mp4").write_bytes(data[: len(data) // 2])  # index (moov) lost
+    mkv = write_synthetic_video(tmp_path / "whole.mkv", seconds=3.0, audio_codec="pcm_s16le").read_bytes()
+    (src / "truncated_mkv.mkv").write_bytes(mkv[: int(len(mkv) * 0.4)])  # frames after 1.5 s lost
+    (src / "unknown_codec.mp4").write_bytes(data.replace(b"avc1", b"zzzz"))
+
+    out = tmp_path / "out"
+    summary = _run(src, out)
+    rows = _rows(out)
+    expected = {
+        "garbage": "garbage.webm: cannot open as a media container",
+        "truncated": "truncated.mp4: cannot open as a media container",
+        "truncated_mkv": "truncated_mkv.mkv: no decodable video frame at or after 1.50 s (truncated",
+        "no_audio": "no_audio.mp4: no audio stream",
+        "silent": "silent.mp4: silent audio",
+        "constant": "constant.mkv: silent audio",
+        "no_video": "no_video.mkv: no video stream",
+        "empty_video": "empty_video.mkv: no decodable video frame",
+        "unknown_codec": "unknown_codec.mp4: unsupported video codec",
+    }
+    for clip_id, reason in expected.items():
+        assert rows[clip_id].status == "failed", clip_id
+        assert reason in rows[clip_id].error, (clip_id, rows[clip_id].error)
+        assert rows[clip_id].frame == "" and not (out / "frames" / f"{clip_id}.jpg").exists()
+    for clip_id in ("good", "short_audio", "one_second"):
+        assert rows[clip_id].ok and rows[clip_id].error == ""
+    assert (summary.done, summary.failed) == (3, 9)
+
+    # Short audio is tiled as in the official pipeline, not failed.
+    assert rows["short_audio"].duration == pytest.approx(1.0)
+    wave, _ = sf.read(out / "audio" / "short_audio.wav", dtype="float32")
+    full, _ = load_audio(src / "short_audio.mp4")
+    assert wave.shape == (48000,) and full.shape[0] < 17000
+    np.testing.assert_array_equal(wave, clip_at(full, 38 / 25))
+
+
+def test_files_sharing_an_id_fail_together_with_both_names(tmp_path):
+    src = tmp_path / "src"
+    write_synthetic_video(src / "x.mp4", seconds=2.0)
+    write_synthetic_video(src / "sub" / "x.mkv", seconds=2.0)
+    out = tmp_path / "out"
+    assert str(_run(src, out)) == "done 0 / skipped 0 / failed 1"
+    assert _rows(out)["x"].error == (
+        f"{src / 'x.mp4'}: id 'x' also given by {src / 'sub' / 'x.mkv'} (ids are file stems); rename or remove one"
+    )
+
+
+def _crash_on_boom(source: ClipSource):
+    if source.id == "boom":
+        os._exit(3)  # what a segfaulting decoder looks like to the pool
+    return prep.ManifestRow(id=source.id)
+
+
+def test_a_crashing_worker_fails_only_its_own_clip():
+    jobs = [ClipSource(name, "video", f"{name}.mp4") for name in ("a", "boom", "c", "d")]
+    rows = {row.id: row for row in prep._run_jobs(jobs, _crash_on_boom, workers=2)}
+    assert sorted(rows) == ["a", "boom", "c", "d"]
+    assert rows["boom"].status == "failed" and "crashed the worker" in rows["boom"].error
+    assert all(rows[k].ok for k in ("a", "c", "d"))
+
+
+def test_worker_processes_give_the_same_outputs(videos, tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    _run(videos, one, workers=1)
+    assert str(_run(videos, two, workers=2)) == "done 3 / skipped 0 / failed 0"
+    for clip_id in ("a", "b", "c"):
+        for sub, suffix in (("frames", "jpg"), ("audio", "wav"), ("spect", "npy")):
+            name = f"{sub}/{clip_id}.{suffix}"
+            assert (one / name).read_bytes() == (two / name).read_bytes(), name
+
+
+# --------------------------------------------------------------------------------------------------
+# Resume
+# --------------------------------------------------------------------------------------------------
+
+
+def test_rerun_skips_finished_clips_and_redoes_incomplete_ones(videos, tmp_path):
+    out = tmp_path / "out"
+    assert str(_run(videos, out)) == "done 3 / skipped 0 / failed 0"
+    assert str(_run(videos, out)) == "done 0 / skipped 3 / failed 0"
+
+    (out / "audio" / "b.wav").unlink()  # a done row whose file is gone
+    assert str(_run(videos, out)) == "done 1 / skipped 2 / failed 0"
+
+    # A half-written frame with no manifest row (killed before recording): redone, never trusted.
+    (out / "frames" / "c.jpg").write_bytes(b"\xff\xd8\xff half a jpeg")
+    rows = [r for r in read_manifest(out) if r.id != "c"]
+    prep.write_manifest(out, rows)
+    assert str(_run(videos, out)) == "done 1 / skipped 2 / failed 0"
+    with Image.open(out / "frames" / "c.jpg") as frame:
+        assert frame.size == (256, 256)
+    assert sorted(_rows(out)) == ["a", "b", "c"]
+
+
+def test_killed_run_keeps_the_clips_recorded_so_far(videos, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    real = prep.prepare_clip
+    seen_on_disk: list[list[str]] = []
+
+    def killed_on_third(source, out_dir, audio_seconds):
+        if source.id == "c":
+            seen_on_disk.append(sorted(r.id for r in read_manifest(out_dir) if r.ok))
+            raise KeyboardInterrupt
+        return real(source, out_dir, audio_seconds)
+
+    monkeypatch.setattr(prep, "prepare_clip", killed_on_third)
+    monkeypatch.setattr(prep, "MANIFEST_FLUSH_SECONDS", 0.0)
+    with pytest.raises(KeyboardInterrupt):
+        _run(videos, out)
+    assert seen_on_disk == [["a", "b"]]  # flushed while the run was still going
+    assert sorted(r.id for r in read_manifest(out)) == ["a", "b"]
+    monkeypatch.setattr(prep, "prepare_clip", real)
+    assert str(_run(videos, out)) == "done 1 / skipped 2 / failed 0"
+
+
+def test_failed_clips_are_retried(tmp_path):
+    src = tmp_path / "src"
+    write_synthetic_video(src / "x.mp4", seconds=2.0, audio=None)
+    out = tmp_path / "out"
+    assert str(_run(src, out)) == "done 0 / skipped 0 / failed 1"
+    write_synthetic_video(src / "x.mp4", seconds=2.0)  # the user fixed the file
+    assert str(_run(src, out)) == "done 1 / skipped 0 / failed 0"
+
+
+def test_output_folder_checks(videos, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(DataError, match="not a prepared dataset"):
+        _run(videos, other)
+    with pytest.raises(DataError, match="must differ"):
+        _run(videos, videos)
+    with pytest.raises(DataError, match="source folder not found"):
+        _run(tmp_path / "nowhere", tmp_path / "out")
+    with pytest.raises(DataError, match="--workers"):
+        _run(videos, tmp_path / "out", workers=0)
+
+
+# --------------------------------------------------------------------------------------------------
+# Shards
+# --------------------------------------------------------------------------------------------------
+
+
+def test_parse_shard():
+    assert parse_shard("0/4") == (0, 4) and parse_shard(" 3 / 4 ") == (3, 4)
+    for bad in ("4/4", "1/0", "-1/2", "a/b", "1", "1/2/3"):
+        with pytest.raises(DataError, match="--shard"):
+            parse_shard(bad)
+
+
+def test_shard_slices_are_deterministic_and_partition_the_ids():
+    ids = [f"id{k:02d}" for k in range(11)]
+    shuffled = list(reversed(ids))
+    parts = [shard_slice(shuffled, (i, 3)) for i in range(3)]
+    assert parts[0] == ["id00", "id03", "id06", "id09"]
+    assert sorted(id_ for part in parts for id_ in part) == ids
+    assert [shard_slice(ids, (i, 3)) for i in range(3)] == parts
+
+
+def test_shards_write_parts_and_merge_when_all_are_done(tmp_path):
+    src = tmp_path / "src"
+    for k in range(4):
+        write_synthetic_video(src / f"v{k}.mp4", seconds=2.0, seed=k)
+    write_synthetic_video(src / "v4.mp4", seconds=2.0, audio=None)
+    out = tmp_path / "out"
+    first = _run(src, out, shard="1/2")
+    assert (first.done, first.failed, first.merged) == (2, 0, False)
+    assert not (out / "manifest.csv").exists()
+    part = out / "shards" / "1-of-2"
+    assert sorted(r.id for r in read_manifest(part)) == ["v1", "v3"]
+    second = _run(src, out, shard=(0, 2))
+    assert (second.done, second.failed, second.merged) == (2, 1, True)
+    rows = _rows(out)
+    assert sorted(rows) == [f"v{k}" for k in range(5)]
+    assert [rows[f"v{k}"].status for k in range(5)] == ["done"] * 4 + ["failed"]
+    # A shard rerun skips what it finished; --merge rebuilds the manifest from the parts.
+    assert str(_run(src, out, shard="1/2")) == "done 0 / skipped 2 / failed 0"
+    (out / "manifest.csv").unlink()
+    assert main(["prepare", "--merge", str(out)]) == 0
+    assert _rows(out) == rows
+
+
+# --------------------------------------------------------------------------------------------------
+# --list
+# --------------------------------------------------------------------------------------------------
+
+
+def test_read_clip_list_forms(tmp_path):
+    plain = tmp_path / "ids.txt"
+    plain.write_text("# comment\nabc12345678_30\nfoo.mp4\n\nfoo\n")
+    assert read_clip_list(plain) == [ListEntry("abc12345678_30"), ListEntry("foo")]
+    vgg = tmp_path / "vgg.csv"
+    vgg.write_text(
+        'ytid,start_seconds,label,split\nabc12345678,30,"dog, barking",train\nxyz98765432,7,cat,test\n'
+    )
+    assert read_clip_list(vgg) == [
+        ListEntry("abc12345678_000030", "dog, barking", "train"),
+        ListEntry("xyz98765432_000007", "cat", "test"),
+    ]
+    no_header = tmp_path / "nh.csv"
+    no_header.write_text("abc12345678,30,dog\n")
+    assert read_clip_list(no_header) == [ListEntry("abc12345678_000030", "dog", "")]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("abc12345678,30,dog,holdout\n")
+    with pytest.raises(DataError, match=r"bad\.csv:1: unknown split 'holdout'"):
+        read_clip_list(bad)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n# nothing\n")
+    with pytest.raises(DataError, match="no ids"):
+        read_clip_list(empty)
+
+
+def test_select_sources_matches_padding_and_whole_videos():
+    sources = [ClipSource(s, "video", f"{s}.mp4") for s in ("abc12345678_000030", "xyz98765432", "other")]
+    entries = [
+        ListEntry("abc12345678_30", "dog", "train"),
+        ListEntry("xyz98765432_000007"),
+        ListEntry("nope"),
+    ]
+    picked = {s.id: s for s in select_sources(sources, entries, "SRC")}
+    assert picked["abc12345678_30"].visual == "abc12345678_000030.mp4"
+    assert (picked["abc12345678_30"].label, picked["abc12345678_30"].split) == ("dog", "train")
+    assert picked["xyz98765432_000007"].visual == "xyz98765432.mp4"
+    assert picked["nope"].error == "SRC: no source file for id 'nope'"
+    assert "other" not in picked
+
+
+def test_list_selects_and_labels_clips(tmp_path):
+    src = tmp_path / "src"
+    write_synthetic_video(src / "abc12345678_000030.mp4", seconds=2.0)
+    write_synthetic_video(src / "xyz98765432.mp4", seconds=2.0, seed=1)
+    write_synthetic_video(src / "unlisted.mp4", seconds=2.0, seed=2)
+    listing = tmp_path / "train.csv"
+    listing.write_text("abc12345678,30,dog barking,train\nxyz98765432,10,cat,val\nmissing0000,5,cow,train\n")
+    out = tmp_path / "out"
+    assert str(_run(src, out, list_file=listing)) == "done 2 / skipped 0 / failed 1"
+    rows = _rows(out)
+    assert sorted(rows) == ["abc12345678_000030", "missing0000_000005", "xyz98765432_000010"]
+    assert (rows["abc12345678_000030"].label, rows["abc12345678_000030"].split) == ("dog barking", "train")
+    assert (rows["xyz98765432_000010"].label, rows["xyz98765432_000010"].split) == ("cat", "val")
+    assert (
+        rows["missing0000_000005"].status == "failed" and "no source file" in rows["missing0000_000005"].error
+    )
+    assert (out / "frames" / "xyz98765432_000010.jpg").is_file()
+
+
+def test_list_overlapping_a_test_set_is_refused_unless_allowed(tmp_path):
+    src = tmp_path / "src"
+    write_synthetic_video(src / "2432219254.mp4", seconds=2.0)  # a SoundNet-Flickr test id
+    listing = tmp_path / "ids.txt"
+    listing.write_text("2432219254\n")
+    with pytest.raises(DataError, match="1 training id"):
+        _run(src, tmp_path / "out", list_file=listing)
+    assert not (tmp_path / "out").exists()
+    summary = _run(src, tmp_path / "out", list_file=listing, allow_overlap=True)
+    assert summary.done == 1
+
+
+# --------------------------------------------------------------------------------------------------
+# SoundNet-Flickr and pairs layouts
+# --------------------------------------------------------------------------------------------------
+
+
+def _flickr_frame(data_dir: Path) -> Image.Image:
+    with Image.open(data_dir / "prepare" / f"{FLICKR_ID}.jpg") as image:
+        return image.convert("RGB")
+
+
+def test_flickr_layout_takes_the_middle_file_in_natural_order(data_dir, tmp_path):
+    src = tmp_path / "flickr"
+    frames = src / "frames" / FLICKR_ID
+    frames.mkdir(parents=True)
+    base = _flickr_frame(data_dir)
+    # Natural order is frame_1, frame_2, frame_10: the middle (index 1) is frame_2, the flipped one.
+    base.save(frames / "frame_1.jpg", quality=95)
+    base.transpose(Image.Transpose.FLIP_LEFT_RIGHT).resize((320, 240)).save(frames / "frame_2.png")
+    base.transpose(Image.Transpose.FLIP_TOP_BOTTOM).save(frames / "frame_10.jpg", quality=95)
+    (src / "audio").mkdir()
+    shutil.copy(data_dir / "prepare" / f"{FLICKR_ID}.wav", src / "audio" / f"{FLICKR_ID}.wav")
+    # A second clip with mp3 audio in mp3/, and a third without audio.
+    (src / "frames" / "222").mkdir()
+    base.save(src / "frames" / "222" / "0001.jpg")
+    (src / "mp3").mkdir()
+    _write_mp3(src / "mp3" / "222.mp3", seconds=2.0)
+    (src / "frames" / "333").mkdir()
+    base.save(src / "frames" / "333" / "0001.jpg")
+
+    out = tmp_path / "out"
+    assert str(_run(src, out)) == "done 2 / skipped 0 / failed 1"
+    assert read_meta(out)["kind"] == "flickr"
+    rows = _rows(out)
+    row = rows[FLICKR_ID]
+    assert (row.duration, row.sample_rate) == (5.0, 22050)
+    with Image.open(out / row.frame) as frame:
+        got = np.asarray(frame, dtype=np.float32)
+    flipped = base.transpose(Image.Transpose.FLIP_LEFT_RIGHT).resize((320, 240))
+    want = np.asarray(flipped.resize((256, 256), Image.Resampling.BICUBIC), dtype=np.float32)
+    assert np.abs(got - want).mean() < 2.0
+    wave, _ = sf.read(out / row.audio, dtype="float32")
+    full, _ = load_audio(data_dir / "prepare" / f"{FLICKR_ID}.wav")
+    np.testing.assert_array_equal(wave, official_clip(full))  # centred on the middle of the track
+    assert rows["222"].ok and rows["222"].sample_rate == 44100
+    assert rows["333"].status == "failed" and "no audio file 333.mp3|.wav" in rows["333"].error
+
+
+def _write_mp3(path: Path, seconds: float) -> None:
+    rate = 44100
+    t = np.arange(int(seconds * rate)) / rate
+    wave = (0.3 * np.sin(2 * np.pi * 330 * t)).astype(np.float32)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libmp3lame", rate=rate, layout="mono")
+        for s in range(0, wave.size, 1152):
+            frame = av.AudioFrame.from_ndarray(wave[None, s : s + 1152], format="fltp", layout="mono")
+            frame.sample_rate = rate
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+
+
+def test_pairs_layout(data_dir, tmp_path):
+    src = tmp_path / "pairs"
+    src.mkdir()
+    for suffix in (".jpg", ".wav"):
+        shutil.copy(data_dir / "prepare" / f"{FLICKR_ID}{suffix}", src / f"{FLICKR_ID}{suffix}")
+    _flickr_frame(data_dir).resize((100, 80)).save(src / "small.png")
+    shutil.copy(data_dir / "prepare" / f"{FLICKR_ID}.wav", src / "small.wav")
+    _flickr_frame(data_dir).save(src / "lonely.jpg")
+    shutil.copy(data_dir / "prepare" / f"{FLICKR_ID}.wav", src / "voice.wav")
+
+    out = tmp_path / "out"
+    assert str(_run(src, out)) == "done 2 / skipped 0 / failed 2"
+    assert read_meta(out)["kind"] == "pairs"
+    rows = _rows(out)
+    # An image that already is a 256 x 256 JPEG is copied, not re-encoded.
+    assert (out / rows[FLICKR_ID].frame).read_bytes() == (src / f"{FLICKR_ID}.jpg").read_bytes()
+    with Image.open(out / rows["small"].frame) as frame:
+        assert (frame.format, frame.size) == ("JPEG", (256, 256))
+    assert "lonely.jpg: no audio file with the same stem" in rows["lonely"].error
+    assert "voice.wav: no image with the same stem" in rows["voice"].error
+
+
+def test_explicit_layout_that_does_not_fit(videos, tmp_path):
+    with pytest.raises(DataError, match="SoundNet-Flickr layout needs frames"):
+        _run(videos, tmp_path / "out", layout="flickr")
+    with pytest.raises(DataError, match="unknown layout"):
+        _run(videos, tmp_path / "out", layout="frames")
+
+
+# --------------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------------
+
+
+def test_cli_end_to_end(videos, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["prepare", str(videos), str(out), "--workers", "1", "--no-progress"]) == 0
+    assert capsys.readouterr().out.strip() == "done 3 / skipped 0 / failed 0"
+    with open(out / "manifest.csv", newline="") as f:
+        assert [r["status"] for r in csv.DictReader(f)] == ["done"] * 3
+    assert main(["prepare", str(videos), str(out), "--workers", "1", "--no-progress"]) == 0
+    assert capsys.readouterr().out.strip() == "done 0 / skipped 3 / failed 0"
+
+
+def test_cli_errors(videos, tmp_path, capsys):
+    assert main(["prepare", str(tmp_path / "nowhere"), str(tmp_path / "out")]) == 1
+    assert "source folder not found" in capsys.readouterr().err
+    assert main(["prepare", str(videos), str(tmp_path / "out"), "--merge"]) == 1
+    assert "--merge takes only OUT" in capsys.readouterr().err
+    assert main(["prepare", "--merge", str(tmp_path / "out")]) == 1
+    assert "no shard manifests" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["prepare", str(videos), str(tmp_path / "out"), "--shard", "2/2"])
+    assert "need 0 <= i < n" in capsys.readouterr().err
