@@ -208,6 +208,8 @@ def test_every_bad_input_is_recorded_and_the_run_goes_on(tmp_path):
     mkv = write_synthetic_video(tmp_path / "whole.mkv", seconds=3.0, audio_codec="pcm_s16le").read_bytes()
     (src / "truncated_mkv.mkv").write_bytes(mkv[: int(len(mkv) * 0.4)])  # frames after 1.5 s lost
     (src / "unknown_codec.mp4").write_bytes(data.replace(b"avc1", b"zzzz"))
+    aac_mkv = write_synthetic_video(tmp_path / "aac.mkv", seconds=2.0).read_bytes()
+    (src / "unknown_audio_codec.mkv").write_bytes(aac_mkv.replace(b"A_AAC", b"A_QQQ"))
 
     out = tmp_path / "out"
     summary = _run(src, out)
@@ -222,6 +224,7 @@ def test_every_bad_input_is_recorded_and_the_run_goes_on(tmp_path):
         "no_video": "no_video.mkv: no video stream",
         "empty_video": "empty_video.mkv: no decodable video frame",
         "unknown_codec": "unknown_codec.mp4: unsupported video codec",
+        "unknown_audio_codec": "unknown_audio_codec.mkv: unsupported audio codec",
     }
     for clip_id, reason in expected.items():
         assert rows[clip_id].status == "failed", clip_id
@@ -229,7 +232,7 @@ def test_every_bad_input_is_recorded_and_the_run_goes_on(tmp_path):
         assert rows[clip_id].frame == "" and not (out / "frames" / f"{clip_id}.jpg").exists()
     for clip_id in ("good", "short_audio", "one_second"):
         assert rows[clip_id].ok and rows[clip_id].error == ""
-    assert (summary.done, summary.failed) == (3, 9)
+    assert (summary.done, summary.failed) == (3, 10)
 
     # Short audio is tiled as in the official pipeline, not failed.
     assert rows["short_audio"].duration == pytest.approx(1.0)
@@ -447,6 +450,10 @@ def test_list_selects_and_labels_clips(tmp_path):
         rows["missing0000_000005"].status == "failed" and "no source file" in rows["missing0000_000005"].error
     )
     assert (out / "frames" / "xyz98765432_000010.jpg").is_file()
+    # Without the list, the rerun takes every file and keeps the labels recorded before.
+    assert str(_run(src, out)) == "done 2 / skipped 1 / failed 0"
+    rows = _rows(out)
+    assert rows["abc12345678_000030"].label == "dog barking" and rows["unlisted"].ok
 
 
 def test_list_overlapping_a_test_set_is_refused_unless_allowed(tmp_path):

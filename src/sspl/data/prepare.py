@@ -518,6 +518,8 @@ def _read_clip(source: ClipSource, audio_seconds: float):
         info = video_info(source.visual)
         if not info.has_audio:
             raise AudioDecodeError(f"{source.visual}: no audio stream")
+        if not info.audio_codec:
+            raise AudioDecodeError(f"{source.visual}: unsupported audio codec (FFmpeg has no decoder for it)")
         image, t = decode_frame_at(source.visual, info.middle, threads=1)
         centre = max(t - info.audio_start, 0.0)
         wave, duration, native = _video_audio(source.visual, centre, need, info)
@@ -812,7 +814,8 @@ def prepare(
             rows[source.id] = prepare_clip(source, out, audio_seconds)  # fails at once, nothing to decode
             failed += 1
         elif old is not None and _files_present(out, old):
-            rows[source.id] = replace(old, label=source.label, split=source.split)
+            # A rerun without the --list keeps the labels an earlier run recorded.
+            rows[source.id] = replace(old, label=source.label or old.label, split=source.split or old.split)
             skipped += 1
         else:
             todo.append(source)

@@ -59,7 +59,9 @@ class VideoInfo:
         width, height: frame size in pixels.
         video_codec: FFmpeg decoder name of the video stream.
         has_audio: whether the file has an audio stream.
-        audio_rate: sample rate of the first audio stream in Hz (0 without audio).
+        audio_codec: FFmpeg decoder name of the first audio stream ("" without audio, or when FFmpeg
+            has no decoder for it).
+        audio_rate: sample rate of the first audio stream in Hz (0 without audio or decoder).
         audio_start: timestamp of the first audio sample in seconds.
         audio_duration: seconds of audio declared by the container (0 when unknown or without audio).
     """
@@ -71,6 +73,7 @@ class VideoInfo:
     height: int
     video_codec: str
     has_audio: bool
+    audio_codec: str = ""
     audio_rate: int = 0
     audio_start: float = 0.0
     audio_duration: float = 0.0
@@ -162,9 +165,11 @@ def _info(container: av.container.InputContainer, stream: av.VideoStream, path: 
         raise VideoDecodeError(f"{path}: the video stream holds no frames")
     rate = stream.average_rate or stream.guessed_rate
     audio = container.streams.audio[0] if container.streams.audio else None
-    audio_rate = audio_start = audio_duration = 0
+    audio_codec, audio_rate, audio_start, audio_duration = "", 0, 0.0, None
     if audio is not None:
-        audio_rate = int(audio.rate or audio.codec_context.sample_rate or 0)
+        if audio.codec_context is not None:  # None when FFmpeg has no decoder for the codec
+            audio_codec = audio.codec_context.name
+            audio_rate = int(audio.codec_context.sample_rate or 0)
         audio_start = _seconds(audio.start_time, audio.time_base) or 0.0
         audio_duration = _seconds(audio.duration, audio.time_base)
         if audio_duration is None and container.duration is not None:
@@ -177,6 +182,7 @@ def _info(container: av.container.InputContainer, stream: av.VideoStream, path: 
         height=int(stream.codec_context.height),
         video_codec=stream.codec_context.name,
         has_audio=audio is not None,
+        audio_codec=audio_codec,
         audio_rate=audio_rate,
         audio_start=float(audio_start),
         audio_duration=float(audio_duration or 0.0),
