@@ -102,8 +102,8 @@ SPECT_PATCHES = 3
 # A track whose peak-to-peak amplitude is below this (about 3 steps of 16-bit audio) is silence: its
 # normalised clip would be a constant and teach nothing.
 SILENT_PEAK_TO_PEAK = 1e-4
-# Extra audio decoded on each side of the window a video clip needs, so the resampler's filter and the
-# decoder's warm-up after a seek never touch the kept samples.
+# Audio decoded past the end of the window a video clip needs, so the resampler's filter never sees
+# the cut and the kept samples equal those of the fully decoded track.
 AUDIO_MARGIN_SECONDS = 0.25
 MANIFEST_FLUSH_SECONDS = 10.0
 # Jobs queued per worker: enough to keep processes busy, few enough that a crash has few suspects.
