@@ -128,6 +128,7 @@ class OptimConfig:
         lr_encoder: learning rate of encoders that are trained (Table 3 ablation); ``None`` = ``lr``.
         weight_decay: AdamW weight decay (the PCM rates get none, as in the official code).
         betas: AdamW betas.
+        eps: AdamW epsilon.
         schedule: ``constant`` (the paper) or ``cosine`` (with ``warmup_epochs`` linear warm-up).
         warmup_epochs: warm-up length for the cosine schedule.
     """
@@ -137,6 +138,7 @@ class OptimConfig:
     lr_encoder: float | None = None
     weight_decay: float = 1e-4
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
     schedule: str = "constant"
     warmup_epochs: float = 0.0
 

@@ -1,0 +1,77 @@
+"""``sspl train``: train SSPL (or a baseline) on a prepared folder; resumable; torchrun for several GPUs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a model on a prepared folder",
+        description="Train on a folder written by `sspl prepare` or `sspl synth`. Options come from --config "
+        "(YAML) and key=value overrides, e.g. `optim.lr_head=1e-4 model.pcm=false`. For several GPUs or nodes, "
+        "launch with `torchrun --nproc_per_node N -m sspl.cli train ...`.",
+    )
+    p.add_argument(
+        "--config", help="YAML config (see configs/); defaults to the paper's SSPL w/ PCM settings"
+    )
+    p.add_argument("--data", required=True, help="prepared folder (sspl prepare / sspl synth)")
+    p.add_argument("--run-dir", required=True, help="output folder for config, logs and checkpoints")
+    p.add_argument("--epochs", type=int, help="number of epochs (overrides train.epochs)")
+    p.add_argument("--method", help="sspl (default), attention or hardway (overrides method)")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace a previous run's files in --run-dir")
+    p.add_argument(
+        "--cache-audio", action="store_true", help="cache the frozen audio encoder's embeddings (exact)"
+    )
+    p.add_argument(
+        "--allow-overlap", action="store_true", help="train even if ids overlap a benchmark test set"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr_head=1e-4"
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..config import load_config
+    from ..engine.train import train
+
+    overrides = list(args.overrides)
+    if args.epochs is not None:
+        overrides.append(f"train.epochs={args.epochs}")
+    if args.method:
+        overrides.append(f"method={args.method}")
+    if args.cache_audio:
+        overrides.append("data.cache_audio=true")
+    if args.allow_overlap:
+        overrides.append("data.allow_overlap=true")
+    if args.resume and args.overwrite:
+        raise SystemExit("sspl train: error: --resume and --overwrite exclude each other")
+    cfg = load_config(args.config, overrides)
+    result = train(
+        cfg,
+        args.data,
+        args.run_dir,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+    summary = {
+        "run_dir": str(result.run_dir),
+        "epochs": result.epochs_completed,
+        "steps": result.steps,
+        "best_epoch": result.best_epoch,
+        result.select_metric: result.best_metric,
+        "stopped_early": result.stopped_early,
+    }
+    print(json.dumps(summary))
+    return 0

@@ -1,0 +1,182 @@
+"""Datasets over a prepared folder (written by ``sspl prepare`` or ``sspl synth``).
+
+Every reader of the project ends in the same typed :class:`Sample`; :class:`PreparedDataset` turns
+samples into tensors for training (two augmented views) or evaluation (one evaluation view).
+
+Training augmentations are drawn from a generator seeded by ``(seed, epoch, index)`` alone, so a sample's
+views do not depend on the number of loader workers, on the process (DDP rank) that loads it, or on
+whether the run was resumed: this is what makes resumption bit-for-bit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from ..errors import DataError
+from .manifest import ManifestRow, read_manifest, read_meta
+from .transforms import TwoViews, build_eval_transform, build_train_transform
+
+__all__ = ["PreparedDataset", "Sample", "label_index", "load_samples"]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One prepared clip.
+
+    Attributes:
+        id: clip id.
+        frame: path of the 256 x 256 JPEG frame.
+        spect: path of the ``P x 96 x 64`` log-mel patches (``.npy``).
+        audio: path of the 16 kHz WAV.
+        label: class name ("" when unlabelled).
+        split: "train", "val", "test", "pretrain" or "".
+    """
+
+    id: str
+    frame: Path
+    spect: Path
+    audio: Path
+    label: str = ""
+    split: str = ""
+
+    @classmethod
+    def from_row(cls, root: Path, row: ManifestRow) -> Sample:
+        return cls(row.id, root / row.frame, root / row.spect, root / row.audio, row.label, row.split)
+
+    def load_frame(self) -> Image.Image:
+        """The frame as RGB; a missing or unreadable file is a DataError naming it."""
+        try:
+            with Image.open(self.frame) as img:
+                return img.convert("RGB")
+        except FileNotFoundError:
+            raise DataError(f"{self.frame}: frame of clip {self.id} is missing") from None
+        except (UnidentifiedImageError, OSError) as e:
+            raise DataError(f"{self.frame}: cannot read frame of clip {self.id} ({e})") from e
+
+    def load_spect(self) -> torch.Tensor:
+        """``P x 96 x 64`` float32 log-mel patches."""
+        try:
+            arr = np.load(self.spect, allow_pickle=False)
+        except FileNotFoundError:
+            raise DataError(f"{self.spect}: log-mel of clip {self.id} is missing") from None
+        except (ValueError, OSError) as e:
+            raise DataError(f"{self.spect}: cannot read log-mel of clip {self.id} ({e})") from e
+        if arr.ndim != 3 or arr.shape[1:] != (96, 64):
+            raise DataError(f"{self.spect}: expected P x 96 x 64 log-mel patches, got shape {arr.shape}")
+        return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+
+
+def load_samples(
+    root: str | os.PathLike, *, splits: Sequence[str] | None = None, ids: Iterable[str] | None = None
+) -> list[Sample]:
+    """The finished clips of a prepared folder, optionally restricted to splits and/or ids (sorted by id).
+
+    Raises:
+        DataError: the folder is not prepared, or an id asked for is not a finished clip (names them).
+    """
+    root = Path(root)
+    try:
+        read_meta(root)
+        rows = read_manifest(root)
+    except (FileNotFoundError, ValueError) as e:
+        raise DataError(str(e)) from e
+    done = [r for r in rows if r.ok]
+    if splits is not None:
+        done = [r for r in done if r.split in splits]
+    if ids is not None:
+        wanted = list(dict.fromkeys(ids))
+        by_id = {r.id: r for r in done}
+        missing = [i for i in wanted if i not in by_id]
+        if missing:
+            shown = ", ".join(missing[:10]) + (f", ... ({len(missing)} in all)" if len(missing) > 10 else "")
+            raise DataError(f"{root}: {len(missing)} requested clip(s) are not prepared: {shown}")
+        done = [by_id[i] for i in wanted]
+    return [Sample.from_row(root, r) for r in sorted(done, key=lambda r: r.id)]
+
+
+def label_index(samples: Iterable[Sample]) -> dict[str, int]:
+    """Class name -> index, over the non-empty labels in sorted order."""
+    return {name: i for i, name in enumerate(sorted({s.label for s in samples if s.label}))}
+
+
+def _sample_seed(seed: int, epoch: int, index: int) -> int:
+    digest = hashlib.blake2b(f"{seed}/{epoch}/{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+class PreparedDataset(Dataset):
+    """Tensors of prepared clips.
+
+    Args:
+        samples: the clips (see :func:`load_samples`).
+        mode: ``"train"`` -> ``frame_view1``, ``frame_view2`` (two independent augmented views);
+            ``"eval"`` -> ``frame`` (the evaluation view).
+        augmentations: Table S2 augmentation names for training.
+        image_size: network input size.
+        seed: seed of the augmentations (combined with the epoch and the index).
+        labels: class name -> index (``label`` is -1 for unlabelled clips).
+        audio_embeddings: optional ``id -> P x D`` cached audio encoder outputs; when given, items carry
+            ``audio_emb`` instead of ``spect``.
+
+    Items are dicts with ``id`` (str), ``index`` (int), ``label`` (int), ``spect`` (``P x 96 x 64``) or
+    ``audio_emb`` (``P x D``), and the frame tensor(s) (``3 x S x S``).
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        *,
+        mode: str = "train",
+        augmentations: Sequence[str] = ("crop", "hflip"),
+        image_size: int = 224,
+        seed: int = 0,
+        labels: dict[str, int] | None = None,
+        audio_embeddings: dict[str, torch.Tensor] | None = None,
+    ) -> None:
+        if mode not in ("train", "eval"):
+            raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
+        self.samples = list(samples)
+        self.mode = mode
+        self.seed = seed
+        self.epoch = 0
+        self.labels = labels or {}
+        self.audio_embeddings = audio_embeddings
+        if mode == "train":
+            self.transform = TwoViews(
+                build_train_transform(augmentations=tuple(augmentations), size=image_size)
+            )
+        else:
+            self.transform = build_eval_transform(size=image_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation draws of ``epoch``."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict:
+        sample = self.samples[index]
+        image = sample.load_frame()
+        item: dict = {"id": sample.id, "index": index, "label": self.labels.get(sample.label, -1)}
+        if self.audio_embeddings is not None:
+            item["audio_emb"] = self.audio_embeddings[sample.id]
+        else:
+            item["spect"] = sample.load_spect()
+        if self.mode == "train":
+            # Seeded per sample; fork_rng keeps the caller's global RNG stream untouched.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(_sample_seed(self.seed, self.epoch, index))
+                item["frame_view1"], item["frame_view2"] = self.transform(image)
+        else:
+            item["frame"] = self.transform(image)
+        return item

@@ -1,0 +1,221 @@
+"""``sspl evaluate``: one evaluator for the field's protocols, with the trivial baselines beside every number.
+
+Maps come from any checkpoint ``sspl.load`` reads (ours or the official SSPL files); scores come from
+:func:`sspl.metrics.evaluate_maps` with the benchmark's :class:`~sspl.metrics.Protocol`. The run fails if
+the number of evaluated samples differs from the dataset size, listing what is missing.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ..api import load
+from ..data.annotations import BUNDLED_ANNOTATIONS, load_annotations, subset_annotations
+from ..data.datasets import PreparedDataset, load_samples
+from ..data.manifest import ANNOTATIONS_NAME
+from ..errors import DataError
+from ..io import atomic_save_json, atomic_write_text
+from ..metrics import BASELINE_KINDS, BENCHMARKS, EvalResult, baseline_maps, evaluate_maps
+
+__all__ = ["EvaluationReport", "compute_maps", "evaluate"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvaluationReport:
+    """What ``evaluate`` wrote: the model's result, the baselines' and the report dict."""
+
+    result: EvalResult
+    baselines: dict[str, EvalResult]
+    report: dict
+    out_dir: Path
+
+
+def _collate(items: list[dict]) -> dict:
+    return {
+        "id": [it["id"] for it in items],
+        "frame": torch.stack([it["frame"] for it in items]),
+        "spect": torch.stack([it["spect"] for it in items]),
+    }
+
+
+@torch.inference_mode()
+def compute_maps(
+    model: torch.nn.Module,
+    dataset: PreparedDataset,
+    *,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    device: torch.device | None = None,
+    cycles: int | None = None,
+    progress: bool = False,
+) -> dict[str, np.ndarray]:
+    """Raw localization maps of every clip of an evaluation dataset (id -> ``h x w`` float32)."""
+    device = device or next(model.parameters()).device
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate)
+    maps: dict[str, np.ndarray] = {}
+    kwargs = {"cycles": cycles} if cycles is not None else {}
+    iterator = loader
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(loader, desc="localize", unit="batch", dynamic_ncols=True)
+    for batch in iterator:
+        out = model.localize(batch["frame"].to(device), batch["spect"].to(device), **kwargs)
+        maps.update(zip(batch["id"], out.float().cpu().numpy()))
+    return maps
+
+
+def _annotations_for(benchmark: str, data_dir: Path, annotations: str | os.PathLike | None):
+    if annotations is not None:
+        return load_annotations(annotations)
+    if (data_dir / ANNOTATIONS_NAME).is_file():
+        return load_annotations(data_dir)
+    if benchmark in BUNDLED_ANNOTATIONS:
+        return load_annotations(benchmark)
+    raise DataError(
+        f"{data_dir}: no {ANNOTATIONS_NAME} and no bundled boxes for benchmark {benchmark!r}; pass --annotations"
+    )
+
+
+def _pick_split(data_dir: Path, split: str | None) -> list:
+    if split is None:
+        return load_samples(data_dir)
+    samples = load_samples(data_dir, splits=[split])
+    if not samples and split == "test":
+        everything = load_samples(data_dir)
+        if everything and all(s.split == "" for s in everything):
+            log.info("%s has no split column values: evaluating all %d clips", data_dir, len(everything))
+            return everything
+    if not samples:
+        raise DataError(f"{data_dir}: no finished clips in split {split!r}")
+    return samples
+
+
+def _per_sample_csv(result: EvalResult, baselines: dict[str, EvalResult]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["id", "ciou", *[f"ciou_{k}" for k in baselines]])
+    for sample_id, value in result.cious.items():
+        writer.writerow(
+            [sample_id, f"{value:.6f}", *[f"{b.cious[sample_id]:.6f}" for b in baselines.values()]]
+        )
+    return buf.getvalue()
+
+
+def evaluate(
+    checkpoint: str | os.PathLike,
+    data_dir: str | os.PathLike,
+    benchmark: str,
+    out_dir: str | os.PathLike,
+    *,
+    protocol: str = "fixed",
+    split: str | None = "test",
+    annotations: str | os.PathLike | None = None,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    device: str | None = None,
+    cycles: int | None = None,
+    save_overlays: int = 0,
+    progress: bool = True,
+) -> EvaluationReport:
+    """Evaluate a checkpoint on a prepared test set.
+
+    Args:
+        checkpoint: run directory, checkpoint file, or official SSPL checkpoint folder.
+        data_dir: prepared folder of the test clips.
+        benchmark: ``flickr``, ``vggss``, ``avsbench`` or ``synth`` (sets the GT rule and box format).
+        out_dir: where ``report.json``, ``per_sample.csv`` and the plots go.
+        protocol: threshold policy, ``fixed`` (min-max >= 0.5: SSPL) or ``median`` (LVS/HardWay/EZ-VSL).
+        split: manifest split to evaluate (``None``: every clip).
+        annotations: boxes file/folder; default: the prepared folder's ``annotations.json``, else the
+            bundled boxes of the benchmark.
+        cycles: PCM cycles at test time (paper Fig. 6); default all.
+        save_overlays: draw this many samples' maps with boxes and the evaluated mask.
+
+    Returns:
+        An :class:`EvaluationReport`.
+    """
+    if benchmark not in BENCHMARKS:
+        raise DataError(f"unknown benchmark {benchmark!r}; choose from {', '.join(BENCHMARKS)}")
+    if protocol not in ("fixed", "median"):
+        raise DataError(f"unknown protocol {protocol!r}; choose fixed or median")
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    samples = _pick_split(data_dir, split)
+    gt = subset_annotations(_annotations_for(benchmark, data_dir, annotations), [s.id for s in samples])
+    model, preprocess = load(checkpoint, device=device)
+    dataset = PreparedDataset(samples, mode="eval", image_size=preprocess.image_size)
+    maps = compute_maps(
+        model, dataset, batch_size=batch_size, num_workers=num_workers, cycles=cycles, progress=progress
+    )
+    missing = sorted({s.id for s in samples} - set(maps))
+    if missing:
+        raise DataError(f"{len(missing)} clip(s) produced no map: {', '.join(missing[:10])}")
+    proto = BENCHMARKS[benchmark].with_threshold(protocol)
+    result = evaluate_maps(maps, gt, proto, expected_count=len(samples))
+    ids = [s.id for s in samples]
+    baselines = {
+        kind: evaluate_maps(baseline_maps(ids, kind), gt, proto, expected_count=len(samples))
+        for kind in BASELINE_KINDS
+    }
+    report = {
+        **result.summary(),
+        "benchmark": benchmark,
+        "checkpoint": str(checkpoint),
+        "data": str(data_dir),
+        "split": split,
+        "pcm_cycles": cycles,
+        "baselines": {k: {b.ciou_name: b.ciou_success_rate, "auc": b.auc} for k, b in baselines.items()},
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "per_sample.csv", _per_sample_csv(result, baselines))
+    _plots(out_dir, result, baselines, maps, samples, gt, proto, save_overlays, benchmark)
+    atomic_save_json(out_dir / "report.json", report)  # last: its presence means the evaluation finished
+    return EvaluationReport(result, baselines, report, out_dir)
+
+
+def _plots(out_dir, result, baselines, maps, samples, gt, proto, save_overlays: int, benchmark: str) -> None:
+    from .. import viz
+    from ..io import atomic_save_image
+
+    curves = {
+        "model": result.success_curve,
+        **{f"{k} (baseline)": b.success_curve for k, b in baselines.items()},
+    }
+    plot = viz.success_curves_plot(curves, step=proto.curve_step, title=f"{benchmark}: success rate vs cIoU")
+    atomic_save_image(out_dir / "success_curve.png", plot)
+    if save_overlays <= 0:
+        return
+    images = []
+    for sample in samples[:save_overlays]:
+        picture = viz.evaluation_overlay(
+            sample.load_frame(), maps[sample.id], gt[sample.id].boxes, protocol=proto, title=sample.id
+        )
+        name = f"overlays/{sample.id}.png"
+        atomic_save_image(out_dir / name, picture)
+        images.append((name, f"{sample.id}: cIoU {result.cious[sample.id]:.3f}"))
+    table = [{"": "model", "ciou@0.5": result.ciou_success_rate, "auc": result.auc}] + [
+        {"": f"{k} (baseline)", "ciou@0.5": b.ciou_success_rate, "auc": b.auc} for k, b in baselines.items()
+    ]
+    viz.write_html_report(
+        out_dir / "index.html",
+        f"Evaluation on {benchmark}",
+        [
+            {"title": "Metrics", "table": table, "images": [("success_curve.png", "success rate vs cIoU")]},
+            {
+                "title": "Samples",
+                "images": images,
+                "notes": "Heat map of the raw similarity map; white outline: the evaluated mask; green: ground truth.",
+            },
+        ],
+    )

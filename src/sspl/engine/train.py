@@ -1,0 +1,674 @@
+"""The training loop: one code path for every method, resumable bit-for-bit, distributed with torchrun.
+
+Model selection uses a validation split held out of the training data (cIoU@0.5 when the prepared
+folder carries boxes for it, else the validation loss); the test split is never read here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler
+
+from ..config import Config, save_config
+from ..data.annotations import load_annotations
+from ..data.datasets import PreparedDataset, Sample, label_index, load_samples
+from ..data.lists import check_overlap, load_list, sample_ids, train_val_split
+from ..data.manifest import ANNOTATIONS_NAME, read_meta
+from ..errors import DataError, SSPLError
+from ..io import atomic_save_json
+from ..metrics import BENCHMARKS, evaluate_maps
+from ..models.methods import get_method
+from .checkpoint import BEST, CHECKPOINT_DIR, LAST, load_checkpoint, restore_rng, save_checkpoint
+from .distributed import DistEnv, all_reduce_mean, convert_sync_batchnorm, init_distributed
+
+__all__ = ["TrainResult", "TrainingError", "build_scheduler", "train"]
+
+log = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.yaml"
+LOG_NAME = "log.jsonl"
+TB_DIR = "tb"
+CACHE_DIR = "cache"
+_RUN_FILES = (CONFIG_NAME, LOG_NAME, CHECKPOINT_DIR, TB_DIR, CACHE_DIR, "history.json")
+
+
+class TrainingError(SSPLError):
+    """Training cannot go on (non-finite loss, unusable data or options)."""
+
+
+@dataclass
+class TrainResult:
+    """What a training run did."""
+
+    run_dir: Path
+    epochs_completed: int
+    steps: int
+    best_epoch: int | None
+    best_metric: float | None
+    select_metric: str
+    stopped_early: bool
+    history: list[dict] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Splits:
+    train: list[Sample]
+    val: list[Sample]
+    labels: dict[str, int]
+    val_annotations: dict | None
+    protocol_name: str
+
+
+def _split_data(cfg: Config, data_dir: Path) -> _Splits:
+    samples = load_samples(data_dir)
+    if not samples:
+        raise DataError(f"{data_dir}: no finished clips in the manifest")
+    candidates = [s for s in samples if s.split in ("train", "")]
+    given_val = [s for s in samples if s.split == "val"]
+    if cfg.data.train_list:
+        wanted = set(load_list(cfg.data.train_list))
+        candidates = [s for s in candidates if s.id in wanted]
+        if not candidates:
+            raise DataError(f"{data_dir}: no prepared clip is in the list {cfg.data.train_list!r}")
+    if given_val:
+        train, val = candidates, given_val
+    else:
+        train_ids, val_ids = train_val_split(
+            [s.id for s in candidates], cfg.data.val_fraction, cfg.data.split_seed
+        )
+        by_id = {s.id: s for s in candidates}
+        train, val = [by_id[i] for i in train_ids], [by_id[i] for i in val_ids]
+    if cfg.data.max_train is not None and cfg.data.max_train < len(train):
+        keep = set(sample_ids([s.id for s in train], cfg.data.max_train, cfg.data.split_seed))
+        train = [s for s in train if s.id in keep]
+    if not train:
+        raise DataError(f"{data_dir}: no training clips (splits 'train' or unlabelled)")
+    check_overlap([s.id for s in train + val], benchmark="all", allow_overlap=cfg.data.allow_overlap)
+
+    meta = read_meta(data_dir)
+    val_annotations = None
+    if val and (data_dir / ANNOTATIONS_NAME).is_file():
+        annotations = load_annotations(data_dir)
+        if all(s.id in annotations for s in val):
+            val_annotations = {s.id: annotations[s.id] for s in val}
+    protocol = "synth" if meta.get("kind") == "synth" else "vggss"
+    return _Splits(train, val, label_index(samples), val_annotations, protocol)
+
+
+def _collate(items: list[dict]) -> dict:
+    out: dict[str, Any] = {}
+    for key in items[0]:
+        values = [it[key] for it in items]
+        if isinstance(values[0], torch.Tensor):
+            out[key] = torch.stack(values)
+        elif isinstance(values[0], int):
+            out[key] = torch.tensor(values)
+        else:
+            out[key] = values
+    return out
+
+
+def _to_device(batch: dict, device: torch.device, channels_last: bool) -> dict:
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, torch.Tensor):
+            v = v.to(device, non_blocking=True)
+            if channels_last and v.dim() == 4 and k.startswith("frame"):
+                v = v.contiguous(memory_format=torch.channels_last)
+        out[k] = v
+    return out
+
+
+def _worker_init(_: int) -> None:
+    # One intra-op thread per loader worker: the workers are the parallelism.
+    torch.set_num_threads(1)
+
+
+# --------------------------------------------------------------------------------------------------
+# optimisation
+# --------------------------------------------------------------------------------------------------
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: Config, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step learning-rate factor: constant (the paper), or linear warm-up then cosine decay."""
+    total = max(1, cfg.train.epochs * steps_per_epoch)
+    warmup = int(cfg.optim.warmup_epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if cfg.optim.schedule == "constant":
+            return 1.0
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# --------------------------------------------------------------------------------------------------
+# run directory
+# --------------------------------------------------------------------------------------------------
+
+
+def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    ours = [run_dir / name for name in _RUN_FILES if (run_dir / name).exists()]
+    if resume:
+        if not (run_dir / CHECKPOINT_DIR / LAST).is_file():
+            raise TrainingError(f"{run_dir}: nothing to resume ({CHECKPOINT_DIR}/{LAST} not found)")
+        return
+    if ours and not overwrite:
+        raise TrainingError(
+            f"{run_dir}: already holds a training run; pass --resume to continue it or --overwrite to start over"
+        )
+    for path in ours:  # only what a run writes: never other files the user keeps there
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+class _Logger:
+    """JSONL log (always) and TensorBoard (when installed), written by the main process only."""
+
+    def __init__(self, run_dir: Path, enabled: bool) -> None:
+        self.enabled = enabled
+        self.path = run_dir / LOG_NAME
+        self.tb = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(run_dir / TB_DIR))
+            except ImportError:
+                log.info("TensorBoard logging off (pip install 'sspl[tensorboard]' to enable it)")
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            step = record.get("step", 0)
+            prefix = record.get("type", "train")
+            for k, v in record.items():
+                if isinstance(v, int | float) and k not in ("step", "epoch"):
+                    self.tb.add_scalar(f"{prefix}/{k}", v, step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# validation
+# --------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def _validate(
+    model, method, cfg: Config, splits: _Splits, device: torch.device, audio_cache, channels_last: bool
+) -> dict:
+    """Validation loss (two seeded augmented views, eval mode) and, with boxes, cIoU@0.5 and AUC."""
+    model.eval()
+    metrics: dict[str, float] = {}
+    if not splits.val:
+        return metrics
+    batch_size = min(cfg.train.batch_size, 64)
+    loss_ds = PreparedDataset(
+        splits.val,
+        mode="train",
+        augmentations=cfg.data.augmentations,
+        image_size=cfg.data.image_size,
+        seed=cfg.train.seed + 1,
+        labels=splits.labels,
+        audio_embeddings=audio_cache,
+    )
+    total, count = 0.0, 0
+    loader = DataLoader(
+        loss_ds,
+        batch_size=batch_size,
+        num_workers=cfg.data.num_workers,
+        collate_fn=_collate,
+        worker_init_fn=_worker_init,
+    )
+    for batch in loader:
+        batch = _to_device(batch, device, channels_last)
+        loss, _ = method.loss(model, batch, cfg)
+        total += float(loss) * len(batch["id"])
+        count += len(batch["id"])
+    metrics["val_loss"] = total / max(count, 1)
+    if splits.val_annotations is not None:
+        map_ds = PreparedDataset(
+            splits.val, mode="eval", image_size=cfg.data.image_size, audio_embeddings=audio_cache
+        )
+        maps = {}
+        for batch in DataLoader(
+            map_ds,
+            batch_size=batch_size,
+            num_workers=cfg.data.num_workers,
+            collate_fn=_collate,
+            worker_init_fn=_worker_init,
+        ):
+            batch = _to_device(batch, device, channels_last)
+            out = model.localize(
+                batch["frame"], batch.get("spect"), audio_patch_embeddings=batch.get("audio_emb")
+            )
+            maps.update({i: m for i, m in zip(batch["id"], out.float().cpu().numpy())})
+        result = evaluate_maps(
+            maps, splits.val_annotations, BENCHMARKS[splits.protocol_name], expected_count=len(splits.val)
+        )
+        metrics["val_ciou@0.5"] = result.ciou_success_rate
+        metrics["val_auc"] = result.auc
+    return metrics
+
+
+# --------------------------------------------------------------------------------------------------
+# audio embedding cache
+# --------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def _audio_cache(
+    model, samples: list[Sample], run_dir: Path, env: DistEnv, cfg: Config
+) -> dict[str, torch.Tensor]:
+    """Exact cache of the frozen audio encoder's patch embeddings (computed once, stored in the run dir)."""
+    if cfg.model.train_audio:
+        raise TrainingError("data.cache_audio needs a frozen audio encoder (model.train_audio is true)")
+    path = run_dir / CACHE_DIR / "audio_embeddings.pt"
+    ids = [s.id for s in samples]
+    if env.is_main and not path.is_file():
+        from ..io import atomic_save_torch
+
+        model.eval()
+        embeddings = {}
+        for start in range(0, len(samples), 64):
+            chunk = samples[start : start + 64]
+            spect = torch.stack([s.load_spect() for s in chunk]).to(env.device)
+            out = model.encode_audio(spect).float().cpu()
+            embeddings.update({s.id: e.clone() for s, e in zip(chunk, out)})
+        atomic_save_torch(path, {"ids": ids, "embeddings": torch.stack([embeddings[i] for i in ids])})
+    if env.distributed:
+        dist.barrier()
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    table = dict(zip(saved["ids"], saved["embeddings"]))
+    missing = [i for i in ids if i not in table]
+    if missing:
+        raise TrainingError(
+            f"{path}: audio cache lacks {len(missing)} clip(s) (e.g. {missing[:3]}); delete it to rebuild"
+        )
+    return table
+
+
+# --------------------------------------------------------------------------------------------------
+# the loop
+# --------------------------------------------------------------------------------------------------
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 -- third-party code may draw from the legacy global state
+    torch.manual_seed(seed)
+
+
+def _select_key(cfg: Config, splits: _Splits) -> tuple[str, str]:
+    """(metric name, "max" or "min") used for model selection."""
+    choice = cfg.train.select_metric
+    if choice == "auto":
+        choice = "ciou" if splits.val_annotations is not None else "loss"
+    if choice == "ciou":
+        if splits.val_annotations is None:
+            raise TrainingError(
+                "train.select_metric=ciou needs boxes for the validation clips (annotations.json)"
+            )
+        return "val_ciou@0.5", "max"
+    return "val_loss", "min"
+
+
+def train(
+    config: Config,
+    data_dir: str | os.PathLike,
+    run_dir: str | os.PathLike,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Train a model on a prepared folder.
+
+    Args:
+        config: the resolved configuration (on ``resume`` the run's saved config is used; only
+            ``train.epochs`` may be raised to train longer).
+        data_dir: folder written by ``sspl prepare`` or ``sspl synth`` (splits ``train``/``val`` or none).
+        run_dir: where config, logs and checkpoints go; must not hold a run unless ``resume`` or ``overwrite``.
+        resume: continue from ``run_dir/checkpoints/last.pt``.
+        overwrite: delete a previous run's files in ``run_dir`` (other files are left alone).
+        progress: show a progress bar.
+
+    Returns:
+        A :class:`TrainResult`.
+
+    Raises:
+        TrainingError: on a non-finite loss, an existing run dir, or unusable options.
+        sspl.errors.DataError: on unusable data (including train/test overlap unless allowed).
+    """
+    data_dir, run_dir = Path(data_dir), Path(run_dir)
+    env = init_distributed(config.train.device)
+    try:
+        return _train(config, data_dir, run_dir, env, resume=resume, overwrite=overwrite, progress=progress)
+    finally:
+        if env.distributed:
+            dist.barrier()
+
+
+def _train(
+    config: Config,
+    data_dir: Path,
+    run_dir: Path,
+    env: DistEnv,
+    *,
+    resume: bool,
+    overwrite: bool,
+    progress: bool,
+) -> TrainResult:
+    ckpt = None
+    if env.is_main:
+        _prepare_run_dir(run_dir, resume, overwrite)
+    if env.distributed:
+        dist.barrier()
+    if resume:
+        ckpt = load_checkpoint(run_dir / CHECKPOINT_DIR / LAST)
+        saved = _config_of(ckpt)
+        if saved.train.epochs != config.train.epochs:
+            saved = replace(saved, train=replace(saved.train, epochs=config.train.epochs))
+        config = saved
+    cfg = config
+    if cfg.train.batch_size % env.world_size:
+        raise TrainingError(
+            f"train.batch_size={cfg.train.batch_size} does not divide over {env.world_size} processes"
+        )
+    local_batch = cfg.train.batch_size // env.world_size
+    _seed_everything(cfg.train.seed)
+
+    splits = _split_data(cfg, data_dir)
+    if len(splits.train) < cfg.train.batch_size:
+        raise TrainingError(
+            f"{data_dir}: {len(splits.train)} training clips, fewer than one batch of {cfg.train.batch_size}; "
+            "lower train.batch_size"
+        )
+    method = get_method(cfg.method)
+    model = method.build(cfg, pretrained=True).to(env.device)
+    channels_last = env.device.type == "cuda" and cfg.train.channels_last
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if env.distributed and cfg.train.sync_bn:
+        model = convert_sync_batchnorm(model, env.device)
+    core = model
+    audio_cache = (
+        _audio_cache(core, splits.train + splits.val, run_dir, env, cfg) if cfg.data.cache_audio else None
+    )
+    if env.distributed:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model,
+            device_ids=[env.device] if env.device.type == "cuda" else None,
+            find_unused_parameters=getattr(method, "find_unused_parameters", False),
+        )
+
+    train_ds = PreparedDataset(
+        splits.train,
+        mode="train",
+        augmentations=cfg.data.augmentations,
+        image_size=cfg.data.image_size,
+        seed=cfg.train.seed,
+        labels=splits.labels,
+        audio_embeddings=audio_cache,
+    )
+    sampler = DistributedSampler(
+        train_ds,
+        num_replicas=env.world_size,
+        rank=env.rank,
+        shuffle=True,
+        seed=cfg.train.seed,
+        drop_last=True,
+    )
+    loader = DataLoader(
+        train_ds,
+        batch_size=local_batch,
+        sampler=sampler,
+        num_workers=cfg.data.num_workers,
+        pin_memory=env.device.type == "cuda",
+        drop_last=True,
+        collate_fn=_collate,
+        worker_init_fn=_worker_init,
+    )
+    steps_per_epoch = len(loader)
+    if cfg.train.max_steps_per_epoch is not None:
+        steps_per_epoch = min(steps_per_epoch, cfg.train.max_steps_per_epoch)
+
+    groups = method.param_groups(core, cfg.optim)
+    optimizer = torch.optim.AdamW(
+        groups, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps, weight_decay=cfg.optim.weight_decay
+    )
+    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp)
+    use_amp = amp_dtype is not None and env.device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    select_key, select_mode = _select_key(cfg, splits)
+
+    state = {"epoch": 0, "step": 0, "best_metric": None, "best_epoch": None, "bad_evals": 0, "history": []}
+    if ckpt is not None:
+        core.load_state_dict(_full_state(core, ckpt["model"]), strict=True)
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if "scaler" in ckpt.get("trainer", {}):
+            scaler.load_state_dict(ckpt["trainer"]["scaler"])
+        state.update({k: v for k, v in ckpt["trainer"].items() if k in state})
+        state["epoch"], state["step"] = ckpt["epoch"], ckpt["step"]
+        restore_rng(ckpt["rng"])
+        log.info("resumed %s at epoch %d (step %d)", run_dir, state["epoch"], state["step"])
+
+    logger = _Logger(run_dir, env.is_main)
+    if env.is_main:
+        save_config(cfg, run_dir / CONFIG_NAME)
+        log.info(
+            "training %s on %d clips (%d val%s), %d steps/epoch of %d pairs, %s on %s",
+            cfg.method,
+            len(splits.train),
+            len(splits.val),
+            ", with boxes" if splits.val_annotations is not None else "",
+            steps_per_epoch,
+            cfg.train.batch_size,
+            f"{env.world_size} processes" if env.distributed else "1 process",
+            env.device,
+        )
+    if state["epoch"] == 0 and not state["history"] and env.is_main:
+        record = {
+            "type": "val",
+            "epoch": 0,
+            "step": 0,
+            **_validate(core, method, cfg, splits, env.device, audio_cache, channels_last),
+        }
+        state["history"].append(record)
+        logger.write(record)
+
+    bar = None
+    if progress and env.is_main:
+        from tqdm import tqdm
+
+        bar = tqdm(
+            total=cfg.train.epochs * steps_per_epoch, initial=state["step"], unit="step", dynamic_ncols=True
+        )
+
+    stopped_early = False
+    try:
+        for epoch in range(state["epoch"], cfg.train.epochs):
+            train_ds.set_epoch(epoch)
+            sampler.set_epoch(epoch)
+            model.train()
+            tic = time.perf_counter()
+            running, seen = 0.0, 0
+            for i, batch in enumerate(loader):
+                if i >= steps_per_epoch:
+                    break
+                batch = _to_device(batch, env.device, channels_last)
+                with (
+                    torch.autocast(env.device.type, dtype=amp_dtype) if use_amp else contextlib.nullcontext()
+                ):
+                    loss, extra = method.loss(model, batch, cfg)
+                finite = torch.isfinite(loss.detach()).float()
+                if env.distributed:
+                    dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+                if finite.item() < 1:
+                    raise TrainingError(
+                        f"non-finite loss ({loss.item()}) at epoch {epoch + 1}, step {state['step'] + 1}; stopped. "
+                        f"Lower the learning rates (optim.lr_head={cfg.optim.lr_head}, optim.lr={cfg.optim.lr}) or "
+                        f"resume from the last good checkpoint in {run_dir / CHECKPOINT_DIR}"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                grad_norm = _grad_norm(optimizer)
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                state["step"] += 1
+                running += float(loss.detach())
+                seen += 1
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(epoch=epoch + 1, loss=f"{running / seen:.4f}")
+                if state["step"] % cfg.train.log_every == 0 or i + 1 == steps_per_epoch:
+                    elapsed = time.perf_counter() - tic
+                    record = {
+                        "type": "train",
+                        "epoch": epoch + 1,
+                        "step": state["step"],
+                        "loss": all_reduce_mean(float(loss.detach()), env),
+                        "pairs_per_s": seen * cfg.train.batch_size / max(elapsed, 1e-9),
+                        "grad_norm": grad_norm,
+                        **{f"lr_{g['name']}": g["lr"] for g in optimizer.param_groups},
+                        **extra,
+                    }
+                    logger.write(record)
+            state["epoch"] = epoch + 1
+            stop = False
+            if env.is_main:
+                record = {
+                    "type": "val",
+                    "epoch": epoch + 1,
+                    "step": state["step"],
+                    "train_loss": running / max(seen, 1),
+                }
+                if (epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == cfg.train.epochs:
+                    record.update(
+                        _validate(core, method, cfg, splits, env.device, audio_cache, channels_last)
+                    )
+                    value = record.get(select_key)
+                    better = value is not None and (
+                        state["best_metric"] is None
+                        or (
+                            value > state["best_metric"]
+                            if select_mode == "max"
+                            else value < state["best_metric"]
+                        )
+                    )
+                    if better:
+                        state.update(best_metric=value, best_epoch=epoch + 1, bad_evals=0)
+                        save_checkpoint(
+                            run_dir / CHECKPOINT_DIR / BEST,
+                            model=core,
+                            config=cfg,
+                            epoch=epoch + 1,
+                            step=state["step"],
+                            metrics=record,
+                            rng=False,
+                        )
+                    else:
+                        state["bad_evals"] += 1
+                    stop = cfg.train.patience is not None and state["bad_evals"] >= cfg.train.patience
+                state["history"].append(record)
+                logger.write(record)
+                trainer_state = {k: state[k] for k in ("best_metric", "best_epoch", "bad_evals", "history")}
+                if scaler.is_enabled():
+                    trainer_state["scaler"] = scaler.state_dict()
+                save_checkpoint(
+                    run_dir / CHECKPOINT_DIR / LAST,
+                    model=core,
+                    config=cfg,
+                    epoch=epoch + 1,
+                    step=state["step"],
+                    optimizer=optimizer,
+                    scheduler=scheduler,
+                    trainer_state=trainer_state,
+                    metrics=record,
+                )
+                atomic_save_json(run_dir / "history.json", state["history"])
+            if env.distributed:
+                flag = torch.tensor([1.0 if stop else 0.0], device=env.device)
+                dist.broadcast(flag, src=0)
+                stop = bool(flag.item())
+            if stop:
+                stopped_early = True
+                log.info(
+                    "early stopping after epoch %d: %s did not improve for %d evaluations",
+                    epoch + 1,
+                    select_key,
+                    cfg.train.patience,
+                )
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+        logger.close()
+    return TrainResult(
+        run_dir,
+        state["epoch"],
+        state["step"],
+        state["best_epoch"],
+        state["best_metric"],
+        select_key,
+        stopped_early,
+        state["history"],
+    )
+
+
+def _grad_norm(optimizer: torch.optim.Optimizer) -> float:
+    """L2 norm of all gradients the optimiser applies (after DDP averaging)."""
+    grads = [
+        p.grad.detach().float().norm()
+        for g in optimizer.param_groups
+        for p in g["params"]
+        if p.grad is not None
+    ]
+    return float(torch.stack(grads).norm()) if grads else 0.0
+
+
+def _config_of(ckpt: dict) -> Config:
+    from ..config import config_from_dict
+
+    return config_from_dict(ckpt["config"])
+
+
+def _full_state(model: torch.nn.Module, saved: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Saved state completed with the model's own (published, frozen) encoder weights it omits."""
+    state = model.state_dict()
+    state.update(saved)
+    return state

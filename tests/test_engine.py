@@ -1,0 +1,349 @@
+"""The training and evaluation engine on a tiny SynthAV set with small random encoders.
+
+Covers the run directory rules, bit-for-bit resumption, the non-finite-loss stop, the leakage check,
+DDP on CPU (2 gloo processes equal one process on the same global batch), the official optimiser groups,
+the learning-rate schedule and ``sspl evaluate``'s outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from sspl.cli import main as cli_main
+from sspl.config import Config, apply_overrides
+from sspl.data.manifest import read_manifest, write_manifest
+from sspl.engine.checkpoint import load_checkpoint
+from sspl.engine.train import TrainingError, build_scheduler, train
+from sspl.errors import DataError
+from sspl.models.methods import get_method
+
+SMALL = [
+    "model.visual_encoder=small_cnn",
+    "model.audio_encoder=small_cnn",
+    "model.visual_channels=128",
+    "model.visual_weights=null",
+    "model.audio_weights=null",
+    "model.proj_dim=256",
+    "model.pred_hidden=64",
+    "model.cycles=1",
+    "train.batch_size=4",
+    "train.max_steps_per_epoch=2",
+    "train.log_every=1",
+    "data.num_workers=0",
+    "optim.lr_head=1e-3",
+    "optim.lr=1e-3",
+]
+
+
+def small_config(*extra: str) -> Config:
+    return apply_overrides(Config(), [*SMALL, *extra])
+
+
+@pytest.fixture(scope="module")
+def synth_dir(tmp_path_factory) -> Path:
+    from sspl.data.synth import generate_synth, synth_config
+
+    out = tmp_path_factory.mktemp("synth") / "set"
+    generate_synth(
+        out, synth_config("distractors", num=28, seed=3, pretrain_num=4), workers=1, progress=False
+    )
+    return out
+
+
+def params(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["model"]
+
+
+# --------------------------------------------------------------------------------------------------
+# run directory, resumption, failures
+# --------------------------------------------------------------------------------------------------
+
+
+def test_train_writes_a_complete_run(synth_dir, tmp_path):
+    run = tmp_path / "run"
+    result = train(small_config("train.epochs=2"), synth_dir, run, progress=False)
+    assert result.epochs_completed == 2 and result.steps == 4
+    for name in ("config.yaml", "log.jsonl", "history.json", "checkpoints/last.pt", "checkpoints/best.pt"):
+        assert (run / name).is_file(), name
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    kinds = [r["type"] for r in records]
+    assert kinds.count("val") == 3  # before training and after each epoch
+    train_records = [r for r in records if r["type"] == "train"]
+    assert all(math.isfinite(r["loss"]) and r["pairs_per_s"] > 0 and "lr_head" in r for r in train_records)
+    val = [r for r in records if r["type"] == "val"]
+    assert all("val_ciou@0.5" in r and "val_loss" in r for r in val)  # SynthAV val clips carry boxes
+    assert result.select_metric == "val_ciou@0.5"
+    last = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert last["epoch"] == 2 and "optimizer" in last and "rng" in last
+    assert (run / "config.yaml").read_text().count("small_cnn") == 2
+
+
+def test_existing_run_dir_is_refused_unless_asked(synth_dir, tmp_path):
+    run = tmp_path / "run"
+    train(small_config("train.epochs=1"), synth_dir, run, progress=False)
+    with pytest.raises(TrainingError, match="--resume .* --overwrite"):
+        train(small_config("train.epochs=1"), synth_dir, run, progress=False)
+    (run / "notes.txt").write_text("mine")
+    train(small_config("train.epochs=1"), synth_dir, run, overwrite=True, progress=False)
+    assert (run / "notes.txt").read_text() == "mine"  # overwrite only replaces what a run writes
+    with pytest.raises(TrainingError, match="nothing to resume"):
+        train(small_config(), synth_dir, tmp_path / "fresh", resume=True, progress=False)
+
+
+def test_resume_is_bit_for_bit(synth_dir, tmp_path):
+    full = tmp_path / "full"
+    train(small_config("train.epochs=2"), synth_dir, full, progress=False)
+    part = tmp_path / "part"
+    train(small_config("train.epochs=1"), synth_dir, part, progress=False)  # "killed" after epoch 1
+    train(small_config("train.epochs=2"), synth_dir, part, resume=True, progress=False)
+    a, b = load_checkpoint(full / "checkpoints/last.pt"), load_checkpoint(part / "checkpoints/last.pt")
+    assert a["step"] == b["step"] == 4
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert torch.equal(sa["exp_avg"], sb["exp_avg"]) and torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
+    assert a["trainer"]["history"] == b["trainer"]["history"]
+
+
+def test_non_finite_loss_stops_training(synth_dir, tmp_path, monkeypatch):
+    method = get_method("sspl")
+    original = type(method).loss
+
+    def nan_loss(self, model, batch, cfg):
+        loss, extra = original(self, model, batch, cfg)
+        return loss * float("nan"), extra
+
+    monkeypatch.setattr(type(method), "loss", nan_loss)
+    with pytest.raises(TrainingError, match=r"non-finite loss \(nan\) at epoch 1, step 1"):
+        train(small_config("train.epochs=1"), synth_dir, tmp_path / "run", progress=False)
+
+
+def test_batch_larger_than_the_data_is_refused(synth_dir, tmp_path):
+    with pytest.raises(TrainingError, match="fewer than one batch"):
+        train(small_config("train.batch_size=512"), synth_dir, tmp_path / "run", progress=False)
+
+
+def test_training_ids_overlapping_a_test_set_are_refused(synth_dir, tmp_path):
+    from sspl.data import lists
+
+    leaky = tmp_path / "leaky"
+    shutil.copytree(synth_dir, leaky)
+    rows = read_manifest(leaky)
+    flickr_test = lists.test_ids("flickr")
+    train_rows = [r for r in rows if r.split == "train"]
+    for row, new_id in zip(train_rows[:3], flickr_test):
+        row.id = new_id  # the files keep their paths; only the ids collide with Flickr test ids
+    write_manifest(leaky, rows)
+    with pytest.raises(DataError, match=r"3 .*Flickr|flickr"):
+        train(small_config("train.epochs=1", "model.pcm=false"), leaky, tmp_path / "run", progress=False)
+    result = train(
+        small_config("train.epochs=1", "data.allow_overlap=true", "model.pcm=false"),
+        leaky,
+        tmp_path / "run2",
+        progress=False,
+    )
+    assert result.epochs_completed == 1
+
+
+# --------------------------------------------------------------------------------------------------
+# optimisation details
+# --------------------------------------------------------------------------------------------------
+
+
+def test_official_parameter_groups():
+    cfg = small_config("optim.lr_head=2e-3", "optim.lr=5e-4")
+    model = get_method("sspl").build(cfg, pretrained=False)
+    groups = {g["name"]: g for g in get_method("sspl").param_groups(model, cfg.optim)}
+    assert list(groups) == ["audio_transform", "pcm", "pcm_rates", "head"]
+    assert groups["head"]["lr"] == 2e-3 and groups["pcm"]["lr"] == groups["audio_transform"]["lr"] == 5e-4
+    assert groups["pcm_rates"]["weight_decay"] == 0.0 and groups["pcm"]["weight_decay"] == 1e-4
+    assert len(groups["pcm_rates"]["params"]) == 6
+    counted = sum(len(g["params"]) for g in groups.values())
+    assert counted == sum(1 for p in model.parameters() if p.requires_grad)
+
+
+def test_schedules():
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    constant = build_scheduler(opt, small_config("train.epochs=4"), steps_per_epoch=10)
+    lrs = []
+    for _ in range(40):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        constant.step()
+    assert set(lrs) == {1.0}
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    cosine = build_scheduler(
+        opt, small_config("train.epochs=4", "optim.schedule=cosine", "optim.warmup_epochs=1"), 10
+    )
+    lrs = []
+    for _ in range(40):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        cosine.step()
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)  # linear warm-up over 10 steps
+    assert lrs[10] == pytest.approx(1.0) and lrs[25] == pytest.approx(0.5, abs=0.05) and lrs[-1] < 0.01
+
+
+# --------------------------------------------------------------------------------------------------
+# distributed: 2 gloo processes == 1 process on the same global batch
+# --------------------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, data: str, run: str, overrides: list[str]) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+    )
+    torch.set_num_threads(1)
+    from sspl.engine.distributed import shutdown
+
+    try:
+        train(apply_overrides(Config(), overrides), data, run, progress=False)
+    finally:
+        shutdown()
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_equal_one_process(synth_dir, tmp_path):
+    # Adam's first steps are ~lr * sign(grad): float noise on near-zero gradients would flip them, so a
+    # large epsilon makes the update proportional to the gradient and the comparison tight.
+    overrides = [
+        *SMALL,
+        "train.epochs=1",
+        "train.max_steps_per_epoch=3",
+        "train.batch_size=8",
+        "optim.eps=1e-2",
+    ]
+    single = tmp_path / "single"
+    train(apply_overrides(Config(), overrides), synth_dir, single, progress=False)
+    ddp = tmp_path / "ddp"
+    mp.start_processes(
+        _ddp_worker,
+        args=(2, _free_port(), str(synth_dir), str(ddp), overrides),
+        nprocs=2,
+        start_method="spawn",
+    )
+    a, b = params(single / "checkpoints/last.pt"), params(ddp / "checkpoints/last.pt")
+    assert set(a) == set(b)
+    moved = 0
+    initial = get_method("sspl").build(apply_overrides(Config(), overrides), pretrained=False).state_dict()
+    for key in a:
+        assert torch.allclose(a[key].float(), b[key].float(), rtol=1e-5, atol=1e-6), key
+        moved += int(not torch.equal(a[key], initial[key]))
+    assert moved > 10  # the comparison is not between two untrained models
+    la = [json.loads(x) for x in (single / "log.jsonl").read_text().splitlines() if '"train"' in x]
+    lb = [json.loads(x) for x in (ddp / "log.jsonl").read_text().splitlines() if '"train"' in x]
+    assert [r["step"] for r in la] == [r["step"] for r in lb]
+    for ra, rb in zip(la, lb):
+        assert ra["loss"] == pytest.approx(rb["loss"], abs=1e-6)
+        assert ra["grad_norm"] == pytest.approx(rb["grad_norm"], rel=1e-4)
+
+
+# --------------------------------------------------------------------------------------------------
+# evaluation and the CLI
+# --------------------------------------------------------------------------------------------------
+
+
+def test_cli_train_then_evaluate(synth_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    code = cli_main(
+        ["train", "--data", str(synth_dir), "--run-dir", str(run), "--epochs", "1", "--no-progress", *SMALL]
+    )
+    assert code == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["epochs"] == 1 and out["run_dir"] == str(run)
+
+    test_ids = [r.id for r in read_manifest(synth_dir) if r.split == "test" and r.ok]
+    for protocol in ("fixed", "median"):
+        out_dir = tmp_path / f"eval_{protocol}"
+        code = cli_main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(run),
+                "--data",
+                str(synth_dir),
+                "--benchmark",
+                "synth",
+                "--out",
+                str(out_dir),
+                "--protocol",
+                protocol,
+                "--no-progress",
+                "--batch-size",
+                "3",
+            ]
+        )
+        assert code == 0
+        report = json.loads((out_dir / "report.json").read_text())
+        assert report["num_samples"] == len(test_ids)
+        assert {"ciou@0.5", "auc", "success_curve", "protocol", "baselines"} <= set(report)
+        assert report["protocol"]["threshold"] == protocol and len(report["success_curve"]) == 21
+        assert set(report["baselines"]) == {"whole", "center", "random"}
+        rows = (out_dir / "per_sample.csv").read_text().splitlines()
+        assert rows[0].startswith("id,ciou") and sorted(r.split(",")[0] for r in rows[1:]) == sorted(test_ids)
+        assert (out_dir / "success_curve.png").stat().st_size > 1000
+        # the whole-image baseline predicts everything: cIoU = box area / image area, below 0.5 here
+        assert report["baselines"]["whole"]["ciou@0.5"] == 0.0
+
+
+def test_evaluate_names_samples_without_ground_truth(synth_dir, tmp_path):
+    run = tmp_path / "run"
+    train(small_config("train.epochs=1"), synth_dir, run, progress=False)
+    broken = tmp_path / "broken"
+    shutil.copytree(synth_dir, broken)
+    annotations = json.loads((broken / "annotations.json").read_text())
+    test_id = next(r.id for r in read_manifest(broken) if r.split == "test")
+    (broken / "annotations.json").write_text(json.dumps([a for a in annotations if a["file"] != test_id]))
+    code = cli_main(
+        [
+            "evaluate",
+            "--checkpoint",
+            str(run),
+            "--data",
+            str(broken),
+            "--benchmark",
+            "synth",
+            "--out",
+            str(tmp_path / "ev"),
+            "--no-progress",
+        ]
+    )
+    assert code == 1 and not (tmp_path / "ev" / "report.json").exists()
+
+
+def test_loaded_run_localizes_like_the_trained_model(synth_dir, tmp_path):
+    from sspl.api import load
+    from sspl.engine.checkpoint import restore_model
+
+    run = tmp_path / "run"
+    train(small_config("train.epochs=1"), synth_dir, run, progress=False)
+    model, preprocess = load(run, device="cpu")
+    reference, _ = restore_model(load_checkpoint(run / "checkpoints/best.pt"))
+    frames = torch.randn(2, 3, 224, 224)
+    spect = torch.randn(2, 3, 96, 64)
+    with torch.no_grad():
+        assert torch.equal(model.localize(frames, spect), reference.localize(frames, spect))
+    assert preprocess.image_size == 224
+    with torch.no_grad():
+        assert np.isfinite(model.localize(frames, spect).numpy()).all()
