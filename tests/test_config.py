@@ -74,3 +74,22 @@ def test_bad_yaml_names_the_file(tmp_path):
         load_config(path)
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_shipped_configs_load_with_table_s1_rates():
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+    assert len(configs) >= 8
+    for path in configs:
+        cfg = load_config(path)
+        if path.stem.startswith(("flickr", "vggsound")):
+            # Table S1: with PCM lr1 = 5e-5, lr2 = 2e-5 on both datasets; without PCM they differ per dataset
+            expected = {
+                (True, "flickr"): (5e-5, 2e-5),
+                (True, "vggsound"): (5e-5, 2e-5),
+                (False, "flickr"): (2e-3, 5e-4),
+                (False, "vggsound"): (1e-2, 5e-3),
+            }[(cfg.model.pcm, path.stem.split("1")[0])]
+            assert (cfg.optim.lr_head, cfg.optim.lr) == expected, path.name
+            assert cfg.train.batch_size == 256 and cfg.data.augmentations == ["crop", "hflip"]
