@@ -4,6 +4,7 @@ The public surface:
 
 - :class:`SSPL` and :class:`SSPLConfig`: the model and its typed configuration;
 - :func:`create_model`: a model with its pretrained encoders;
+- :func:`load`: a trained localizer (ours or the official checkpoints) with its preprocessing;
 - :mod:`sspl.weights`: known pretrained weights (URL, SHA-256, cache, offline message).
 """
 
@@ -11,8 +12,9 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .api import load
 from .config import SSPLConfig
 from .factory import create_model
 from .models.sspl import SSPL, SSPLOutput
 
-__all__ = ["SSPL", "SSPLConfig", "SSPLOutput", "__version__", "create_model"]
+__all__ = ["SSPL", "SSPLConfig", "SSPLOutput", "__version__", "create_model", "load"]
