@@ -1,0 +1,497 @@
+"""Supervised pretraining of the SynthAV encoders, and the oracle query on their features.
+
+SSPL learns on top of frozen encoders pretrained elsewhere (ImageNet VGG16, AudioSet VGGish). On SynthAV
+the analogue is :class:`~sspl.models.small.SmallVisualCNN` trained to classify the object category at each
+cell of its 14 x 14 map and :class:`~sspl.models.small.SmallAudioCNN` trained to classify the sound
+category, both on SynthAV's "pretrain" split, which shares no scene with train / val / test.
+
+The oracle query measures what the frozen visual features allow at best: the cosine map between the
+feature at the sounding object's centre and every location. A localizer that found the right object from
+the sound could at most produce that map, so its cIoU is the ceiling SSPL is compared with.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from ..data.manifest import ANNOTATIONS_NAME, read_manifest, read_meta
+from ..data.synth import (
+    IGNORE_LABEL,
+    LABEL_GRID,
+    PRETRAIN_IDS,
+    PRETRAIN_LOCATION_COVERAGE,
+    PRETRAIN_LOCATION_LABELS,
+    PRETRAIN_SOUND_LABELS,
+)
+from ..errors import DataError, SSPLError
+from ..io import atomic_save_json, atomic_save_torch
+from ..models.small import SmallAudioCNN, SmallVisualCNN
+
+__all__ = [
+    "AUDIO_WEIGHTS_NAME",
+    "ENCODERS_JSON_NAME",
+    "EVAL_SIZE",
+    "VISUAL_WEIGHTS_NAME",
+    "load_eval_frames",
+    "load_synth_encoders",
+    "load_synth_split",
+    "normalize_frames",
+    "oracle_query_maps",
+    "pretrain_synth_encoders",
+]
+
+log = logging.getLogger(__name__)
+
+VISUAL_WEIGHTS_NAME = "visual_encoder.pt"
+AUDIO_WEIGHTS_NAME = "audio_encoder.pt"
+ENCODERS_JSON_NAME = "encoders.json"
+EVAL_SIZE = 224
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+# --------------------------------------------------------------------------------------------------
+# Frames
+# --------------------------------------------------------------------------------------------------
+
+
+def load_eval_frames(paths: Sequence[str | os.PathLike], size: int = EVAL_SIZE) -> torch.Tensor:
+    """Load images with the evaluation transform: shorter side to ``size`` (bicubic), centre crop.
+
+    Args:
+        paths: image files.
+        size: output side.
+
+    Returns:
+        ``N x 3 x size x size`` uint8 (normalise with :func:`normalize_frames`).
+    """
+    out = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)
+    for i, path in enumerate(paths):
+        try:
+            with Image.open(path) as im:
+                im = im.convert("RGB")
+                w, h = im.size
+                scale = size / min(w, h)
+                im = im.resize(
+                    (max(size, round(w * scale)), max(size, round(h * scale))), Image.Resampling.BICUBIC
+                )
+                left, top = (im.size[0] - size) // 2, (im.size[1] - size) // 2
+                im = im.crop((left, top, left + size, top + size))
+                out[i] = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)
+        except OSError as e:
+            raise DataError(f"{path}: cannot read image ({e})") from e
+    return out
+
+
+def normalize_frames(frames: torch.Tensor) -> torch.Tensor:
+    """``B x 3 x H x W`` uint8 -> float32 ImageNet-normalised (on the frames' device)."""
+    mean = torch.tensor(IMAGENET_MEAN, device=frames.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=frames.device).view(1, 3, 1, 1)
+    return (frames.float() / 255 - mean) / std
+
+
+def load_synth_split(
+    data_dir: str | os.PathLike, split: str = "test"
+) -> tuple[list[str], torch.Tensor, np.ndarray]:
+    """Frames and sounding-object boxes of one split of a SynthAV set, in manifest order.
+
+    Args:
+        data_dir: folder written by ``sspl synth``.
+        split: ``train``, ``val``, ``test`` or ``pretrain``.
+
+    Returns:
+        ``(ids, frames, boxes)``: ``N`` ids, ``N x 3 x 224 x 224`` uint8 frames (evaluation transform),
+        ``N x 4`` float boxes ``[x1, y1, x2, y2]`` normalised to [0, 1].
+    """
+    root = Path(data_dir)
+    rows = [r for r in read_manifest(root) if r.ok and r.split == split]
+    if not rows:
+        raise DataError(f"{root}: no clip of split {split!r} in the manifest")
+    ann_path = root / ANNOTATIONS_NAME
+    if not ann_path.is_file():
+        raise DataError(f"{ann_path}: missing; is {root} a SynthAV set written by `sspl synth`?")
+    boxes_of = {a["file"]: a["bbox"][0] for a in json.loads(ann_path.read_text(encoding="utf-8"))}
+    missing = [r.id for r in rows if r.id not in boxes_of]
+    if missing:
+        raise DataError(f"{ann_path}: no box for {len(missing)} clip(s), e.g. {missing[0]}")
+    frames = load_eval_frames([root / r.frame for r in rows])
+    return [r.id for r in rows], frames, np.array([boxes_of[r.id] for r in rows], dtype=np.float64)
+
+
+# --------------------------------------------------------------------------------------------------
+# Oracle query
+# --------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def oracle_query_maps(
+    visual_encoder: nn.Module,
+    frames: torch.Tensor,
+    boxes: Sequence[Sequence[float]] | np.ndarray | torch.Tensor,
+    *,
+    batch_size: int = 64,
+) -> torch.Tensor:
+    """Cosine maps between the feature at each box's centre and every location of the frame's feature map.
+
+    The query cell is the one containing the box centre: ``(floor(cy * h), floor(cx * w))``. The encoder is
+    run in eval mode (its mode is restored afterwards).
+
+    Args:
+        visual_encoder: ``B x 3 x H x W -> B x C x h x w``.
+        frames: ``B x 3 x H x W`` ImageNet-normalised float frames, or uint8 frames (normalised here).
+        boxes: ``B x 4`` boxes ``[x1, y1, x2, y2]`` normalised to [0, 1] in the frame.
+        batch_size: frames encoded at once.
+
+    Returns:
+        ``B x h x w`` float32 cosine similarities in [-1, 1] (on the CPU).
+    """
+    boxes_t = torch.as_tensor(np.asarray(boxes, dtype=np.float64)).reshape(-1, 4)
+    if frames.dim() != 4 or frames.shape[1] != 3 or boxes_t.shape[0] != frames.shape[0]:
+        raise ValueError(
+            f"expected B x 3 x H x W frames and B x 4 boxes, got {tuple(frames.shape)} and "
+            f"{tuple(boxes_t.shape)}"
+        )
+    param = next(iter(visual_encoder.parameters()), None)
+    device = param.device if param is not None else frames.device
+    was_training = visual_encoder.training
+    visual_encoder.eval()
+    maps = []
+    try:
+        for lo in range(0, frames.shape[0], batch_size):
+            batch = frames[lo : lo + batch_size].to(device)
+            if batch.dtype == torch.uint8:
+                batch = normalize_frames(batch)
+            feats = F.normalize(visual_encoder(batch).float(), dim=1)  # b x C x h x w
+            _, _, h, w = feats.shape
+            centre = boxes_t[lo : lo + batch_size]
+            cx = ((centre[:, 0] + centre[:, 2]) / 2 * w).floor().long().clamp(0, w - 1)
+            cy = ((centre[:, 1] + centre[:, 3]) / 2 * h).floor().long().clamp(0, h - 1)
+            query = feats[torch.arange(feats.shape[0]), :, cy.to(device), cx.to(device)]  # b x C
+            maps.append(torch.einsum("bc,bchw->bhw", query, feats).cpu())
+    finally:
+        visual_encoder.train(was_training)
+    return torch.cat(maps)
+
+
+# --------------------------------------------------------------------------------------------------
+# Pretraining
+# --------------------------------------------------------------------------------------------------
+
+
+def _load_pretrain_data(root: Path) -> dict:
+    """Frames, log-mel patches and labels of the "pretrain" split (in ``pretrain/ids.txt`` order)."""
+    meta = read_meta(root)
+    if meta.get("kind") != "synth":
+        raise DataError(f"{root}: kind {meta.get('kind')!r} is not a SynthAV set; make one with `sspl synth`")
+    for rel in (PRETRAIN_IDS, PRETRAIN_LOCATION_COVERAGE, PRETRAIN_LOCATION_LABELS, PRETRAIN_SOUND_LABELS):
+        if not (root / rel).is_file():
+            raise DataError(f"{root / rel}: missing; regenerate the set with `sspl synth`")
+    ids = (root / PRETRAIN_IDS).read_text(encoding="utf-8").split()
+    coverage = np.load(root / PRETRAIN_LOCATION_COVERAGE, allow_pickle=False)
+    locations = np.load(root / PRETRAIN_LOCATION_LABELS, allow_pickle=False)
+    sounds = np.load(root / PRETRAIN_SOUND_LABELS, allow_pickle=False)
+    grid = (LABEL_GRID, LABEL_GRID)
+    if (
+        len(ids) < 2
+        or locations.shape != (len(ids), *grid)
+        or coverage.ndim != 4
+        or coverage.shape[0] != len(ids)
+        or coverage.shape[-2:] != grid
+        or sounds.shape != (len(ids),)
+    ):
+        raise DataError(
+            f"{root / 'pretrain'}: expected at least 2 scenes with {LABEL_GRID} x {LABEL_GRID} location "
+            f"labels and one sound label each; {len(ids)} ids, labels {locations.shape} and {sounds.shape}"
+        )
+    rows = {r.id: r for r in read_manifest(root)}
+    missing = [i for i in ids if i not in rows or not rows[i].ok]
+    if missing:
+        raise DataError(
+            f"{root}: {len(missing)} pretraining scene(s) not done in the manifest, e.g. {missing[0]}"
+        )
+    spects = np.stack([np.load(root / rows[i].spect, allow_pickle=False) for i in ids])  # M x 3 x 96 x 64
+    return {
+        "ids": ids,
+        "frames": load_eval_frames([root / rows[i].frame for i in ids]),
+        "locations": torch.from_numpy(locations.astype(np.int64)),
+        "coverage": torch.from_numpy(coverage.astype(np.float32)),
+        "spects": torch.from_numpy(spects.astype(np.float32)),
+        "sounds": torch.from_numpy(sounds.astype(np.int64)),
+        "num_categories": coverage.shape[1] - 1,
+        "category_names": [c["name"] for c in meta.get("categories", [])],
+    }
+
+
+def _check_out_dir(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out}: folder is not empty; choose a new one or pass overwrite (--overwrite)")
+
+
+def _finite(loss: torch.Tensor, what: str, epoch: int) -> torch.Tensor:
+    if not torch.isfinite(loss):
+        raise SSPLError(
+            f"{what} pretraining loss became {loss.item()} in epoch {epoch + 1}; lower the learning rate"
+        )
+    return loss
+
+
+def _cosine_lr(optimizer: torch.optim.Optimizer, base_lr: float, step: int, total: int) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = 0.5 * base_lr * (1 + math.cos(math.pi * step / max(total, 1)))
+
+
+def _train_visual(
+    data: dict,
+    train_idx: torch.Tensor,
+    num_classes: int,
+    channels: int,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    generator: torch.Generator,
+    progress: bool,
+) -> tuple[SmallVisualCNN, nn.Conv2d]:
+    from tqdm import tqdm
+
+    encoder, head = SmallVisualCNN(channels), nn.Conv2d(channels, num_classes, 1)
+    params = [*encoder.parameters(), *head.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    steps = epochs * math.ceil(len(train_idx) / batch_size)
+    step = 0
+    encoder.train()
+    with tqdm(total=steps, desc="visual", unit="step", disable=not progress) as bar:
+        for epoch in range(epochs):
+            for batch in torch.randperm(len(train_idx), generator=generator).split(batch_size):
+                idx = train_idx[batch]
+                frames = data["frames"][idx]  # b x 3 x 224 x 224
+                target = data["coverage"][idx]  # b x K+1 x 14 x 14, sums to 1 over K+1
+                flip = (torch.rand(len(idx), generator=generator) < 0.5).view(-1, 1, 1, 1)
+                frames = torch.where(flip, frames.flip(-1), frames)
+                target = torch.where(flip, target.flip(-1), target)
+                logits = head(encoder(normalize_frames(frames)))  # b x K+1 x 14 x 14
+                loss = _finite(F.cross_entropy(logits, target), "visual", epoch)
+                _cosine_lr(optimizer, lr, step, steps)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                step += 1
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+                bar.update()
+    return encoder.eval(), head
+
+
+def _train_audio(
+    data: dict,
+    train_idx: torch.Tensor,
+    num_classes: int,
+    dim: int,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    generator: torch.Generator,
+    progress: bool,
+) -> tuple[SmallAudioCNN, nn.Linear]:
+    from tqdm import tqdm
+
+    encoder, head = SmallAudioCNN(dim), nn.Linear(dim, num_classes)
+    optimizer = torch.optim.AdamW([*encoder.parameters(), *head.parameters()], lr=lr, weight_decay=1e-4)
+    patches = data["spects"][train_idx].flatten(0, 1).unsqueeze(1)  # (M * P) x 1 x 96 x 64
+    labels = data["sounds"][train_idx].repeat_interleave(data["spects"].shape[1])  # M * P
+    steps = epochs * math.ceil(len(labels) / batch_size)
+    step = 0
+    encoder.train()
+    with tqdm(total=steps, desc="audio", unit="step", disable=not progress) as bar:
+        for epoch in range(epochs):
+            for batch in torch.randperm(len(labels), generator=generator).split(batch_size):
+                loss = _finite(F.cross_entropy(head(encoder(patches[batch])), labels[batch]), "audio", epoch)
+                _cosine_lr(optimizer, lr, step, steps)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                step += 1
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+                bar.update()
+    return encoder.eval(), head
+
+
+@torch.no_grad()
+def _visual_metrics(encoder: nn.Module, head: nn.Module, frames: torch.Tensor, labels: torch.Tensor) -> dict:
+    preds = torch.cat([head(encoder(normalize_frames(f))).argmax(1) for f in frames.split(64)])  # N x 14 x 14
+    valid = labels != IGNORE_LABEL
+    objects = valid & (labels != 0)
+    correct = preds == labels
+    return {
+        "visual_location_accuracy": round(float(correct[valid].float().mean()), 4),
+        "visual_object_location_accuracy": round(float(correct[objects].float().mean()), 4),
+        "visual_object_location_cells": int(objects.sum()),
+    }
+
+
+@torch.no_grad()
+def _audio_accuracy(encoder: nn.Module, head: nn.Module, spects: torch.Tensor, labels: torch.Tensor) -> float:
+    n, p = spects.shape[:2]
+    clip = encoder(spects.flatten(0, 1).unsqueeze(1)).view(n, p, -1).mean(1)  # N x D, as SSPL pools patches
+    return round(float((head(clip).argmax(1) == labels).float().mean()), 4)
+
+
+def pretrain_synth_encoders(
+    data_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    epochs: int = 5,
+    batch_size: int = 32,
+    seed: int = 0,
+    visual_channels: int = 128,
+    audio_dim: int = 128,
+    lr: float = 2e-3,
+    heldout_fraction: float = 0.1,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Train the small encoders with supervision on a SynthAV set's "pretrain" split and save them.
+
+    The visual CNN gets a 1 x 1 convolution head over its 14 x 14 map, trained with cross-entropy against
+    each cell's coverage by background and categories (soft targets) with random horizontal flips; the audio CNN gets a linear
+    head, trained on single log-mel patches labelled with their clip's sound category. AdamW with a
+    cosine-decayed learning rate. A seeded ``heldout_fraction`` of the pretraining scenes is kept out of
+    training to measure accuracy. Only the encoders are saved (heads dropped).
+
+    Args:
+        data_dir: folder written by ``sspl synth``.
+        out_dir: output folder; must be empty or absent unless ``overwrite``.
+        epochs: passes over the training scenes, for each encoder.
+        batch_size: frames (visual) or log-mel patches (audio) per step.
+        seed: seeds initialisation, held-out choice, shuffling and flips (the global RNG is left as it was).
+        visual_channels: ``C`` of :class:`SmallVisualCNN`.
+        audio_dim: ``D`` of :class:`SmallAudioCNN`.
+        lr: peak learning rate of both encoders.
+        heldout_fraction: share of pretraining scenes used only for the reported accuracies.
+        overwrite: write into a non-empty ``out_dir`` (replacing the three output files only).
+        progress: show progress bars.
+
+    Returns:
+        The content written to ``encoders.json`` (architectures, dims, data folder, metrics, settings).
+
+    Raises:
+        FileExistsError: ``out_dir`` is not empty and ``overwrite`` is false.
+        DataError: ``data_dir`` is not a complete SynthAV set.
+        SSPLError: a loss became non-finite.
+    """
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f"epochs and batch_size must be positive, got {epochs} and {batch_size}")
+    if not 0 < heldout_fraction < 1:
+        raise ValueError(f"heldout_fraction must be in (0, 1), got {heldout_fraction}")
+    root, out = Path(data_dir), Path(out_dir)
+    _check_out_dir(out, overwrite)
+    start = time.perf_counter()
+    data = _load_pretrain_data(root)
+    num_categories = data["num_categories"]
+    m = len(data["ids"])
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(m, generator=generator)
+    n_held = min(max(1, int(round(m * heldout_fraction))), m - 1)
+    held_idx, train_idx = order[:n_held], order[n_held:]
+
+    with torch.random.fork_rng(
+        devices=[]
+    ):  # parameter initialisation is seeded without touching global state
+        torch.manual_seed(seed)
+        visual, visual_head = _train_visual(
+            data, train_idx, num_categories + 1, visual_channels, epochs, batch_size, lr, generator, progress
+        )
+        visual_seconds = time.perf_counter() - start
+        audio, audio_head = _train_audio(
+            data, train_idx, num_categories, audio_dim, epochs, batch_size, lr, generator, progress
+        )
+    metrics = _visual_metrics(visual, visual_head, data["frames"][held_idx], data["locations"][held_idx])
+    metrics["audio_accuracy"] = _audio_accuracy(
+        audio, audio_head, data["spects"][held_idx], data["sounds"][held_idx]
+    )
+    seconds = time.perf_counter() - start
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_save_torch(out / VISUAL_WEIGHTS_NAME, visual.state_dict())
+    atomic_save_torch(out / AUDIO_WEIGHTS_NAME, audio.state_dict())
+    info = {
+        "visual": {
+            "name": "small_cnn",
+            "class": "SmallVisualCNN",
+            "out_channels": visual_channels,
+            "stride": SmallVisualCNN.stride,
+            "weights": VISUAL_WEIGHTS_NAME,
+            "input": "B x 3 x 224 x 224 ImageNet-normalised",
+        },
+        "audio": {
+            "name": "small_cnn",
+            "class": "SmallAudioCNN",
+            "embed_dim": audio_dim,
+            "weights": AUDIO_WEIGHTS_NAME,
+            "input": "B x 1 x 96 x 64 VGGish log-mel patch",
+        },
+        "data_dir": str(root.resolve()),
+        "categories": data["category_names"],
+        "num_pretrain_scenes": m,
+        "num_heldout_scenes": n_held,
+        "metrics": metrics,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "seconds": {"visual": round(visual_seconds, 1), "total": round(seconds, 1)},
+        "torch_threads": torch.get_num_threads(),
+    }
+    atomic_save_json(out / ENCODERS_JSON_NAME, info)
+    log.info(
+        "pretrained encoders in %.0f s: per-location accuracy %.3f (object cells %.3f), audio accuracy %.3f",
+        seconds,
+        metrics["visual_location_accuracy"],
+        metrics["visual_object_location_accuracy"],
+        metrics["audio_accuracy"],
+    )
+    return info
+
+
+def load_synth_encoders(
+    directory: str | os.PathLike, device: str | torch.device = "cpu"
+) -> tuple[SmallVisualCNN, SmallAudioCNN]:
+    """Load the encoders written by :func:`pretrain_synth_encoders`, frozen and in eval mode.
+
+    Raises:
+        WeightsError: a file is missing or does not match the recorded architecture.
+    """
+    from ..errors import WeightsError
+
+    root = Path(directory)
+    info_path = root / ENCODERS_JSON_NAME
+    if not info_path.is_file():
+        raise WeightsError(f"{info_path}: missing; create the encoders with `sspl synth-pretrain`")
+    info = json.loads(info_path.read_text(encoding="utf-8"))
+    pairs = (
+        (SmallVisualCNN(int(info["visual"]["out_channels"])), root / info["visual"]["weights"]),
+        (SmallAudioCNN(int(info["audio"]["embed_dim"])), root / info["audio"]["weights"]),
+    )
+    for module, path in pairs:
+        if not path.is_file():
+            raise WeightsError(f"{path}: missing; create the encoders with `sspl synth-pretrain`")
+        try:
+            module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        except (RuntimeError, OSError, EOFError) as e:
+            raise WeightsError(f"{path}: cannot load ({e})") from e
+        for p in module.parameters():
+            p.requires_grad_(False)
+        module.to(device).eval()
+    return pairs[0][0], pairs[1][0]

@@ -1,0 +1,176 @@
+"""Small SynthAV encoders, their supervised pretraining, the oracle query, and `sspl synth-pretrain`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from sspl.cli import main
+from sspl.data.synth import generate_synth, synth_config
+from sspl.engine.pretrain import (
+    load_synth_encoders,
+    load_synth_split,
+    oracle_query_maps,
+    pretrain_synth_encoders,
+)
+from sspl.errors import DataError, WeightsError
+from sspl.models.small import SmallAudioCNN, SmallVisualCNN
+
+
+@pytest.fixture(scope="module")
+def synth_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("pretrain") / "synth"
+    generate_synth(
+        out, synth_config("distractors", num=5, seed=4, pretrain_num=16), workers=1, progress=False
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def encoders_dir(synth_dir, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("pretrain") / "enc"
+    info = pretrain_synth_encoders(synth_dir, out, epochs=1, batch_size=8, progress=False)
+    return out, info
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_small_visual_cnn_shapes(batch):
+    model = SmallVisualCNN(out_channels=32)
+    x = torch.randn(batch, 3, 224, 224)
+    y = model(x)
+    assert y.shape == (batch, 32, 14, 14)
+    assert (y >= 0).all()
+    y.mean().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+    model.eval()
+    with torch.no_grad():
+        assert model(x[:1]).shape == (1, 32, 14, 14)
+        assert model(torch.randn(1, 3, 256, 256)).shape == (1, 32, 16, 16)
+    with pytest.raises(ValueError, match="B x 3 x H x W"):
+        model(torch.randn(3, 224, 224))
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_small_audio_cnn_shapes(batch):
+    model = SmallAudioCNN(embed_dim=16)
+    y = model(torch.randn(batch, 1, 96, 64))
+    assert y.shape == (batch, 16) and torch.isfinite(y).all()
+    model.eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 1, 96, 64)).shape == (1, 16)
+    with pytest.raises(ValueError, match="B x 1 x 96 x 64"):
+        model(torch.randn(batch, 96, 64))
+
+
+def test_pretraining_writes_loadable_encoders(encoders_dir, synth_dir):
+    out, info = encoders_dir
+    assert sorted(p.name for p in out.iterdir()) == ["audio_encoder.pt", "encoders.json", "visual_encoder.pt"]
+    visual_state = torch.load(out / "visual_encoder.pt", weights_only=True)
+    audio_state = torch.load(out / "audio_encoder.pt", weights_only=True)
+    # encoder weights only: the classification heads are dropped
+    assert visual_state.keys() == SmallVisualCNN(128).state_dict().keys()
+    assert audio_state.keys() == SmallAudioCNN(128).state_dict().keys()
+    SmallVisualCNN(128).load_state_dict(visual_state)
+    saved = json.loads((out / "encoders.json").read_text())
+    assert saved == json.loads(json.dumps(info))
+    assert saved["visual"]["name"] == saved["audio"]["name"] == "small_cnn"
+    assert saved["visual"]["out_channels"] == 128 and saved["audio"]["embed_dim"] == 128
+    assert saved["data_dir"] == str(synth_dir.resolve())
+    assert saved["epochs"] == 1 and saved["seed"] == 0
+    assert saved["num_pretrain_scenes"] == 16 and saved["num_heldout_scenes"] == 2
+    metrics = saved["metrics"]
+    for key in ("visual_location_accuracy", "visual_object_location_accuracy", "audio_accuracy"):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert len(saved["categories"]) == 8
+
+    visual, audio = load_synth_encoders(out)
+    assert not visual.training and not audio.training
+    assert not any(p.requires_grad for p in [*visual.parameters(), *audio.parameters()])
+    torch.testing.assert_close(
+        visual.state_dict()["features.0.0.weight"], visual_state["features.0.0.weight"]
+    )
+
+
+def test_pretraining_is_seeded_and_leaves_the_global_rng_alone(synth_dir, encoders_dir, tmp_path):
+    state = torch.random.get_rng_state()
+    pretrain_synth_encoders(synth_dir, tmp_path / "again", epochs=1, batch_size=8, progress=False)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    first = torch.load(encoders_dir[0] / "visual_encoder.pt", weights_only=True)
+    again = torch.load(tmp_path / "again" / "visual_encoder.pt", weights_only=True)
+    for key in first:
+        torch.testing.assert_close(first[key], again[key], rtol=0, atol=0)
+
+
+def test_pretraining_refuses_a_non_empty_folder(synth_dir, tmp_path):
+    out = tmp_path / "enc"
+    out.mkdir()
+    (out / "keep.txt").write_text("user data")
+    with pytest.raises(FileExistsError, match="not empty"):
+        pretrain_synth_encoders(synth_dir, out, epochs=1, progress=False)
+    assert not (out / "visual_encoder.pt").exists()
+    pretrain_synth_encoders(synth_dir, out, epochs=1, batch_size=16, overwrite=True, progress=False)
+    assert (out / "visual_encoder.pt").is_file() and (out / "keep.txt").read_text() == "user data"
+
+
+def test_pretraining_needs_a_synth_set(tmp_path):
+    with pytest.raises(FileNotFoundError, match="meta.json"):
+        pretrain_synth_encoders(tmp_path, tmp_path / "enc", epochs=1, progress=False)
+    with pytest.raises(WeightsError, match="synth-pretrain"):
+        load_synth_encoders(tmp_path)
+
+
+class _ChannelsAsFeatures(nn.Module):
+    """Average-pools 16 x 16 blocks: the features of a cell are its mean colour."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.avg_pool2d(x, 16)
+
+
+def test_oracle_query_maps_hand_computed():
+    frames = torch.zeros(2, 3, 224, 224)
+    frames[:, 1] = 1.0  # green everywhere
+    frames[0, :, 32:80, 48:96] = torch.tensor([1.0, 0.0, 0.0]).view(3, 1, 1)  # red: cells rows 2-4, cols 3-5
+    frames[1, :, 160:224, 0:32] = torch.tensor([0.0, 0.6, 0.8]).view(3, 1, 1)  # rows 10-13, cols 0-1
+    boxes = [[48 / 224, 32 / 224, 96 / 224, 80 / 224], [0.0, 160 / 224, 32 / 224, 1.0]]
+    maps = oracle_query_maps(_ChannelsAsFeatures(), frames, boxes)
+    assert maps.shape == (2, 14, 14)
+    expected0 = torch.zeros(14, 14)
+    expected0[2:5, 3:6] = 1.0
+    torch.testing.assert_close(maps[0], expected0)
+    expected1 = torch.full((14, 14), 0.6)  # cos(green, (0, 0.6, 0.8))
+    expected1[10:14, 0:2] = 1.0
+    torch.testing.assert_close(maps[1], expected1)
+
+
+def test_oracle_query_maps_on_pretrained_features(encoders_dir, synth_dir):
+    visual, _ = load_synth_encoders(encoders_dir[0])
+    visual.train()  # the oracle runs in eval mode and restores the mode
+    ids, frames, boxes = load_synth_split(synth_dir, "train")
+    assert frames.shape == (len(ids), 3, 224, 224) and frames.dtype == torch.uint8
+    assert boxes.shape == (len(ids), 4)
+    maps = oracle_query_maps(visual, frames, boxes, batch_size=2)
+    assert visual.training
+    assert maps.shape == (len(ids), 14, 14)
+    assert maps.max() <= 1 + 1e-5 and maps.min() >= -1 - 1e-5
+    centre = ((boxes[:, [0, 1]] + boxes[:, [2, 3]]) / 2 * 14).astype(int)
+    for m, (cx, cy) in zip(maps, centre):
+        assert m[cy, cx] == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(DataError, match="no clip of split"):
+        load_synth_split(synth_dir, "nosuchsplit")
+
+
+def test_cli_synth_pretrain_end_to_end(synth_dir, tmp_path, capsys):
+    out = tmp_path / "enc"
+    argv = ["synth-pretrain", "--data", str(synth_dir), "--out", str(out), "--epochs", "1", "--no-progress"]
+    argv += ["--visual-channels", "16", "--audio-dim", "8"]
+    assert main(argv) == 0
+    assert "metrics" in json.loads(capsys.readouterr().out)
+    visual, audio = load_synth_encoders(out)
+    assert visual.out_channels == 16 and audio.embed_dim == 8
+    assert main(argv) == 1
+    assert "not empty" in capsys.readouterr().err
+    assert main([*argv, "--overwrite"]) == 0
