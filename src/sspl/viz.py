@@ -1,0 +1,525 @@
+"""Pictures of localization results: heat-map overlays, evaluated samples, the PCM refinement strip,
+success curves, contact sheets and a small HTML report.
+
+One colour map everywhere, :data:`COLORMAP` (``"jet"``, as the paper's figures): 0 (blue) is the
+least and 1 (red) the most audio-like location of a map after min-max normalisation. Only PIL and
+matplotlib's object API (``matplotlib.figure.Figure`` on the Agg canvas) are used, so nothing here
+touches pyplot's global state or the process-wide backend.
+
+Every function returns an RGB ``PIL.Image``; save it with :func:`sspl.io.atomic_save_image`.
+
+Heat arrays (``heat``) are ``H x W`` float arrays in [0, 1]; a NaN marks a pixel without prediction
+(outside the square the network saw): overlays show it greyed, i.e. desaturated and dimmed to
+:data:`OUTSIDE_BRIGHTNESS` of its luminance, with no colour on top.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from PIL import Image, ImageDraw, ImageFont
+
+from .api import to_rgb
+from .errors import DataError
+from .io import atomic_write_text
+from .metrics import (
+    BENCHMARKS,
+    Protocol,
+    auc,
+    ciou,
+    gt_map_from_boxes,
+    normalize_map,
+    success_thresholds,
+    threshold_map,
+    upsample_map,
+)
+
+__all__ = [
+    "COLORMAP",
+    "OUTSIDE_BRIGHTNESS",
+    "ReportSection",
+    "add_colorbar",
+    "colorize",
+    "contact_sheet",
+    "evaluation_overlay",
+    "overlay_heatmap",
+    "pcm_strip",
+    "success_curves_plot",
+    "write_html_report",
+]
+
+COLORMAP = "jet"
+#: Luminance factor of pixels without prediction in overlays.
+OUTSIDE_BRIGHTNESS = 0.5
+DEFAULT_ALPHA = 0.5
+BOX_COLOR = (0, 255, 0)
+MASK_COLOR = (255, 255, 255)
+HEAT_LABEL = "normalised similarity"
+
+_LUT_SIZE = 256
+
+
+@lru_cache(maxsize=1)
+def _lut() -> np.ndarray:
+    """``256 x 3`` uint8 colours of :data:`COLORMAP`."""
+    rgba = colormaps[COLORMAP](np.linspace(0.0, 1.0, _LUT_SIZE))
+    return np.round(rgba[:, :3] * 255).astype(np.uint8)
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    return ImageFont.load_default(size=size)
+
+
+def _render(fig: Figure) -> Image.Image:
+    """Draw a matplotlib figure on an Agg canvas and return its pixels."""
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3].copy())
+
+
+def _check_heat(heat: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
+    arr = np.asarray(heat, dtype=np.float32)
+    if arr.ndim != 2:
+        raise ValueError(f"heat must be H x W, got shape {arr.shape}")
+    if size is not None and arr.shape != (size[1], size[0]):
+        raise ValueError(f"heat is {arr.shape[1]} x {arr.shape[0]} but the image is {size[0]} x {size[1]}")
+    finite = arr[np.isfinite(arr)]
+    if finite.size and (finite.min() < 0 or finite.max() > 1):
+        raise ValueError(
+            f"heat must lie in [0, 1] (NaN for no prediction), got [{finite.min()}, {finite.max()}]"
+        )
+    return arr
+
+
+# --------------------------------------------------------------------------------------------------
+# Heat maps
+# --------------------------------------------------------------------------------------------------
+
+
+def colorize(heat: np.ndarray) -> np.ndarray:
+    """Colour a heat array with :data:`COLORMAP`.
+
+    Args:
+        heat: ``H x W`` values in [0, 1]; NaN pixels come out black.
+
+    Returns:
+        ``H x W x 3`` uint8 RGB.
+    """
+    arr = _check_heat(heat)
+    valid = np.isfinite(arr)
+    index = np.round(np.where(valid, arr, 0) * (_LUT_SIZE - 1)).astype(np.intp)
+    out = _lut()[index]
+    out[~valid] = 0
+    return out
+
+
+def overlay_heatmap(
+    image: Image.Image, heat: np.ndarray, *, alpha: float = DEFAULT_ALPHA, colorbar: bool = False
+) -> Image.Image:
+    """Blend a heat map onto an image of the same size.
+
+    Args:
+        image: any PIL mode (converted with :func:`sspl.api.to_rgb`).
+        heat: ``H x W`` in [0, 1] at the image's size; NaN pixels (no prediction) are greyed.
+        alpha: weight of the colour where there is a prediction.
+        colorbar: append a colour bar on the right (the result is wider than ``image``).
+
+    Returns:
+        RGB image, ``W x H`` (plus the bar's width).
+    """
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    rgb = to_rgb(image)
+    arr = _check_heat(heat, rgb.size)
+    base = np.asarray(rgb, dtype=np.float32)  # H x W x 3
+    valid = np.isfinite(arr)
+    blended = (1 - alpha) * base + alpha * colorize(arr).astype(np.float32)
+    luminance = base @ np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as PIL's "L"
+    greyed = np.repeat((luminance * OUTSIDE_BRIGHTNESS)[..., None], 3, axis=2)
+    out = Image.fromarray(np.round(np.where(valid[..., None], blended, greyed)).astype(np.uint8))
+    return add_colorbar(out) if colorbar else out
+
+
+@lru_cache(maxsize=8)
+def _colorbar_strip(height: int) -> Image.Image:
+    """A vertical colour bar of :data:`COLORMAP` over [0, 1], ``height`` pixels tall, even width.
+
+    The label is drawn only where it fits (``height >= 200``).
+    """
+    labelled = height >= 200
+    width, dpi = (64 if labelled else 44), 100
+    fontsize = float(np.clip(height / 36, 5, 9))
+    fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
+    margin = min(8, height // 10)
+    # Placed in pixels: a 10-px bar, then the tick labels and the rotated label to its right.
+    ax = fig.add_axes((4 / width, margin / height, 10 / width, 1 - 2 * margin / height))
+    bar = fig.colorbar(ScalarMappable(norm=Normalize(0, 1), cmap=COLORMAP), cax=ax, ticks=[0, 0.5, 1])
+    bar.ax.tick_params(labelsize=fontsize, length=2, pad=1)
+    if labelled:
+        bar.set_label(HEAT_LABEL, fontsize=fontsize, labelpad=2)
+    return _render(fig)
+
+
+def add_colorbar(image: Image.Image) -> Image.Image:
+    """``image`` with a colour bar of :data:`COLORMAP` (0 to 1) appended on its right."""
+    rgb = to_rgb(image)
+    strip = _colorbar_strip(rgb.height)
+    out = Image.new("RGB", (rgb.width + strip.width, rgb.height), (255, 255, 255))
+    out.paste(rgb, (0, 0))
+    out.paste(strip, (rgb.width, 0))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Evaluated samples and the PCM strip
+# --------------------------------------------------------------------------------------------------
+
+
+def _outline(mask: np.ndarray, width: int = 2) -> np.ndarray:
+    """Pixels of ``mask`` within ``width`` pixels of its border (4-neighbourhood)."""
+    inner = mask.copy()
+    for _ in range(width):
+        padded = np.pad(inner, 1, constant_values=False)
+        inner = inner & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return mask & ~inner
+
+
+def _paint(arr: np.ndarray, mask: np.ndarray, color: tuple[int, int, int]) -> None:
+    arr[mask] = color
+
+
+def _box_masks(boxes: np.ndarray, protocol: Protocol) -> list[np.ndarray]:
+    """Each box rasterised exactly as the protocol's ground truth rasterises it (degenerate ones dropped)."""
+    masks = []
+    for box in np.asarray(boxes, dtype=np.float64).reshape(-1, 4):
+        one = gt_map_from_boxes(
+            box[None], rule="union", box_format=protocol.box_format, size=protocol.size, allow_empty=True
+        )
+        if one.any():
+            masks.append(one > 0)
+    return masks
+
+
+def _label(image: Image.Image, text: str, *, height: int = 20) -> Image.Image:
+    """``image`` under a white header line holding ``text``."""
+    out = Image.new("RGB", (image.width, image.height + height), (255, 255, 255))
+    out.paste(image, (0, height))
+    ImageDraw.Draw(out).text((4, 2), text, fill=(0, 0, 0), font=_font(height - 6))
+    return out
+
+
+def _evaluation_frame(image: Image.Image, size: int) -> Image.Image:
+    return to_rgb(image).resize((size, size), Image.Resampling.BICUBIC)
+
+
+def evaluation_overlay(
+    image: Image.Image,
+    raw_map: np.ndarray,
+    boxes: np.ndarray | Sequence[Sequence[float]],
+    *,
+    protocol: Protocol = BENCHMARKS["flickr"],
+    alpha: float = DEFAULT_ALPHA,
+    title: str | None = None,
+) -> Image.Image:
+    """An evaluated sample as the protocol scores it: heat map, thresholded mask and ground truth.
+
+    The picture is the evaluation frame (``image`` resized to ``protocol.size`` squared, the frame the
+    benchmark's boxes are given in). The mask (white outline) and each ground-truth box (green, as
+    rasterised by the protocol's box format) come from :mod:`sspl.metrics`
+    (``upsample_map`` -> ``normalize_map`` -> ``threshold_map``, ``gt_map_from_boxes``), so they are
+    exactly what was scored; the header gives the sample's cIoU.
+
+    Args:
+        image: the frame (any mode and size).
+        raw_map: ``h x w`` raw similarity map.
+        boxes: ``K x 4`` ground-truth boxes in ``protocol.box_format``.
+        protocol: the benchmark protocol (``sspl.metrics.BENCHMARKS[name]``).
+        alpha: heat-map weight.
+        title: header text before the cIoU (e.g. the sample id).
+
+    Returns:
+        RGB image, ``size`` wide and ``size + 20`` tall.
+    """
+    size = protocol.size
+    raw = np.asarray(raw_map, dtype=np.float32)
+    if raw.ndim != 2:
+        raise ValueError(f"raw_map must be h x w, got shape {raw.shape}")
+    heat = normalize_map(upsample_map(raw, size))
+    mask = threshold_map(heat, protocol.threshold, protocol.threshold_value)
+    gt = gt_map_from_boxes(
+        boxes,
+        rule=protocol.rule,
+        box_format=protocol.box_format,
+        size=size,
+        consensus_divisor=protocol.consensus_divisor,
+        allow_empty=True,
+    )
+    score = ciou(mask, gt) if gt.any() else 0.0
+    arr = np.array(overlay_heatmap(_evaluation_frame(image, size), heat, alpha=alpha))
+    _paint(arr, _outline(mask), MASK_COLOR)
+    for box in _box_masks(np.asarray(boxes), protocol):
+        _paint(arr, _outline(box), BOX_COLOR)
+    header = f"cIoU {score:.3f}" if title is None else f"{title}  cIoU {score:.3f}"
+    return _label(Image.fromarray(arr), header)
+
+
+def pcm_strip(
+    image: Image.Image,
+    step_maps: np.ndarray,
+    *,
+    boxes: np.ndarray | Sequence[Sequence[float]] | None = None,
+    protocol: Protocol = BENCHMARKS["flickr"],
+    shared_scale: bool = True,
+    alpha: float = DEFAULT_ALPHA,
+) -> Image.Image:
+    """The PCM refinement strip (the paper's Figure 7): the frame, then the map after each PCM step.
+
+    Args:
+        image: the frame (any mode and size); shown as the evaluation frame (``protocol.size`` squared).
+        step_maps: ``T x h x w`` raw maps after steps t = 1..T (``model.pcm_step_maps(...)[:, i]``).
+        boxes: optional ground-truth boxes (``protocol.box_format``) drawn on the first panel.
+        protocol: gives the frame size and the box format.
+        shared_scale: normalise all steps with one min and max, so a map that grows more definite over
+            the steps looks so (the paper's reading of Figure 7); ``False`` normalises each step alone.
+        alpha: heat-map weight.
+
+    Returns:
+        RGB image of ``T + 1`` labelled panels side by side.
+    """
+    steps = np.asarray(step_maps, dtype=np.float32)
+    if steps.ndim != 3 or steps.shape[0] < 1:
+        raise ValueError(f"step_maps must be T x h x w, got shape {steps.shape}")
+    size = protocol.size
+    frame = _evaluation_frame(image, size)
+    up = upsample_map(steps, size)  # T x size x size
+    if shared_scale:
+        lo, hi = float(up.min()), float(up.max())
+        heats = (up - lo) / (hi - lo) if hi > lo else np.ones_like(up)
+    else:
+        heats = normalize_map(up)
+    first = np.array(frame)
+    if boxes is not None:
+        for box in _box_masks(np.asarray(boxes), protocol):
+            _paint(first, _outline(box), BOX_COLOR)
+    panels = [_label(Image.fromarray(first), "annotation" if boxes is not None else "frame")]
+    panels += [
+        _label(overlay_heatmap(frame, np.clip(h, 0, 1), alpha=alpha), f"t = {t}")
+        for t, h in enumerate(heats, start=1)
+    ]
+    gap = 4
+    out = Image.new("RGB", (len(panels) * (size + gap) - gap, panels[0].height), (255, 255, 255))
+    for i, panel in enumerate(panels):
+        out.paste(panel, (i * (size + gap), 0))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Curves and sheets
+# --------------------------------------------------------------------------------------------------
+
+
+def success_curves_plot(
+    curves: Mapping[str, Sequence[float]],
+    *,
+    step: float = 0.05,
+    title: str | None = None,
+    figsize: tuple[float, float] = (5.0, 4.0),
+    dpi: int = 100,
+) -> Image.Image:
+    """Success rate against the cIoU threshold for several runs on one plot (the paper's Figure 4).
+
+    Args:
+        curves: run name -> success rates at cIoU ``>= step * i`` (``EvalResult.success_curve``, 21
+            values on the 0.05 grid by default); all of the same length.
+        step: spacing of the thresholds.
+        title: plot title.
+        figsize, dpi: figure size in inches and resolution.
+
+    Returns:
+        RGB image of the plot; the legend gives each run's AUC (:func:`sspl.metrics.auc`).
+    """
+    if not curves:
+        raise ValueError("no curves to plot")
+    lengths = {len(c) for c in curves.values()}
+    if len(lengths) != 1 or min(lengths) < 2:
+        raise ValueError(f"curves must share one length of at least 2, got lengths {sorted(lengths)}")
+    x = success_thresholds(lengths.pop(), step)
+    fig = Figure(figsize=figsize, dpi=dpi)
+    ax = fig.add_subplot()
+    for name, curve in curves.items():
+        y = np.asarray(curve, dtype=np.float64)
+        if not np.all(np.isfinite(y)) or y.min() < 0 or y.max() > 1:
+            raise ValueError(f"curve {name!r} has values outside [0, 1]")
+        ax.plot(x, y, marker="o", markersize=3, label=f"{name} (AUC {auc(y, step):.3f})")
+    ax.set_xlabel("cIoU threshold")
+    ax.set_ylabel("success rate")
+    ax.set_xlim(0, x[-1])
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return _render(fig)
+
+
+def contact_sheet(
+    images: Sequence[Image.Image],
+    *,
+    labels: Sequence[str] | None = None,
+    columns: int = 4,
+    thumb_width: int = 320,
+    gap: int = 4,
+) -> Image.Image:
+    """A grid of thumbnails, each under an optional label.
+
+    Args:
+        images: the pictures (any modes and sizes; each scaled to ``thumb_width``, aspect kept).
+        labels: one text per image.
+        columns: thumbnails per row.
+        thumb_width: thumbnail width in pixels.
+        gap: white space between thumbnails.
+
+    Returns:
+        RGB image.
+    """
+    if not images:
+        raise ValueError("contact sheet of zero images")
+    if labels is not None and len(labels) != len(images):
+        raise ValueError(f"{len(labels)} labels for {len(images)} images")
+    if columns < 1 or thumb_width < 1:
+        raise ValueError(f"columns and thumb_width must be positive, got {columns}, {thumb_width}")
+    thumbs = []
+    for img in images:
+        rgb = to_rgb(img)
+        h = max(1, round(rgb.height * thumb_width / rgb.width))
+        thumbs.append(rgb.resize((thumb_width, h), Image.Resampling.BILINEAR))
+    if labels is not None:
+        thumbs = [_label(t, text) for t, text in zip(thumbs, labels)]
+    cell_h = max(t.height for t in thumbs)
+    cols = min(columns, len(thumbs))
+    rows = -(-len(thumbs) // cols)
+    out = Image.new("RGB", (cols * (thumb_width + gap) - gap, rows * (cell_h + gap) - gap), (255, 255, 255))
+    for i, thumb in enumerate(thumbs):
+        out.paste(thumb, ((i % cols) * (thumb_width + gap), (i // cols) * (cell_h + gap)))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# HTML report
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ReportSection:
+    """One section of :func:`write_html_report`.
+
+    Attributes:
+        title: section heading.
+        images: image files, each a path or ``(path, caption)``; a relative path is relative to the
+            report's folder. They are linked, not embedded, so keep them beside the report.
+        table: rows of a table (dicts; the columns are the keys in order of first appearance; floats
+            shown with 3 decimals).
+        notes: paragraphs of plain text.
+    """
+
+    title: str
+    images: Sequence[str | os.PathLike | tuple[str | os.PathLike, str]] = ()
+    table: Sequence[Mapping[str, Any]] = ()
+    notes: Sequence[str] = field(default_factory=tuple)
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 70em; color: #222; }
+h1 { font-size: 1.6em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ddd; }
+figure { display: inline-block; margin: 0.5em; vertical-align: top; }
+figure img { max-width: 100%; border: 1px solid #ccc; }
+figcaption { font-size: 0.85em; color: #555; }
+table { border-collapse: collapse; margin: 1em 0; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.7em; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+""".strip()
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return html.escape("" if value is None else str(value))
+
+
+def _section(sec: ReportSection | Mapping[str, Any]) -> ReportSection:
+    if isinstance(sec, ReportSection):
+        return sec
+    unknown = set(sec) - {"title", "images", "table", "notes"}
+    if unknown or "title" not in sec:
+        raise ValueError(
+            f"a report section needs 'title' and may have images, table, notes; got {sorted(sec)}"
+        )
+    return ReportSection(**sec)
+
+
+def write_html_report(
+    path: str | os.PathLike,
+    title: str,
+    sections: Sequence[ReportSection | Mapping[str, Any]],
+) -> Path:
+    """Write a small self-contained HTML page (inline style, no scripts) with images, tables and notes.
+
+    Args:
+        path: the ``.html`` file (written atomically).
+        title: page title and heading.
+        sections: :class:`ReportSection` objects, or dicts with the same keys.
+
+    Returns:
+        ``path`` as a Path.
+
+    Raises:
+        DataError: an image file does not exist (a report with broken pictures is not written).
+    """
+    path = Path(path)
+    root = path.parent.resolve()
+    body = [f"<h1>{html.escape(title)}</h1>"]
+    for sec in map(_section, sections):
+        body.append(f"<h2>{html.escape(sec.title)}</h2>")
+        notes = [sec.notes] if isinstance(sec.notes, str) else sec.notes
+        body += [f"<p>{html.escape(note)}</p>" for note in notes]
+        if sec.table:
+            columns: list[str] = []
+            for row in sec.table:
+                columns += [str(k) for k in row if str(k) not in columns]
+            body.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in columns) + "</tr>")
+            for row in sec.table:
+                cells = {str(k): v for k, v in row.items()}
+                body.append("<tr>" + "".join(f"<td>{_cell(cells.get(c))}</td>" for c in columns) + "</tr>")
+            body.append("</table>")
+        for item in sec.images:
+            image, caption = item if isinstance(item, tuple) else (item, "")
+            file = Path(image) if Path(image).is_absolute() else root / image
+            if not file.is_file():
+                raise DataError(f"{path}: report image {file} does not exist")
+            rel = Path(os.path.relpath(file.resolve(), root)).as_posix()
+            src = html.escape(urllib.parse.quote(rel))
+            alt = html.escape(caption or Path(rel).name)
+            cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
+            body.append(f'<figure><a href="{src}"><img src="{src}" alt="{alt}"></a>{cap}</figure>')
+    page = (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>{html.escape(title)}</title>\n<style>\n{_CSS}\n</style>\n</head>\n<body>\n"
+        + "\n".join(body)
+        + "\n</body>\n</html>\n"
+    )
+    atomic_write_text(path, page)
+    return path

@@ -1,0 +1,168 @@
+"""Pictures: colours, overlays, evaluated samples (the drawn mask is the scored mask), the PCM strip,
+success curves, contact sheets and the HTML report."""
+
+from __future__ import annotations
+
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sspl import viz
+from sspl.errors import DataError
+from sspl.metrics import BENCHMARKS, gt_map_from_boxes, normalize_map, threshold_map, upsample_map
+
+
+def _luminance(rgb: np.ndarray) -> np.ndarray:
+    return rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def test_colorize_ends_of_the_scale_and_nan():
+    heat = np.array([[0.0, 1.0, np.nan]], dtype=np.float32)
+    out = viz.colorize(heat)
+    assert out.shape == (1, 3, 3) and out.dtype == np.uint8
+    blue, red, none = out[0]
+    assert blue[2] > 100 and blue[0] == 0  # jet starts dark blue
+    assert red[0] > 100 and red[2] == 0  # and ends dark red
+    assert none.tolist() == [0, 0, 0]
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        viz.colorize(np.array([[1.5]]))
+
+
+def test_overlay_blends_inside_and_greys_outside():
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    heat = np.full((20, 30), np.nan, np.float32)
+    heat[:, 10:20] = rng.random((20, 10))
+    out = np.asarray(viz.overlay_heatmap(Image.fromarray(rgb), heat, alpha=0.25), dtype=np.float32)
+    expected_in = 0.75 * rgb[:, 10:20] + 0.25 * viz.colorize(heat[:, 10:20])
+    np.testing.assert_allclose(out[:, 10:20], expected_in, atol=0.51)
+    expected_out = _luminance(rgb[:, :10]) * viz.OUTSIDE_BRIGHTNESS
+    for c in range(3):
+        np.testing.assert_allclose(out[:, :10, c], expected_out, atol=0.51)
+    with pytest.raises(ValueError, match="30 x 20"):
+        viz.overlay_heatmap(Image.fromarray(rgb), heat[:, :20])
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "P", "CMYK", "I;16"])
+def test_overlay_any_mode_and_colorbar(mode):
+    image = Image.new("RGB", (40, 250), (10, 200, 30)).convert(mode)
+    heat = np.linspace(0, 1, 40 * 250, dtype=np.float32).reshape(250, 40)
+    plain = viz.overlay_heatmap(image, heat)
+    barred = viz.overlay_heatmap(image, heat, colorbar=True)
+    assert plain.mode == "RGB" and plain.size == (40, 250)
+    assert barred.height == 250 and barred.width > 40 and (barred.width - 40) % 2 == 0
+    np.testing.assert_array_equal(np.asarray(barred)[:, :40], np.asarray(plain))
+
+
+def _outline(mask: np.ndarray) -> np.ndarray:
+    return viz._outline(mask)
+
+
+def test_evaluation_overlay_draws_the_scored_mask_and_boxes():
+    protocol = BENCHMARKS["vggss"]
+    raw = np.zeros((14, 14), np.float32)
+    raw[2:6, 3:9] = 1.0
+    boxes = [[0.6, 0.6, 0.9, 0.95]]
+    image = Image.new("RGB", (300, 200), (0, 0, 0))
+    out = np.asarray(viz.evaluation_overlay(image, raw, boxes, protocol=protocol))
+    assert out.shape == (224 + 20, 224, 3)
+    picture = out[20:]
+    mask = threshold_map(normalize_map(upsample_map(raw)), protocol.threshold, protocol.threshold_value)
+    box = gt_map_from_boxes(boxes, rule="union", box_format="normalized") > 0
+    white = (picture == viz.MASK_COLOR).all(axis=2)
+    green = (picture == viz.BOX_COLOR).all(axis=2)
+    np.testing.assert_array_equal(green, _outline(box))
+    np.testing.assert_array_equal(white, _outline(mask) & ~_outline(box))
+
+
+def test_pcm_strip_shared_and_per_step_scales():
+    base = np.random.default_rng(3).random((14, 14)).astype(np.float32)
+    steps = np.stack([base, 3 * base])  # the same shape, more definite at t = 2
+    image = Image.new("RGB", (224, 224), (128, 128, 128))
+    per_step = np.asarray(viz.pcm_strip(image, steps, shared_scale=False))
+    shared = np.asarray(viz.pcm_strip(image, steps, boxes=[[10, 10, 100, 100]]))
+    assert per_step.shape == shared.shape == (224 + 20, 3 * 224 + 2 * 4, 3)
+    panel = [slice(i * 228, i * 228 + 224) for i in range(3)]
+    np.testing.assert_array_equal(per_step[20:, panel[1]], per_step[20:, panel[2]])
+    assert not np.array_equal(shared[20:, panel[1]], shared[20:, panel[2]])
+    assert (shared[20:, panel[0]] == viz.BOX_COLOR).all(axis=2).any()
+    with pytest.raises(ValueError, match="T x h x w"):
+        viz.pcm_strip(image, base)
+
+
+def test_success_curves_plot():
+    curve = np.linspace(1, 0, 21)
+    one = viz.success_curves_plot({"a": curve})
+    two = viz.success_curves_plot({"a": curve, "b": curve**2}, title="Flickr")
+    assert one.size == two.size == (500, 400)
+    assert not np.array_equal(np.asarray(one), np.asarray(two))
+    with pytest.raises(ValueError, match="one length"):
+        viz.success_curves_plot({"a": curve, "b": curve[:20]})
+    with pytest.raises(ValueError, match="outside"):
+        viz.success_curves_plot({"a": curve + 0.5})
+
+
+def test_contact_sheet_layout():
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
+    images = [Image.new("RGB", (64, 32), c) for c in colours]
+    sheet = np.asarray(viz.contact_sheet(images, columns=2, thumb_width=32, gap=4))
+    assert sheet.shape == (2 * 16 + 4, 2 * 32 + 4, 3)
+    assert sheet[8, 16].tolist() == [255, 0, 0]
+    assert sheet[8, 36 + 16].tolist() == [0, 255, 0]
+    assert sheet[20 + 8, 16].tolist() == [0, 0, 255]
+    labelled = viz.contact_sheet(images, labels=["a", "b", "c"], thumb_width=32)
+    assert labelled.size == (3 * 32 + 2 * 4, 16 + 20)
+    with pytest.raises(ValueError, match="labels"):
+        viz.contact_sheet(images, labels=["a"])
+
+
+class _Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[str] = []
+        self.cells: list[str] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.images.append(dict(attrs)["src"])
+        if tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th"):
+            self.cells.append("".join(self._cell))
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def test_html_report(tmp_path):
+    (tmp_path / "figs").mkdir()
+    Image.new("RGB", (4, 4)).save(tmp_path / "figs" / "a b.png")
+    Image.new("RGB", (4, 4)).save(tmp_path / "curve.png")
+    path = viz.write_html_report(
+        tmp_path / "index.html",
+        "Demo <run>",
+        [
+            viz.ReportSection(
+                "Metrics",
+                table=[{"run": "sspl", "ciou@0.5": 0.7593, "n": 249}, {"run": "base", "auc": 0.5}],
+                notes=["Random weights & a tiny model."],
+            ),
+            {"title": "Pictures", "images": [("figs/a b.png", "overlay"), tmp_path / "curve.png"]},
+        ],
+    )
+    text = path.read_text()
+    assert "<title>Demo &lt;run&gt;</title>" in text and "Random weights &amp; a tiny model." in text
+    tags = _Tags()
+    tags.feed(text)
+    assert tags.images == ["figs/a%20b.png", "curve.png"]
+    assert tags.cells == ["run", "ciou@0.5", "n", "auc", "sspl", "0.759", "249", "", "base", "", "", "0.500"]
+    with pytest.raises(DataError, match="missing.png"):
+        viz.write_html_report(tmp_path / "bad.html", "t", [{"title": "x", "images": ["missing.png"]}])
+    assert not (tmp_path / "bad.html").exists()
