@@ -1,0 +1,116 @@
+"""``sspl localize``: where is the sound in my video (or image)? See :mod:`sspl.localize`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from ..errors import SSPLError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "localize",
+        help="heat maps of the sounding object in a video or an image",
+        description=(
+            "Localize the sound in a video (every output frame gets the map of the 3-s audio window "
+            "centred on it) or in an image with a sound file. Video outputs: <stem>_heatmap.mp4 (overlay "
+            "at the source resolution, with the sound), <stem>_maps.npy (T x 14 x 14 raw maps), "
+            "<stem>_timestamps.npy (seconds) and <stem>_contact.png. Image outputs: <stem>_overlay.png "
+            "and <stem>_map.npy. The network sees the centre square of the frame; the parts outside it "
+            "have no prediction and are shown greyed."
+        ),
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--video", metavar="FILE", help="video file (any container FFmpeg reads)")
+    src.add_argument("--image", metavar="FILE", help="image file (any mode and size); needs --audio")
+    p.add_argument(
+        "--audio",
+        metavar="FILE",
+        help="sound file: required with --image; with --video it replaces the video's own track "
+        "(needed when the video has none) and is taken to start with the first frame",
+    )
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        metavar="CKPT",
+        help="run directory of `sspl train`, a .pt checkpoint, or a folder of official SSPL files",
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
+    p.add_argument("--fps", type=float, help="output frames per second (default: source rate, at most 10)")
+    p.add_argument("--batch-size", type=int, help="frames per model call (default 8 on CPU, 32 on CUDA)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: CUDA when available)")
+    p.add_argument("--colorbar", action="store_true", help="draw a colour bar beside the overlays")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs of the same names")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def _device(name: str | None):
+    import torch
+
+    if name is None:
+        return None
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise SSPLError(f"--device {name}: not a device name ({e})") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SSPLError(f"--device {name}: no CUDA device is available (use --device cpu)")
+    return device
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..localize import (
+        check_outputs_free,
+        image_output_paths,
+        localize_image,
+        read_image,
+        write_image_outputs,
+        write_video_outputs,
+    )
+
+    if args.fps is not None and not args.fps > 0:
+        raise SSPLError(f"--fps must be positive, got {args.fps}")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise SSPLError(f"--batch-size must be at least 1, got {args.batch_size}")
+    device = _device(args.device)
+    start = time.perf_counter()
+    if args.video is not None:
+        result, paths = write_video_outputs(
+            args.checkpoint,
+            None,
+            args.video,
+            args.out,
+            fps=args.fps,
+            audio_path=args.audio,
+            batch_size=args.batch_size,
+            device=device,
+            progress=not args.no_progress,
+            colorbar=args.colorbar,
+            overwrite=args.overwrite,
+        )
+        summary = {"frames": len(result.timestamps), "fps": result.fps}
+    else:
+        if args.audio is None:
+            raise SSPLError("--image needs --audio FILE (the sound to localize)")
+        if args.fps is not None or args.batch_size is not None:
+            raise SSPLError("--fps and --batch-size apply to --video only")
+        from ..audio import load_audio
+
+        # Inputs and outputs are checked before the model loads, so that a mistake fails fast.
+        if not args.overwrite:
+            check_outputs_free(image_output_paths(args.out, Path(args.image).stem))
+        image = read_image(args.image)
+        audio = load_audio(args.audio)
+        result = localize_image(args.checkpoint, None, image, audio, device=device)
+        paths = write_image_outputs(
+            result, args.out, Path(args.image).stem, colorbar=args.colorbar, overwrite=args.overwrite
+        )
+        summary = {"width": result.image.width, "height": result.image.height}
+    summary["outputs"] = {key: str(path) for key, path in paths.items()}
+    summary["seconds"] = round(time.perf_counter() - start, 2)
+    print(json.dumps(summary))
+    return 0

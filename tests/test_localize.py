@@ -1,0 +1,426 @@
+"""Localization of images and videos: the map on the original frame, streaming, the written outputs,
+and the `sspl localize` command with good and bad inputs.
+
+The model is the tiny small_cnn SSPL with random weights: these tests check the plumbing (which
+frame gets which audio window, where the map lands, what the files hold), not accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from PIL import Image
+
+import sspl.localize as localize_mod
+from sspl.api import Preprocess
+from sspl.audio import load_audio
+from sspl.cli import main
+from sspl.config import Config, SSPLConfig
+from sspl.data.video import VideoDecodeError, iter_frames, video_info, write_synthetic_video
+from sspl.engine.checkpoint import save_checkpoint
+from sspl.localize import (
+    PREFETCH_BATCHES,
+    localize_image,
+    localize_video,
+    project_map,
+    write_image_outputs,
+    write_video_outputs,
+)
+from sspl.metrics import normalize_map, upsample_map
+from sspl.models.methods import get_method
+
+REAL_CLIP = "demo__multiple__6DR8dA9TDOc1.mp4"
+
+
+@pytest.fixture(scope="module")
+def config() -> Config:
+    return Config(
+        model=SSPLConfig(
+            visual_encoder="small_cnn",
+            audio_encoder="small_cnn",
+            visual_channels=128,
+            audio_dim=128,
+            visual_weights=None,
+            audio_weights=None,
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+def model(config):
+    torch.manual_seed(0)
+    return get_method("sspl").build(config, pretrained=False).eval()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, model, config) -> Path:
+    run = tmp_path_factory.mktemp("run")
+    save_checkpoint(run / "checkpoints" / "best.pt", model=model, config=config, epoch=0, step=0)
+    return run
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory) -> dict[str, Path]:
+    """Small generated inputs shared by the tests (written once)."""
+    folder = tmp_path_factory.mktemp("media")
+    rng = np.random.default_rng(0)
+    wav = folder / "tone.wav"
+    t = np.arange(int(1.5 * 22050)) / 22050
+    sf.write(wav, (0.3 * np.sin(2 * np.pi * 330 * t) + 0.02 * rng.standard_normal(t.size)), 22050)
+    image = folder / "frame.png"
+    Image.fromarray(rng.integers(0, 256, (170, 250, 3), dtype=np.uint8)).save(image)
+    return {
+        "wav": wav,
+        "image": image,
+        "video": write_synthetic_video(folder / "clip.mp4", seconds=2.0, fps=25),
+        "silent_video": write_synthetic_video(folder / "mute.mp4", seconds=2.0, fps=25, audio=None),
+    }
+
+
+def _direct_map(model, preprocess, image, spect) -> np.ndarray:
+    with torch.inference_mode():
+        return model.localize(preprocess.image(image)[None], spect[None])[0].numpy()
+
+
+# --------------------------------------------------------------------------------------------------
+# The map on the original frame
+# --------------------------------------------------------------------------------------------------
+
+
+def test_project_map_of_a_224_frame_is_the_evaluated_map():
+    raw = np.random.default_rng(1).standard_normal((14, 14)).astype(np.float32)
+    heat = project_map(raw, Preprocess().crop_mapping(224, 224))
+    np.testing.assert_allclose(heat, normalize_map(upsample_map(raw)), atol=1e-6)
+
+
+def test_project_map_on_a_wide_frame_has_no_prediction_outside_the_crop():
+    mapping = Preprocess().crop_mapping(640, 360)
+    raw = np.zeros((14, 14), np.float32)
+    raw[3, 10] = 1.0  # one hot cell
+    heat = project_map(raw, mapping)
+    assert heat.shape == (360, 640)
+    x1, _, x2, _ = mapping.crop_box
+    centres = np.arange(640) + 0.5
+    inside = (centres >= x1) & (centres < x2)
+    assert np.isnan(heat[:, ~inside]).all()
+    assert np.isfinite(heat[:, inside]).all()
+    assert heat[:, inside].min() == 0 and heat[:, inside].max() == 1
+    # The peak lands where the crop mapping puts the centre of cell (row 3, column 10).
+    peak_y, peak_x = np.unravel_index(np.nanargmax(heat), heat.shape)
+    expect_x, expect_y = mapping.to_original([(10 + 0.5) * 16, (3 + 0.5) * 16])
+    assert abs(peak_x + 0.5 - expect_x) <= mapping.scale_x
+    assert abs(peak_y + 0.5 - expect_y) <= mapping.scale_y
+
+
+def test_project_map_batches_and_constant_maps():
+    mapping = Preprocess().crop_mapping(100, 300)
+    raws = np.random.default_rng(2).standard_normal((3, 14, 14)).astype(np.float32)
+    batch = project_map(raws, mapping)
+    for heat, raw in zip(batch, raws):
+        np.testing.assert_array_equal(heat, project_map(raw, mapping))
+    flat = project_map(np.full((14, 14), 0.3, np.float32), mapping)
+    assert np.nanmin(flat) == np.nanmax(flat) == 1.0
+
+
+# --------------------------------------------------------------------------------------------------
+# Images
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "CMYK", "P"])
+def test_localize_image_any_mode_and_aspect(model, media, mode):
+    preprocess = Preprocess()
+    image = Image.open(media["image"]).convert(mode)  # 250 x 170
+    wave, rate = sf.read(media["wav"], dtype="float32")
+    result = localize_image(model, preprocess, image, (wave, rate))
+
+    expected = _direct_map(model, preprocess, image, preprocess.audio(wave, rate))
+    np.testing.assert_allclose(result.raw_map, expected, atol=1e-5)
+    assert result.heatmap.shape == (170, 250)
+    x1, y1, x2, y2 = result.crop_box
+    assert (y1, y2) == (0, 170) and 0 < x1 < x2 < 250  # the centre square of a wide frame
+    assert (
+        np.isnan(result.heatmap[:, : int(x1)]).all()
+        and np.isfinite(result.heatmap[:, int(x1) + 1 : int(x2)]).all()
+    )
+    assert result.overlay().size == (250, 170)
+    assert result.overlay(colorbar=True).height == 170 and result.overlay(colorbar=True).width > 250
+
+
+def test_localize_image_from_files_and_checkpoint(model, run_dir, media):
+    direct = localize_image(model, Preprocess(), media["image"], media["wav"])
+    wave, rate = load_audio(media["wav"], sample_rate=None)
+    from_pairs = localize_image(model, Preprocess(), Image.open(media["image"]), (wave, rate))
+    np.testing.assert_allclose(direct.raw_map, from_pairs.raw_map, atol=1e-6)
+    from_ckpt = localize_image(run_dir, None, media["image"], media["wav"])
+    np.testing.assert_allclose(direct.raw_map, from_ckpt.raw_map, atol=1e-5)
+    with pytest.raises(ValueError, match="preprocess"):
+        localize_image(model, None, media["image"], media["wav"])
+
+
+def test_localize_image_pcm_steps(model, media):
+    result = localize_image(model, Preprocess(), media["image"], media["wav"], pcm_steps=True)
+    assert result.step_maps.shape == (model.config.cycles + 1, 14, 14)
+    np.testing.assert_allclose(result.step_maps[-1], result.raw_map, atol=1e-6)
+    assert not np.allclose(result.step_maps[0], result.step_maps[-1])
+
+
+def test_write_image_outputs(model, media, tmp_path):
+    result = localize_image(model, Preprocess(), media["image"], media["wav"])
+    paths = write_image_outputs(result, tmp_path / "out", "frame")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["frame_map.npy", "frame_overlay.png"]
+    np.testing.assert_array_equal(np.load(paths["map"]), result.raw_map)
+    assert np.load(paths["map"]).dtype == np.float32
+    assert Image.open(paths["overlay"]).size == (250, 170)
+    with pytest.raises(FileExistsError, match="frame_overlay.png"):
+        write_image_outputs(result, tmp_path / "out", "frame")
+
+
+# --------------------------------------------------------------------------------------------------
+# Videos
+# --------------------------------------------------------------------------------------------------
+
+
+def test_localize_video_equals_frame_by_frame(model, media):
+    preprocess = Preprocess()
+    seen = []
+    result = localize_video(
+        model,
+        preprocess,
+        media["video"],
+        fps=5,
+        batch_size=4,
+        progress=False,
+        on_frame=lambda i, t, img, raw: seen.append((i, t, img.size, raw.copy())),
+    )
+    frames = list(iter_frames(media["video"], fps=5))
+    assert len(frames) == 10 and result.maps.shape == (10, 14, 14) and result.maps.dtype == np.float32
+    np.testing.assert_allclose(result.timestamps, [t for t, _ in frames])
+    assert [s[0] for s in seen] == list(range(10)) and {s[2] for s in seen} == {(64, 48)}
+    wave, _ = load_audio(media["video"])
+    start = video_info(media["video"]).audio_start
+    for (t, img), raw, (_, _, _, handed) in zip(frames, result.maps, seen):
+        expected = _direct_map(model, preprocess, img, preprocess.audio_at(wave, t - start))
+        np.testing.assert_allclose(raw, expected, atol=1e-5)
+        np.testing.assert_array_equal(raw, handed)
+
+
+def test_localize_video_streams_in_batches(model, tmp_path, monkeypatch):
+    video = write_synthetic_video(tmp_path / "long.mp4", seconds=4.0, fps=10)
+    decoded = []
+    real_iter_frames = localize_mod.iter_frames
+
+    def counting(*args, **kwargs):
+        for item in real_iter_frames(*args, **kwargs):
+            decoded.append(item[0])
+            yield item
+
+    monkeypatch.setattr(localize_mod, "iter_frames", counting)
+    decoded_at_first_map = []
+    result = localize_video(
+        model,
+        Preprocess(),
+        video,
+        batch_size=2,
+        progress=False,
+        on_frame=lambda i, *_: decoded_at_first_map.append(len(decoded)) if i == 0 else None,
+    )
+    assert len(result.timestamps) == len(decoded) == 40
+    # The first maps are handed on while most of the video is still undecoded.
+    assert decoded_at_first_map[0] <= 2 * (PREFETCH_BATCHES + 2) + 1
+
+
+def test_localize_video_separate_audio_matches_embedded_track(model, media, tmp_path):
+    wave, rate = load_audio(media["video"])
+    wav = tmp_path / "track.wav"
+    sf.write(wav, wave, rate, subtype="FLOAT")
+    embedded = localize_video(model, Preprocess(), media["video"], fps=5, progress=False)
+    separate = localize_video(model, Preprocess(), media["video"], fps=5, audio_path=wav, progress=False)
+    assert separate.audio == wav and embedded.audio == media["video"]
+    np.testing.assert_allclose(separate.maps, embedded.maps, atol=1e-5)
+    # The default output rate is the source rate capped at 10 fps.
+    assert (
+        localize_video(model, Preprocess(), media["silent_video"], audio_path=wav, progress=False).fps == 10
+    )
+
+
+def _decode_audio(path: Path) -> tuple[np.ndarray, int, str]:
+    with av.open(str(path)) as c:
+        stream = c.streams.audio[0]
+        name = stream.codec_context.name
+    wave, rate = load_audio(path, sample_rate=None)
+    return wave, rate, name
+
+
+def test_write_video_outputs_on_a_real_clip(model, data_dir, tmp_path):
+    clip = data_dir / "localize" / REAL_CLIP
+    result, paths = write_video_outputs(model, Preprocess(), clip, tmp_path / "out", fps=2, progress=False)
+    stem = Path(REAL_CLIP).stem
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
+        [f"{stem}_heatmap.mp4", f"{stem}_maps.npy", f"{stem}_timestamps.npy", f"{stem}_contact.png"]
+    )
+    assert result.maps.shape == (10, 14, 14)
+    np.testing.assert_array_equal(np.load(paths["maps"]), result.maps)
+    np.testing.assert_array_equal(np.load(paths["timestamps"]), result.timestamps)
+
+    info = video_info(paths["heatmap_video"])
+    assert (info.width, info.height, info.video_codec) == (640, 360, "h264")
+    frames = list(iter_frames(paths["heatmap_video"]))
+    np.testing.assert_allclose([t for t, _ in frames], result.timestamps, atol=1e-3)
+    # The AAC track is copied: the same samples as the source.
+    src_wave, src_rate, _ = _decode_audio(clip)
+    out_wave, out_rate, codec = _decode_audio(paths["heatmap_video"])
+    assert (codec, out_rate) == ("aac", src_rate)
+    np.testing.assert_array_equal(out_wave, src_wave)
+
+    # Outside the centre crop the frame is grey; inside it is coloured by the heat map.
+    rgb = np.asarray(frames[3][1], dtype=np.float32)
+    saturation = rgb.max(axis=2) - rgb.min(axis=2)
+    x1, _, x2, _ = result.crop_box
+    assert saturation[:, : int(x1) - 4].mean() < 6
+    assert saturation[:, int(x1) + 4 : int(x2) - 4].mean() > 30
+    assert Image.open(paths["contact_sheet"]).width > 640
+
+
+def test_write_video_outputs_reencodes_audio_mp4_cannot_hold(model, tmp_path):
+    video = write_synthetic_video(tmp_path / "pcm.mkv", seconds=2.0, fps=10, audio_codec="pcm_s16le")
+    _, paths = write_video_outputs(model, Preprocess(), video, tmp_path / "out", progress=False)
+    wave, rate, codec = _decode_audio(paths["heatmap_video"])
+    assert codec == "aac" and rate == 44100
+    assert abs(wave.size / rate - 2.0) < 0.1
+    spectrum = np.abs(np.fft.rfft(wave))
+    assert abs(np.argmax(spectrum) * rate / wave.size - 440) < 5  # the source's 440 Hz tone
+
+
+def test_write_video_outputs_muxes_a_separate_sound_file(model, media, tmp_path):
+    _, paths = write_video_outputs(
+        model, Preprocess(), media["silent_video"], tmp_path / "out", audio_path=media["wav"], progress=False
+    )
+    wave, rate, codec = _decode_audio(paths["heatmap_video"])
+    assert codec == "aac" and rate == 22050
+    assert abs(wave.size / rate - 1.5) < 0.1
+    spectrum = np.abs(np.fft.rfft(wave))
+    assert abs(np.argmax(spectrum) * rate / wave.size - 330) < 5
+
+
+def test_video_outputs_are_not_replaced_unless_asked(model, media, tmp_path):
+    out = tmp_path / "out"
+    _, paths = write_video_outputs(model, Preprocess(), media["video"], out, fps=5, progress=False)
+    before = paths["maps"].read_bytes()
+    with pytest.raises(FileExistsError, match="clip_heatmap.mp4"):
+        write_video_outputs(model, Preprocess(), media["video"], out, fps=5, progress=False)
+    assert paths["maps"].read_bytes() == before
+    result, _ = write_video_outputs(
+        model, Preprocess(), media["video"], out, fps=2, overwrite=True, progress=False
+    )
+    assert np.load(paths["maps"]).shape == (len(result.timestamps), 14, 14) == (4, 14, 14)
+
+
+def test_a_failure_mid_video_leaves_no_output(model, media, tmp_path, monkeypatch):
+    real_iter_frames = localize_mod.iter_frames
+
+    def breaks_after_five(path, *args, **kwargs):
+        for i, item in enumerate(real_iter_frames(path, *args, **kwargs)):
+            if i == 5:
+                raise VideoDecodeError(f"{path}: cannot decode the video near {item[0]:.2f} s (test)")
+            yield item
+
+    monkeypatch.setattr(localize_mod, "iter_frames", breaks_after_five)
+    kept = tmp_path / "out" / "notes.txt"
+    kept.parent.mkdir()
+    kept.write_text("user file")
+    with pytest.raises(VideoDecodeError, match="cannot decode"):
+        write_video_outputs(model, Preprocess(), media["video"], kept.parent, batch_size=2, progress=False)
+    assert [p.name for p in kept.parent.iterdir()] == ["notes.txt"]  # no outputs, no temporary files
+    with pytest.raises(VideoDecodeError):
+        write_video_outputs(model, Preprocess(), media["video"], tmp_path / "new", progress=False)
+    assert not (tmp_path / "new").exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# The command line
+# --------------------------------------------------------------------------------------------------
+
+
+def test_cli_video_and_image(run_dir, media, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["localize", "--checkpoint", str(run_dir), "--out", str(out), "--no-progress"]
+    assert main([*argv, "--video", str(media["video"]), "--fps", "5", "--colorbar"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["frames"] == 10 and Path(summary["outputs"]["heatmap_video"]).is_file()
+    info = video_info(summary["outputs"]["heatmap_video"])
+    assert info.height == 48 and info.width > 64  # the colour bar is appended on the right
+
+    cmyk = tmp_path / "cmyk.jpg"
+    Image.open(media["image"]).convert("CMYK").save(cmyk)
+    assert main([*argv, "--image", str(cmyk), "--audio", str(media["wav"])]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert Image.open(summary["outputs"]["overlay"]).size == (250, 170)
+    assert np.load(summary["outputs"]["map"]).shape == (14, 14)
+
+
+def _bad_inputs(tmp: Path, media: dict[str, Path]) -> dict[str, tuple[list[str], Path, str]]:
+    """Case -> (arguments, the file the message must name, words it must contain)."""
+    garbage = tmp / "garbage.mp4"
+    garbage.write_bytes(np.random.default_rng(0).bytes(4000))
+    truncated = tmp / "truncated.mp4"
+    truncated.write_bytes(media["video"].read_bytes()[: media["video"].stat().st_size // 2])
+    zero = write_synthetic_video(tmp / "zero.mkv", seconds=0, audio_seconds=1.0)
+    not_image = tmp / "notes.jpg"
+    not_image.write_text("not an image")
+    image, wav = str(media["image"]), str(media["wav"])
+    return {
+        "missing video": (["--video", str(tmp / "nope.mp4")], tmp / "nope.mp4", "no such video file"),
+        "not a container": (["--video", str(garbage)], garbage, "cannot open"),
+        "truncated container": (["--video", str(truncated)], truncated, "cannot open"),
+        "no video stream": (["--video", wav], media["wav"], "no video stream"),
+        "no audio stream": (["--video", str(media["silent_video"])], media["silent_video"], "--audio"),
+        "zero-length clip": (["--video", str(zero)], zero, "zero-length"),
+        "missing --audio file": (
+            ["--video", str(media["video"]), "--audio", str(tmp / "nope.wav")],
+            tmp / "nope.wav",
+            "no such audio file",
+        ),
+        "missing image": (
+            ["--image", str(tmp / "nope.png"), "--audio", wav],
+            tmp / "nope.png",
+            "no such image",
+        ),
+        "unreadable image": (
+            ["--image", str(not_image), "--audio", wav],
+            not_image,
+            "cannot read as an image",
+        ),
+        "image without sound": (["--image", image], Path("--audio"), "needs --audio"),
+        "sound file without audio": (
+            ["--image", image, "--audio", str(media["silent_video"])],
+            media["silent_video"],
+            "no audio stream",
+        ),
+    }
+
+
+def test_cli_bad_inputs_fail_on_one_line_and_leave_nothing(run_dir, media, tmp_path, capsys):
+    cases = _bad_inputs(tmp_path, media)
+    for case, (args, named, words) in cases.items():
+        out = tmp_path / "out"
+        rc = main(["localize", "--checkpoint", str(run_dir), "--out", str(out), "--no-progress", *args])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 1, case
+        assert len(err) == 1 and str(named) in err[0] and words in err[0], (case, err)
+        assert not out.exists() or not any(out.iterdir()), case
+
+
+def test_cli_bad_checkpoint_and_options(media, tmp_path, capsys):
+    argv = ["localize", "--out", str(tmp_path / "out"), "--video", str(media["video"])]
+    assert main([*argv, "--checkpoint", str(tmp_path / "none")]) == 1
+    assert "no such checkpoint" in capsys.readouterr().err
+    assert main([*argv, "--checkpoint", str(tmp_path), "--fps", "0"]) == 1
+    assert "--fps must be positive" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
