@@ -37,10 +37,11 @@ def test_overlay_blends_inside_and_greys_outside():
     heat[:, 10:20] = rng.random((20, 10))
     out = np.asarray(viz.overlay_heatmap(Image.fromarray(rgb), heat, alpha=0.25), dtype=np.float32)
     expected_in = 0.75 * rgb[:, 10:20] + 0.25 * viz.colorize(heat[:, 10:20])
-    np.testing.assert_allclose(out[:, 10:20], expected_in, atol=0.51)
+    # PIL blends and converts in 8-bit arithmetic: within one level of the exact values.
+    np.testing.assert_allclose(out[:, 10:20], expected_in, atol=1)
     expected_out = _luminance(rgb[:, :10]) * viz.OUTSIDE_BRIGHTNESS
     for c in range(3):
-        np.testing.assert_allclose(out[:, :10, c], expected_out, atol=0.51)
+        np.testing.assert_allclose(out[:, :10, c], expected_out, atol=1)
     with pytest.raises(ValueError, match="30 x 20"):
         viz.overlay_heatmap(Image.fromarray(rgb), heat[:, :20])
 

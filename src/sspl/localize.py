@@ -141,16 +141,22 @@ def project_map(raw_map: np.ndarray | torch.Tensor, mapping: CropMapping) -> np.
     h, w = raw.shape[-2:]
     wy, in_y = _axis_weights(mapping.height, mapping.scale_y, mapping.offset_y, mapping.size, h)
     wx, in_x = _axis_weights(mapping.width, mapping.scale_x, mapping.offset_x, mapping.size, w)
-    up = wy @ raw @ wx.T  # (N x) H x W
-    inside = in_y[:, None] & in_x[None, :]
-    crop = up[..., inside]  # (N x) pixels inside the crop
-    lo = crop.min(axis=-1)[..., None, None]
-    span = crop.max(axis=-1)[..., None, None] - lo
+    # The crop is a rectangle of whole rows and columns: interpolate only there.
+    rows, cols = np.flatnonzero(in_y), np.flatnonzero(in_x)
+    # Two single-axis contractions in NumPy's own loops: a BLAS call of this size costs more in
+    # thread hand-offs than in arithmetic, badly so on a busy machine.
+    up = np.einsum("nyj,xj->nyx", np.einsum("yi,nij->nyj", wy[rows], raw.reshape(-1, h, w)), wx[cols])
+    up = up.reshape(*raw.shape[:-2], rows.size, cols.size)  # (N x) rows x cols
+    lo = up.min(axis=(-2, -1), keepdims=True)
+    span = up.max(axis=(-2, -1), keepdims=True) - lo
     # Constancy is judged on the raw map: interpolation weights that sum to 1 only up to rounding
     # would otherwise stretch a constant map's last-bit noise over [0, 1].
     varies = (raw.max(axis=(-2, -1)) > raw.min(axis=(-2, -1)))[..., None, None] & (span > 0)
-    heat = np.where(varies, (up - lo) / np.where(varies, span, 1), np.float32(1))
-    return np.where(inside, np.clip(heat, 0, 1), np.float32(np.nan)).astype(np.float32)
+    heat = np.full((*raw.shape[:-2], mapping.height, mapping.width), np.nan, dtype=np.float32)
+    if rows.size and cols.size:
+        inside = np.where(varies, (up - lo) / np.where(varies, span, 1), np.float32(1))
+        heat[..., rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] = np.clip(inside, 0, 1)
+    return heat
 
 
 # --------------------------------------------------------------------------------------------------
