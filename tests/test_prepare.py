@@ -101,6 +101,14 @@ def test_decode_frame_at_matches_decoding_from_the_start(tmp_path):
         decode_frame_at(path, 5.0)
 
 
+def test_duration_is_measured_when_the_container_declares_none(tmp_path):
+    path = write_synthetic_video(tmp_path / "live.mkv", seconds=2.0, container_options={"live": "1"})
+    with av.open(str(path)) as container:
+        assert container.duration is None and container.streams.video[0].duration is None
+    assert video_info(path).duration == pytest.approx(2.0)
+    assert decode_middle_frame(path)[1] == pytest.approx(1.0)
+
+
 def test_video_helpers_name_the_file_on_bad_input(tmp_path):
     garbage = tmp_path / "garbage.mp4"
     garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes())

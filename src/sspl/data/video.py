@@ -370,6 +370,7 @@ def write_synthetic_video(
     audio_seconds: float | None = None,
     audio_channels: int = 2,
     options: dict[str, str] | None = None,
+    container_options: dict[str, str] | None = None,
     seed: int = 0,
 ) -> Path:
     """Write a small clip: a moving disc over a drifting gradient, with a tone, silence or no audio.
@@ -391,6 +392,8 @@ def write_synthetic_video(
         audio_seconds: audio length (default: ``seconds``).
         audio_channels: 1 or 2.
         options: encoder options of the video stream (e.g. ``{"preset": "veryfast", "g": "250"}``).
+        container_options: muxer options (e.g. ``{"movflags": "faststart"}`` for mp4, ``{"live": "1"}``
+            for a Matroska file that declares no duration).
         seed: noise seed.
 
     Returns:
@@ -400,7 +403,7 @@ def write_synthetic_video(
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     layout = "stereo" if audio_channels == 2 else "mono"
-    with av.open(str(path), "w") as container:
+    with av.open(str(path), "w", options=container_options or {}) as container:
         video = None
         if video_codec is not None:
             video = container.add_stream(video_codec, rate=fps)
