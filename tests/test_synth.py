@@ -188,6 +188,9 @@ def test_easy_preset_has_the_sounding_object_alone():
         scene = render_scene(config, "main", i)
         assert len(scene.categories) == 1 and scene.sounding == 0
         assert scene.masks.shape == (1, 256, 256)
+    # pretraining scenes do not follow the preset: encoders learn to tell objects apart
+    counts = {len(render_scene(config, "pretrain", i).categories) for i in range(12)}
+    assert counts <= {2, 3, 4} and len(counts) > 1
 
 
 def test_object_count_and_size_knobs():

@@ -213,7 +213,8 @@ def _load_pretrain_data(root: Path) -> dict:
     ):
         raise DataError(
             f"{root / 'pretrain'}: expected at least 2 scenes with {LABEL_GRID} x {LABEL_GRID} location "
-            f"labels and one sound label each; {len(ids)} ids, labels {locations.shape} and {sounds.shape}"
+            f"coverage and labels and one sound label each; got {len(ids)} ids, coverage "
+            f"{coverage.shape}, labels {locations.shape}, sound labels {sounds.shape}"
         )
     rows = {r.id: r for r in read_manifest(root)}
     missing = [i for i in ids if i not in rows or not rows[i].ok]
@@ -469,6 +470,13 @@ def load_synth_encoders(
     directory: str | os.PathLike, device: str | torch.device = "cpu"
 ) -> tuple[SmallVisualCNN, SmallAudioCNN]:
     """Load the encoders written by :func:`pretrain_synth_encoders`, frozen and in eval mode.
+
+    Args:
+        directory: the ``--out`` folder of ``sspl synth-pretrain`` (holds ``encoders.json``).
+        device: where to put the modules.
+
+    Returns:
+        ``(visual, audio)``: ``B x 3 x 224 x 224 -> B x C x 14 x 14`` and ``B x 1 x 96 x 64 -> B x D``.
 
     Raises:
         WeightsError: a file is missing or does not match the recorded architecture.
