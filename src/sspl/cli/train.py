@@ -25,6 +25,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, help="number of epochs (overrides train.epochs)")
     p.add_argument("--method", help="sspl (default), attention or hardway (overrides method)")
     p.add_argument(
+        "--negatives",
+        choices=["all", "exclude-same-class"],
+        help="negatives of the contrastive baselines (attention, hardway): all other clips of the batch, or "
+        "those of another class (needs labels; paper Fig. 2) (overrides method_options.negatives)",
+    )
+    p.add_argument(
         "--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint"
     )
     p.add_argument("--overwrite", action="store_true", help="replace a previous run's files in --run-dir")
@@ -50,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"train.epochs={args.epochs}")
     if args.method:
         overrides.append(f"method={args.method}")
+    if args.negatives:
+        overrides.append(f"method_options.negatives={args.negatives}")
     if args.cache_audio:
         overrides.append("data.cache_audio=true")
     if args.allow_overlap:
@@ -57,6 +65,10 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and args.overwrite:
         raise SystemExit("sspl train: error: --resume and --overwrite exclude each other")
     cfg = load_config(args.config, overrides)
+    if args.negatives and cfg.method == "sspl":
+        raise SystemExit(
+            "sspl train: error: --negatives applies to the contrastive baselines; SSPL uses none"
+        )
     result = train(
         cfg,
         args.data,

@@ -1,0 +1,237 @@
+"""The paper's contrastive baselines as modules: Attention (Senocak et al., CVPR 2018) and HardWay (LVS,
+Chen et al., CVPR 2021), built from the same parts as SSPL (paper Sec. 4.1; supplement C).
+
+Both are two-stream networks: the configured visual encoder (``B x 3 x H x W -> B x C x h x w``) and audio
+encoder (``B x 1 x 96 x 64 -> B x D`` per log-mel patch), frozen unless the config trains them, as in SSPL,
+and the audio transform ``g`` (FC(512)-ReLU-FC(512), "as in [46]", paper Sec. 4.2) that maps the audio
+embedding into the visual feature space. The modules return maps and embeddings; the contrastive losses,
+which need the other clips of the batch, live with the methods (:mod:`sspl.models.methods.attention`,
+:mod:`sspl.models.methods.hardway`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import SSPLConfig
+from .attention import attention_pool, cosine_map, scale_map
+from .encoders import build_audio_encoder, build_visual_encoder, freeze
+from .heads import AudioTransform
+
+__all__ = [
+    "ATTENTION_SCALINGS",
+    "AttentionBaseline",
+    "AttentionOutput",
+    "AudioVisualStreams",
+    "HardWayBaseline",
+    "cosine_maps_all_pairs",
+]
+
+#: Scalings of the cosine map into attention weights: ``softmax`` over locations is Senocak et al.'s
+#: Eq. 1; their public code applies a ReLU first (``relu_softmax``).
+ATTENTION_SCALINGS = ("softmax", "relu_softmax")
+
+
+def cosine_maps_all_pairs(visual: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity of every clip's audio with every location of every frame.
+
+    Args:
+        visual: ``B x C x h x w`` feature maps.
+        audio: ``B x C`` audio vectors.
+
+    Returns:
+        ``B x B x h x w``: entry ``[i, j]`` is the map of audio ``j`` on frame ``i`` (the diagonal equals
+        :func:`~sspl.models.attention.cosine_map`).
+    """
+    b, c = visual.shape[:2]
+    if audio.shape != (b, c):
+        raise ValueError(f"audio vectors {tuple(audio.shape)} do not match visual maps {tuple(visual.shape)}")
+    v = F.normalize(visual, p=2, dim=1)
+    a = F.normalize(audio, p=2, dim=1)
+    return torch.einsum("ichw,jc->ijhw", v, a)
+
+
+class AudioVisualStreams(nn.Module):
+    """The two streams every baseline shares: encoders (frozen unless configured) and ``g``.
+
+    Args:
+        config: the ``model:`` section (encoders, their sizes, ``train_visual`` / ``train_audio``,
+            ``transform_hidden``); its SSPL-only fields (PCM, head) are ignored.
+
+    The constructor builds randomly initialised encoders and does no I/O; the methods load weights.
+    """
+
+    def __init__(self, config: SSPLConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config.visual_channels
+        self.visual_encoder = build_visual_encoder(config.visual_encoder, c)
+        self.audio_encoder = build_audio_encoder(config.audio_encoder, config.audio_dim)
+        self.audio_transform = AudioTransform(config.audio_dim, c, config.transform_hidden)
+        if not config.train_visual:
+            freeze(self.visual_encoder)
+        if not config.train_audio:
+            freeze(self.audio_encoder)
+
+    def train(self, mode: bool = True) -> AudioVisualStreams:
+        """Set training mode; frozen encoders stay in eval mode (their batch norms keep statistics)."""
+        super().train(mode)
+        if not self.config.train_visual:
+            self.visual_encoder.eval()
+        if not self.config.train_audio:
+            self.audio_encoder.eval()
+        return self
+
+    def trained_encoder_parameters(self) -> dict[str, list[nn.Parameter]]:
+        """The parameters of the encoders the config trains, by attribute name (for optimiser groups)."""
+        out = {}
+        for name in ("visual_encoder", "audio_encoder"):
+            params = [p for p in getattr(self, name).parameters() if p.requires_grad]
+            if params:
+                out[name] = params
+        return out
+
+    def encode_visual(self, frames: torch.Tensor) -> torch.Tensor:
+        """``B x 3 x H x W`` normalised frames -> ``B x C x h x w`` feature maps."""
+        if frames.dim() != 4 or frames.shape[1] != 3:
+            raise ValueError(f"frames must be B x 3 x H x W, got {tuple(frames.shape)}")
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.config.train_visual):
+            return self.visual_encoder(frames)
+
+    def encode_audio(self, spect: torch.Tensor) -> torch.Tensor:
+        """``B x P x 96 x 64`` (or ``B x P x 1 x 96 x 64``) log-mel patches -> ``B x P x D`` embeddings."""
+        if spect.dim() == 5 and spect.shape[2] == 1:
+            spect = spect.squeeze(2)
+        if spect.dim() != 4:
+            raise ValueError(
+                f"spect must be B x P x 96 x 64 (or B x P x 1 x 96 x 64), got {tuple(spect.shape)}"
+            )
+        b, p = spect.shape[:2]
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.config.train_audio):
+            emb = self.audio_encoder(spect.reshape(b * p, 1, *spect.shape[2:]))  # BP x D
+        return emb.view(b, p, -1)
+
+    def audio(
+        self, spect: torch.Tensor | None, audio_patch_embeddings: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The clip's audio embedding ``B x D`` (mean over patches) and query ``g`` ``B x C``.
+
+        As in SSPL, ``g`` is applied to every patch and the results are averaged.
+
+        Args:
+            spect: ``B x P x 96 x 64`` log-mel patches, or ``None`` with
+            audio_patch_embeddings: ``B x P x D`` cached embeddings of a frozen audio encoder.
+        """
+        if audio_patch_embeddings is None:
+            if spect is None:
+                raise ValueError("give spect (log-mel patches) or audio_patch_embeddings")
+            audio_patch_embeddings = self.encode_audio(spect)
+        return audio_patch_embeddings.mean(dim=1), self.audio_transform(audio_patch_embeddings).mean(dim=1)
+
+
+@dataclass
+class AttentionOutput:
+    """What :class:`AttentionBaseline` computes for a batch of clips.
+
+    Attributes:
+        sim_map: ``B x h x w`` cosine similarity of the audio query with each location.
+        att_map: ``B x h x w`` attention weights (sum to 1 over locations): the localization.
+        visual_embedding: ``B x D`` projection of the attention-pooled visual feature.
+        audio_embedding: ``B x D`` the clip's audio embedding (mean over patches), what it is compared to.
+    """
+
+    sim_map: torch.Tensor
+    att_map: torch.Tensor
+    visual_embedding: torch.Tensor
+    audio_embedding: torch.Tensor
+
+
+class AttentionBaseline(AudioVisualStreams):
+    """Global-level contrastive baseline (Senocak et al., CVPR 2018, Sec. 3).
+
+    The audio query ``g(f_a)`` attends over the visual map (``softmax`` over locations of the cosine
+    similarity, their Eq. 1), the attention-weighted sum of visual features (their ``z``) goes through a
+    small FC projection, ReLU-FC(C)-ReLU-FC(D) as in their public code, into the audio embedding space,
+    and is compared there with the clip's own audio embedding (positive) and other clips' (negatives).
+
+    Args:
+        config: the ``model:`` section.
+        scaling: ``softmax`` (paper) or ``relu_softmax`` (their public code); see :data:`ATTENTION_SCALINGS`.
+    """
+
+    def __init__(self, config: SSPLConfig, *, scaling: str = "softmax") -> None:
+        super().__init__(config)
+        if scaling not in ATTENTION_SCALINGS:
+            raise ValueError(f"unknown attention scaling {scaling!r}; choose from {ATTENTION_SCALINGS}")
+        self.scaling = scaling
+        c = config.visual_channels
+        # the visual trunk may end before its ReLU (VGG16 conv5_3), so the pooled feature is rectified first
+        self.projection = nn.Sequential(
+            nn.ReLU(), nn.Linear(c, c), nn.ReLU(inplace=True), nn.Linear(c, config.audio_dim)
+        )
+
+    def forward(
+        self,
+        frames: torch.Tensor,
+        spect: torch.Tensor | None = None,
+        *,
+        audio_patch_embeddings: torch.Tensor | None = None,
+    ) -> AttentionOutput:
+        """Maps and embeddings of ``B`` clips (``frames`` ``B x 3 x H x W``, ``spect`` ``B x P x 96 x 64``)."""
+        embedding, query = self.audio(spect, audio_patch_embeddings)  # B x D, B x C
+        visual = self.encode_visual(frames)  # B x C x h x w
+        sim = cosine_map(visual, query)  # B x h x w
+        att = scale_map(sim, self.scaling)
+        pooled = attention_pool(visual, att)  # B x C
+        return AttentionOutput(sim, att, self.projection(pooled), embedding)
+
+    def localize(
+        self,
+        frames: torch.Tensor,
+        spect: torch.Tensor | None = None,
+        *,
+        audio_patch_embeddings: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The attention map (what Senocak et al. evaluate and the SSPL paper's Fig. 5 shows).
+
+        Returns:
+            ``B x h x w`` attention weights; each map sums to 1 and is a monotone function of the cosine
+            map, so the ``median`` protocol scores both alike.
+        """
+        _, query = self.audio(spect, audio_patch_embeddings)
+        return scale_map(cosine_map(self.encode_visual(frames), query), self.scaling)
+
+
+class HardWayBaseline(AudioVisualStreams):
+    """Local-level contrastive baseline with hard negatives inside the image (Chen et al., CVPR 2021).
+
+    The model only produces cosine similarity maps between the audio query ``g(f_a)`` and the visual
+    features; the tri-map of positive / uncertain / negative regions and the contrast with the other clips'
+    audio are the loss's (:mod:`sspl.models.methods.hardway`).
+    """
+
+    def forward(
+        self,
+        frames: torch.Tensor,
+        spect: torch.Tensor | None = None,
+        *,
+        audio_patch_embeddings: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``B x B x h x w`` maps of every clip's audio on every frame (entry ``[i, j]``: audio ``j``, frame ``i``)."""
+        _, query = self.audio(spect, audio_patch_embeddings)
+        return cosine_maps_all_pairs(self.encode_visual(frames), query)
+
+    def localize(
+        self,
+        frames: torch.Tensor,
+        spect: torch.Tensor | None = None,
+        *,
+        audio_patch_embeddings: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``B x h x w`` cosine similarity map of each frame with its own audio (LVS's localization)."""
+        _, query = self.audio(spect, audio_patch_embeddings)
+        return cosine_map(self.encode_visual(frames), query)
