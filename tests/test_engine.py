@@ -247,8 +247,10 @@ def test_ddp_two_processes_equal_one_process(synth_dir, tmp_path):
     assert set(a) == set(b)
     moved = 0
     initial = get_method("sspl").build(apply_overrides(Config(), overrides), pretrained=False).state_dict()
+    # Two ranks sum the batch statistics in another order than one process: float noise of ~1e-5 relative
+    # reaches the BN running stats after three steps, so the tolerance is 1e-4 (an untrained model is far off).
     for key in a:
-        assert torch.allclose(a[key].float(), b[key].float(), rtol=1e-5, atol=1e-6), key
+        assert torch.allclose(a[key].float(), b[key].float(), rtol=1e-4, atol=1e-5), key
         moved += int(not torch.equal(a[key], initial[key]))
     assert moved > 10  # the comparison is not between two untrained models
     la = [json.loads(x) for x in (single / "log.jsonl").read_text().splitlines() if '"train"' in x]
