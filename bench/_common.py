@@ -72,7 +72,9 @@ def report(name: str, result: dict, record: bool = True) -> None:
         return
     BENCHMARKS_MD.parent.mkdir(parents=True, exist_ok=True)
     if not BENCHMARKS_MD.exists():
-        BENCHMARKS_MD.write_text("# Benchmarks\n\nRows appended by the scripts in `bench/`.\n\n" + TABLE_HEADER)
+        BENCHMARKS_MD.write_text(
+            "# Benchmarks\n\nRows appended by the scripts in `bench/`.\n\n" + TABLE_HEADER
+        )
     text = BENCHMARKS_MD.read_text()
     if TABLE_HEADER not in text:
         text += "\n## Raw results\n\n" + TABLE_HEADER

@@ -424,3 +424,16 @@ def test_cli_bad_checkpoint_and_options(media, tmp_path, capsys):
     assert main([*argv, "--checkpoint", str(tmp_path), "--fps", "0"]) == 1
     assert "--fps must be positive" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.gpu
+def test_video_on_the_gpu_matches_the_cpu(config, media):
+    torch.manual_seed(0)
+    cpu_model = get_method("sspl").build(config, pretrained=False).eval()
+    gpu_model = get_method("sspl").build(config, pretrained=False).eval()
+    gpu_model.load_state_dict(cpu_model.state_dict())
+    cpu = localize_video(cpu_model, Preprocess(), media["video"], fps=5, progress=False)
+    gpu = localize_video(gpu_model, Preprocess(), media["video"], fps=5, device="cuda", progress=False)
+    assert next(gpu_model.parameters()).is_cuda
+    np.testing.assert_array_equal(gpu.timestamps, cpu.timestamps)
+    np.testing.assert_allclose(gpu.maps, cpu.maps, atol=1e-3)
