@@ -155,3 +155,39 @@ def test_create_model_loads_the_named_encoder_weights(cache, monkeypatch, vgg16_
 def test_unknown_weights_name():
     with pytest.raises(WeightsError, match="unknown weights"):
         weights.resolve("imagenet22k")
+
+
+def test_status_reports_cache_env_and_corruption_without_downloading(cache, monkeypatch, vggish_file):
+    path, message = weights.status("audioset")
+    assert path is None and message.startswith("not cached;") and "SSPL_VGGISH_WEIGHTS" in message
+    register(monkeypatch, "audioset", vggish_file)
+    cache.mkdir(parents=True)
+    cached = cache / "vggish-10086976.pth"
+    cached.write_bytes(vggish_file.read_bytes())
+    assert weights.status("audioset") == (cached, f"{cached} (cached, SHA-256 checked)")
+    cached.write_bytes(b"truncated")
+    path, message = weights.status("audioset")
+    assert path is None and "does not match" in message
+    monkeypatch.setenv("SSPL_VGGISH_WEIGHTS", str(vggish_file))
+    assert weights.status("audioset")[0] == vggish_file
+
+
+def test_cli_lists_and_fetches(cache, monkeypatch, vggish_file, tmp_path, capsys):
+    import json
+
+    from sspl.cli import main
+
+    assert main(["weights", "--json"]) == 0  # listing missing files is not an error
+    listed = json.loads(capsys.readouterr().out)
+    assert set(listed) == {"imagenet", "audioset"} and listed["imagenet"]["path"] is None
+    offline = (tmp_path / "no-such-server" / "vgg16-397923af.pth").as_uri()
+    monkeypatch.setitem(
+        weights.KNOWN_WEIGHTS, "imagenet", dataclasses.replace(weights.KNOWN_WEIGHTS["imagenet"], url=offline)
+    )
+    register(monkeypatch, "audioset", vggish_file, url=vggish_file.as_uri())
+    assert main(["weights", "--fetch", "audioset"]) == 0
+    assert (cache / "vggish-10086976.pth").read_bytes() == vggish_file.read_bytes()
+    assert main(["weights", "--fetch"]) == 1  # imagenet cannot be downloaded
+    assert "Offline?" in capsys.readouterr().out
+    assert main(["weights", "nonsense"]) == 1
+    assert "unknown weights nonsense" in capsys.readouterr().err

@@ -40,6 +40,7 @@ __all__ = [
     "load_visual_encoder_weights",
     "resolve",
     "sha256_file",
+    "status",
 ]
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,32 @@ def cached_path(name: str) -> Path | None:
             _verify(candidate, known)
             return candidate
     return None
+
+
+def status(name: str) -> tuple[Path | None, str]:
+    """Where a known weight file would be found without downloading, and a one-line account of it.
+
+    Looks where :func:`resolve` looks (``$<env var>``, then the caches), verifying what it finds.
+
+    Returns:
+        ``(path, message)``: the verified local file (``None`` when there is none) and a sentence saying
+        where it is, or why it is unusable and how to get it.
+    """
+    known = KNOWN_WEIGHTS[name]
+    env = os.environ.get(known.env_var)
+    try:
+        if env:
+            path = Path(env).expanduser()
+            if not path.is_file():
+                return None, f"${known.env_var}={env} does not exist; {_how_to_get(known)}"
+            _verify(path, known)
+            return path, f"{path} (from ${known.env_var}, SHA-256 checked)"
+        found = cached_path(name)
+    except WeightsError as e:
+        return None, str(e)
+    if found is None:
+        return None, f"not cached; {_how_to_get(known)}"
+    return found, f"{found} (cached, SHA-256 checked)"
 
 
 def _download(known: KnownWeights, dest: Path, timeout: float) -> None:
