@@ -105,6 +105,20 @@ def test_success_curves_plot():
         viz.success_curves_plot({"a": curve + 0.5})
 
 
+def test_learning_curves_plot():
+    history = [
+        {"type": "val", "epoch": 0, "val_ciou@0.5": 0.0},
+        {"type": "train", "epoch": 1, "loss": -0.5},  # train records are not plotted
+        {"type": "val", "epoch": 1, "val_ciou@0.5": 0.4},
+    ]
+    one = viz.learning_curves_plot({"run": history})
+    ref = viz.learning_curves_plot({"run": history}, references={"oracle": 0.8})
+    assert one.size == ref.size == (500, 400)
+    assert not np.array_equal(np.asarray(one), np.asarray(ref))  # the reference line is drawn
+    with pytest.raises(ValueError, match="no validation record with 'val_auc'"):
+        viz.learning_curves_plot({"run": history}, key="val_auc")
+
+
 def test_contact_sheet_layout():
     colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
     images = [Image.new("RGB", (64, 32), c) for c in colours]

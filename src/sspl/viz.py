@@ -55,6 +55,7 @@ __all__ = [
     "colorize",
     "contact_sheet",
     "evaluation_overlay",
+    "learning_curves_plot",
     "overlay_heatmap",
     "pcm_strip",
     "success_curves_plot",
@@ -368,6 +369,50 @@ def success_curves_plot(
     ax.set_ylabel("success rate")
     ax.set_xlim(0, x[-1])
     ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return _render(fig)
+
+
+def learning_curves_plot(
+    histories: Mapping[str, Sequence[Mapping[str, Any]]],
+    key: str = "val_ciou@0.5",
+    *,
+    references: Mapping[str, float] | None = None,
+    title: str | None = None,
+    figsize: tuple[float, float] = (5.0, 4.0),
+    dpi: int = 100,
+) -> Image.Image:
+    """A validation metric against the epoch for several runs, with constant reference levels.
+
+    Args:
+        histories: run name -> its ``history.json`` records; the ``"val"`` records holding ``key`` are
+            plotted (epoch 0 is the untrained model).
+        key: the metric of the records to plot.
+        references: name -> level drawn as a dashed horizontal line (e.g. a baseline or the oracle).
+        title: plot title.
+        figsize, dpi: figure size in inches and resolution.
+
+    Returns:
+        RGB image of the plot.
+
+    Raises:
+        ValueError: a run has no record with ``key``.
+    """
+    fig = Figure(figsize=figsize, dpi=dpi)
+    ax = fig.add_subplot()
+    for name, history in histories.items():
+        points = [(r["epoch"], r[key]) for r in history if r.get("type") == "val" and key in r]
+        if not points:
+            raise ValueError(f"run {name!r} has no validation record with {key!r}")
+        ax.plot(*zip(*points), marker="o", markersize=3, label=name)
+    for k, (name, level) in enumerate((references or {}).items()):
+        ax.axhline(level, linestyle="--", linewidth=1, color=f"C{len(histories) + k}", label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(key)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     if title:

@@ -1,0 +1,109 @@
+"""`sspl demo` end to end at a tiny scale: every output of the page exists, the numbers in the summary are the
+evaluator's, and a rerun resumes instead of starting over."""
+
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+
+import pytest
+
+from sspl.cli import main
+from sspl.demo import DemoSettings, demo_video, run_demo
+from sspl.engine.train import train
+
+TINY = DemoSettings(
+    scenes=30,
+    pretrain_scenes=16,
+    pretrain_epochs=1,
+    epochs=1,
+    batch_size=8,
+    workers=1,
+    localize_scenes=2,
+    video_fps=2.0,
+    train_overrides=("model.proj_dim=256", "model.pred_hidden=64", "data.num_workers=0"),
+)
+
+
+class _Images(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sources: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.sources.append(dict(attrs)["src"])
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "out"
+    return out, run_demo(out, TINY, progress=False)
+
+
+def test_bundled_video_is_packaged():
+    assert demo_video().is_file() and demo_video().stat().st_size > 100_000
+
+
+def test_demo_writes_the_page_and_its_outputs(demo):
+    out, summary = demo
+    page = out / "index.html"
+    assert summary["page"] == str(page)
+    parser = _Images()
+    parser.feed(page.read_text())
+    assert len(parser.sources) >= 5  # curves, overlays, scenes, the video's frames
+    for src in parser.sources:
+        assert (out / src).is_file(), src
+    text = page.read_text()
+    assert "pipeline only" in text and "not real-world sound localization" in text
+    assert "not cached" in text or "SHA-256 checked" in text  # the weights' status is stated
+    for key in ("heatmap_video", "maps", "contact_sheet"):
+        assert (out / "real_video").joinpath(summary["outputs"][key]).is_file()
+
+
+def test_summary_numbers_are_the_evaluators(demo):
+    out, summary = demo
+    report = json.loads((out / "eval" / "report.json").read_text())
+    trained, untrained, oracle = summary["metrics"][:3]
+    assert trained["cIoU@0.5"] == report["ciou@0.5"] and trained["AUC"] == report["auc"]
+    assert trained["scenes"] == report["num_samples"] == 6  # 20% of 30 scenes
+    untrained_report = json.loads((out / "untrained" / "eval" / "report.json").read_text())
+    assert untrained["cIoU@0.5"] == untrained_report["ciou@0.5"]
+    assert 0.0 <= oracle["AUC"] <= 1.0
+    names = [row["map"] for row in summary["metrics"][3:]]
+    assert names == [f"{k} (trivial)" for k in report["baselines"]]
+
+
+def test_untrained_checkpoint_is_the_runs_starting_point(demo):
+    # the epoch-0 validation of the run scores the model save_untrained wrote: same maps, same numbers
+    from sspl.engine.evaluate import evaluate
+
+    out, _ = demo
+    val = evaluate(
+        out / "untrained" / "checkpoint.pt",
+        out / "synthav",
+        "synth",
+        out / "val0",
+        split="val",
+        progress=False,
+    )
+    history = json.loads((out / "run" / "history.json").read_text())
+    assert history[0]["epoch"] == 0
+    assert val.report["ciou@0.5"] == pytest.approx(history[0]["val_ciou@0.5"])
+    assert val.report["auc"] == pytest.approx(history[0]["val_auc"])
+
+
+def test_rerun_resumes_and_cli_prints_the_page(demo, capsys, monkeypatch):
+    out, _ = demo
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return train(*args, **kwargs)
+
+    monkeypatch.setattr("sspl.demo.train", spy)
+    monkeypatch.setattr("sspl.demo.DemoSettings", lambda **kw: TINY)
+    assert main(["demo", "--out", str(out), "--no-progress"]) == 0
+    assert calls[0]["resume"] is True  # the finished run is picked up, not retrained
+    printed = capsys.readouterr().out
+    assert f"Open {out / 'index.html'}" in printed and "cIoU@0.5" in printed
