@@ -105,6 +105,9 @@ class DataConfig:
         allow_overlap: train even if training ids overlap a benchmark test set (warns with the count).
         num_workers: data loader workers.
         cache_audio: cache the frozen audio encoder's patch embeddings (exact; needs a frozen encoder).
+        cache_visual: cache the frozen visual encoder's features of each training frame's crop resize
+            and draw the crop and flip in feature space (approximate: see :mod:`sspl.data.feature_cache`;
+            needs a frozen visual encoder and exactly the ``crop`` and ``hflip`` augmentations).
     """
 
     augmentations: list[str] = field(default_factory=lambda: ["crop", "hflip"])
@@ -116,6 +119,7 @@ class DataConfig:
     allow_overlap: bool = False
     num_workers: int = 2
     cache_audio: bool = False
+    cache_visual: bool = False
 
 
 @dataclass

@@ -38,6 +38,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--cache-audio", action="store_true", help="cache the frozen audio encoder's embeddings (exact)"
     )
     p.add_argument(
+        "--cache-visual",
+        action="store_true",
+        help="cache the frozen visual encoder's features once and crop/flip them in feature space "
+        "(approximate; only with the default crop + hflip augmentations; evaluation stays exact)",
+    )
+    p.add_argument(
         "--allow-overlap", action="store_true", help="train even if ids overlap a benchmark test set"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -60,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"method_options.negatives={args.negatives}")
     if args.cache_audio:
         overrides.append("data.cache_audio=true")
+    if args.cache_visual:
+        overrides.append("data.cache_visual=true")
     if args.allow_overlap:
         overrides.append("data.allow_overlap=true")
     if args.resume and args.overwrite:

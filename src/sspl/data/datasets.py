@@ -22,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from ..errors import DataError
+from .feature_cache import CACHE_AUGMENTATIONS, FeatureCropFlip, VisualFeatureCache
 from .manifest import ManifestRow, read_manifest, read_meta
 from .transforms import TwoViews, build_eval_transform, build_train_transform
 
@@ -126,9 +127,12 @@ class PreparedDataset(Dataset):
         labels: class name -> index (``label`` is -1 for unlabelled clips).
         audio_embeddings: optional ``id -> P x D`` cached audio encoder outputs; when given, items carry
             ``audio_emb`` instead of ``spect``.
+        visual_features: optional cache of a frozen visual encoder's features (training only, and only
+            with the ``crop`` and ``hflip`` augmentations); when given, training items carry the two views
+            in feature space, ``feat_view1`` and ``feat_view2`` (``C x h x w`` float16), instead of frames.
 
     Items are dicts with ``id`` (str), ``index`` (int), ``label`` (int), ``spect`` (``P x 96 x 64``) or
-    ``audio_emb`` (``P x D``), and the frame tensor(s) (``3 x S x S``).
+    ``audio_emb`` (``P x D``), and the frame tensor(s) (``3 x S x S``) or feature views.
     """
 
     def __init__(
@@ -141,16 +145,33 @@ class PreparedDataset(Dataset):
         seed: int = 0,
         labels: dict[str, int] | None = None,
         audio_embeddings: dict[str, torch.Tensor] | None = None,
+        visual_features: VisualFeatureCache | None = None,
     ) -> None:
         if mode not in ("train", "eval"):
             raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
+        if visual_features is not None:
+            if mode != "train":
+                raise ValueError(
+                    "visual_features are for training views only; evaluation encodes exact frames"
+                )
+            if sorted(augmentations) != sorted(CACHE_AUGMENTATIONS):
+                raise ValueError(
+                    f"visual_features support exactly the augmentations {CACHE_AUGMENTATIONS}, got {list(augmentations)}"
+                )
+            if visual_features.image_size != image_size:
+                raise ValueError(
+                    f"visual_features were built for image_size {visual_features.image_size}, not {image_size}"
+                )
         self.samples = list(samples)
         self.mode = mode
         self.seed = seed
         self.epoch = 0
         self.labels = labels or {}
         self.audio_embeddings = audio_embeddings
-        if mode == "train":
+        self.visual_features = visual_features
+        if visual_features is not None:
+            self.transform = TwoViews(FeatureCropFlip.for_cache(visual_features))
+        elif mode == "train":
             self.transform = TwoViews(
                 build_train_transform(augmentations=tuple(augmentations), size=image_size)
             )
@@ -166,17 +187,21 @@ class PreparedDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         sample = self.samples[index]
-        image = sample.load_frame()
         item: dict = {"id": sample.id, "index": index, "label": self.labels.get(sample.label, -1)}
         if self.audio_embeddings is not None:
             item["audio_emb"] = self.audio_embeddings[sample.id]
         else:
             item["spect"] = sample.load_spect()
         if self.mode == "train":
-            # Seeded per sample; fork_rng keeps the caller's global RNG stream untouched.
+            cached = self.visual_features is not None
+            source = self.visual_features[sample.id] if cached else sample.load_frame()
+            # Seeded per sample; fork_rng keeps the caller's global RNG stream untouched. Feature views
+            # draw the same numbers as pixel views, so both see the same crops and flips.
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(_sample_seed(self.seed, self.epoch, index))
-                item["frame_view1"], item["frame_view2"] = self.transform(image)
+                views = self.transform(source)
+            prefix = "feat_view" if cached else "frame_view"
+            item[f"{prefix}1"], item[f"{prefix}2"] = views
         else:
-            item["frame"] = self.transform(image)
+            item["frame"] = self.transform(sample.load_frame())
         return item

@@ -26,6 +26,12 @@ from torch.utils.data import DataLoader, DistributedSampler
 from ..config import Config, save_config
 from ..data.annotations import load_annotations
 from ..data.datasets import PreparedDataset, Sample, label_index, load_samples
+from ..data.feature_cache import (
+    VisualFeatureCache,
+    build_visual_cache,
+    check_cache_visual_config,
+    visual_cache_dir,
+)
 from ..data.lists import check_overlap, load_list, sample_ids, train_val_split
 from ..data.manifest import ANNOTATIONS_NAME, read_meta
 from ..errors import DataError, SSPLError
@@ -132,7 +138,7 @@ def _to_device(batch: dict, device: torch.device, channels_last: bool) -> dict:
     for k, v in batch.items():
         if isinstance(v, torch.Tensor):
             v = v.to(device, non_blocking=True)
-            if channels_last and v.dim() == 4 and k.startswith("frame"):
+            if channels_last and v.dim() == 4 and k.startswith(("frame", "feat_view")):
                 v = v.contiguous(memory_format=torch.channels_last)
         out[k] = v
     return out
@@ -318,6 +324,33 @@ def _audio_cache(
     return table
 
 
+def _visual_cache(
+    model, samples: list[Sample], run_dir: Path, env: DistEnv, cfg: Config, progress: bool
+) -> VisualFeatureCache:
+    """Features of the frozen visual encoder on each training frame's crop resize (approximate views:
+    see :mod:`sspl.data.feature_cache`), built once by the main process in the run dir."""
+    folder = visual_cache_dir(run_dir / CACHE_DIR, model.visual_encoder, cfg.data.image_size)
+    if env.is_main:
+        tic = time.perf_counter()
+        cache = build_visual_cache(
+            model.visual_encoder,
+            samples,
+            folder,
+            image_size=cfg.data.image_size,
+            batch_size=min(cfg.train.batch_size, 64),
+            num_workers=cfg.data.num_workers,
+            device=env.device,
+            progress=progress,
+        )
+        log.info("visual feature cache of %d frames ready in %.1f s", len(samples), time.perf_counter() - tic)
+    if env.distributed:
+        dist.barrier()
+    if not env.is_main:
+        cache = VisualFeatureCache(folder)
+        cache.check(samples)
+    return cache
+
+
 # --------------------------------------------------------------------------------------------------
 # the loop
 # --------------------------------------------------------------------------------------------------
@@ -390,6 +423,8 @@ def _train(
     progress: bool,
 ) -> TrainResult:
     ckpt = None
+    if config.data.cache_visual and not resume:
+        check_cache_visual_config(config)  # before the run dir is touched
     if env.is_main:
         _prepare_run_dir(run_dir, resume, overwrite)
     if env.distributed:
@@ -401,6 +436,8 @@ def _train(
             saved = replace(saved, train=replace(saved.train, epochs=config.train.epochs))
         config = saved
     cfg = config
+    if cfg.data.cache_visual:
+        check_cache_visual_config(cfg)
     if cfg.train.batch_size % env.world_size:
         raise TrainingError(
             f"train.batch_size={cfg.train.batch_size} does not divide over {env.world_size} processes"
@@ -425,6 +462,10 @@ def _train(
     audio_cache = (
         _audio_cache(core, splits.train + splits.val, run_dir, env, cfg) if cfg.data.cache_audio else None
     )
+    # Training views only: validation and evaluation encode exact frames.
+    visual_cache = (
+        _visual_cache(core, splits.train, run_dir, env, cfg, progress) if cfg.data.cache_visual else None
+    )
     if env.distributed:
         model = torch.nn.parallel.DistributedDataParallel(
             model,
@@ -440,6 +481,7 @@ def _train(
         seed=cfg.train.seed,
         labels=splits.labels,
         audio_embeddings=audio_cache,
+        visual_features=visual_cache,
     )
     sampler = DistributedSampler(
         train_ds,

@@ -187,42 +187,77 @@ class SSPL(nn.Module):
 
     def forward(
         self,
-        view1: torch.Tensor,
-        view2: torch.Tensor,
+        view1: torch.Tensor | None,
+        view2: torch.Tensor | None,
         spect: torch.Tensor | None = None,
         *,
         audio_patch_embeddings: torch.Tensor | None = None,
+        visual_features: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> SSPLOutput:
         """Two-view forward pass.
 
         Args:
-            view1, view2: ``B x 3 x H x W`` augmented views of the same frames.
+            view1, view2: ``B x 3 x H x W`` augmented views of the same frames (``None`` when
+                ``visual_features`` is given).
             spect: ``B x P x 96 x 64`` log-mel patches, or
             audio_patch_embeddings: ``B x P x D`` cached embeddings of a frozen audio encoder.
+            visual_features: ``(f1, f2)``, each ``B x C x h x w``: the two views' feature maps of a frozen
+                visual encoder, computed outside (``data.cache_visual``); the encoder is then skipped.
         """
-        if view1.shape != view2.shape:
-            raise ValueError(f"views differ in shape: {tuple(view1.shape)} vs {tuple(view2.shape)}")
         target, query = self._audio(spect, audio_patch_embeddings)
-        # Both views through the encoder in one call: it has no batch statistics, so this is exact.
-        f1, f2 = self.encode_visual(torch.cat([view1, view2])).chunk(2)
+        f1, f2 = self._visual_views(view1, view2, visual_features)
         # PCM and head run per view: their batch norms must see one view at a time, as in the paper.
         out1 = self.view(f1, target, query)
         out2 = self.view(f2, target, query)
         p1, p2, z1, z2 = self.head(out1.fav, out2.fav)
         return SSPLOutput(target, query, out1, out2, p1, p2, z1, z2)
 
+    def _visual_views(
+        self,
+        view1: torch.Tensor | None,
+        view2: torch.Tensor | None,
+        visual_features: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if visual_features is not None:
+            if view1 is not None or view2 is not None:
+                raise ValueError("give the two views or their visual_features, not both")
+            f1, f2 = visual_features
+            if f1.dim() != 4 or f1.shape != f2.shape:
+                raise ValueError(
+                    f"visual_features must be two B x C x h x w maps of one shape, got "
+                    f"{tuple(f1.shape)} and {tuple(f2.shape)}"
+                )
+            if self.config.train_visual:
+                raise ValueError("visual_features need a frozen visual encoder (config.train_visual is true)")
+            return f1, f2
+        if view1 is None or view2 is None:
+            raise ValueError("give both views (B x 3 x H x W) or visual_features")
+        if view1.shape != view2.shape:
+            raise ValueError(f"views differ in shape: {tuple(view1.shape)} vs {tuple(view2.shape)}")
+        # Both views through the encoder in one call: it has no batch statistics, so this is exact.
+        f1, f2 = self.encode_visual(torch.cat([view1, view2])).chunk(2)
+        return f1, f2
+
     def training_loss(
         self,
-        view1: torch.Tensor,
-        view2: torch.Tensor,
+        view1: torch.Tensor | None,
+        view2: torch.Tensor | None,
         spect: torch.Tensor | None = None,
         *,
         audio_patch_embeddings: torch.Tensor | None = None,
+        visual_features: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """SimSiam loss of a two-view forward pass in the current train/eval mode (scalar)."""
-        if self.training and view1.shape[0] < 2:
+        first = visual_features[0] if visual_features is not None else view1
+        if self.training and first is not None and first.shape[0] < 2:
             raise ValueError("training needs a batch of at least 2 (batch norm statistics); got 1")
-        out = self(view1, view2, spect, audio_patch_embeddings=audio_patch_embeddings)
+        out = self(
+            view1,
+            view2,
+            spect,
+            audio_patch_embeddings=audio_patch_embeddings,
+            visual_features=visual_features,
+        )
         return simsiam_loss(out.p1, out.p2, out.z1, out.z2)
 
     # ----------------------------------------------------------------------------------------------

@@ -23,10 +23,23 @@ class SSPLMethod:
         return create_model(config.model, pretrained=pretrained)
 
     def loss(self, model: SSPL, batch: dict, config: Config) -> tuple[torch.Tensor, dict[str, float]]:
-        v1, v2 = batch["frame_view1"], batch["frame_view2"]
-        if model.training and v1.shape[0] < 2:
+        if "feat_view1" in batch:  # data.cache_visual: the views are feature maps (stored as float16)
+            v1 = v2 = None
+            features = (batch["feat_view1"].float(), batch["feat_view2"].float())
+            size = features[0].shape[0]
+        else:
+            v1, v2 = batch["frame_view1"], batch["frame_view2"]
+            features = None
+            size = v1.shape[0]
+        if model.training and size < 2:
             raise ValueError("training needs a batch of at least 2 (batch norm statistics); got 1")
-        out = model(v1, v2, batch.get("spect"), audio_patch_embeddings=batch.get("audio_emb"))
+        out = model(
+            v1,
+            v2,
+            batch.get("spect"),
+            audio_patch_embeddings=batch.get("audio_emb"),
+            visual_features=features,
+        )
         loss = simsiam_loss(out.p1, out.p2, out.z1, out.z2)
         with torch.no_grad():
             # SimSiam's collapse indicator: the std of the normalised projections (1/sqrt(d) when healthy)
