@@ -14,24 +14,36 @@ Three reference points come with every SynthAV result:
   location (:func:`~sspl.engine.pretrain.oracle_query_maps`): the best a single query vector on these
   frozen features does, i.e. what the encoders allow;
 - the trivial maps (whole image, centre box, random) that :func:`~sspl.engine.evaluate.evaluate` reports.
+
+And one diagnostic, :func:`audio_swap_result`: does the map follow the *sound*? In a scene with
+distractors, play the sound of one of the silent objects instead (another scene's clip of that
+category) and score the map against that object's box. A model that localizes the sounding object
+moves with the sound; one that found "an object" without listening stays where it was.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
+from torch.utils.data import Dataset
 
+from ..api import load
 from ..config import Config, apply_overrides
-from ..data.annotations import load_annotations, subset_annotations
+from ..data.annotations import Annotation, load_annotations, subset_annotations
+from ..data.datasets import PreparedDataset, Sample, load_samples
+from ..errors import DataError
 from ..metrics import BENCHMARKS, EvalResult, evaluate_maps
 from ..models.methods import get_method
 from .checkpoint import save_checkpoint
+from .evaluate import compute_maps
 from .pretrain import load_synth_encoders, load_synth_split, oracle_query_maps
 
-__all__ = ["oracle_result", "save_untrained", "synthav_config"]
+__all__ = ["audio_swap_result", "oracle_result", "save_untrained", "synthav_config"]
 
 
 def synthav_config(
@@ -118,3 +130,89 @@ def oracle_result(
     maps = oracle_query_maps(visual, frames, boxes)
     gt = subset_annotations(load_annotations(Path(data_dir)), ids)
     return evaluate_maps(dict(zip(ids, maps.numpy())), gt, BENCHMARKS["synth"], expected_count=len(ids))
+
+
+class _SwappedAudio(Dataset):
+    """An evaluation dataset whose clip ``i`` plays the sound of ``donors[i]``."""
+
+    def __init__(self, dataset: PreparedDataset, donors: Sequence[Sample]) -> None:
+        self.dataset, self.donors = dataset, list(donors)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        item = self.dataset[index]
+        item["spect"] = self.donors[index].load_spect()
+        return item
+
+
+def audio_swap_result(
+    model: str | os.PathLike | torch.nn.Module,
+    data_dir: str | os.PathLike,
+    split: str = "test",
+    *,
+    image_size: int = 224,
+    seed: int = 0,
+) -> tuple[EvalResult, EvalResult]:
+    """Play a silent distractor's sound: does the map move to the distractor?
+
+    For every scene of ``split`` with a distractor whose category differs from the sounding object's,
+    one such distractor is drawn (seeded), and the frame is paired with the sound of another scene of
+    the same split whose sounding object has the distractor's category.
+
+    Args:
+        model: a localizer (``localize(frames, spect) -> B x h x w``) or anything :func:`sspl.load` accepts.
+        data_dir: a SynthAV folder (``scenes.json`` gives every object's category and box).
+        split: the split to use.
+        image_size: evaluation frame size of a ``model`` given as a module (a checkpoint brings its own).
+        seed: seeds the choice of distractor and of the donor clip.
+
+    Returns:
+        ``(to_distractor, to_original)``: the swapped maps scored against the distractor's box (high when
+        the map follows the sound) and against the originally sounding object's box (high when it does
+        not), over the same scenes (the ``synth`` protocol).
+
+    Raises:
+        DataError: no scene of the split has a usable distractor (e.g. the ``easy`` preset).
+    """
+    root = Path(data_dir)
+    scenes = json.loads((root / "scenes.json").read_text(encoding="utf-8"))
+    samples = load_samples(root, splits=[split])
+
+    def sounding(sample: Sample) -> dict:
+        scene = scenes[sample.id]
+        return scene["objects"][scene["sounding"]]
+
+    by_category: dict[str, list[Sample]] = {}
+    for sample in samples:
+        by_category.setdefault(sounding(sample)["category"], []).append(sample)
+    rng = np.random.default_rng(seed)
+    frames, donors, to_distractor, to_original = [], [], {}, {}
+    for sample in samples:
+        target = sounding(sample)
+        others = [
+            o
+            for o in scenes[sample.id]["objects"]
+            if o["category"] != target["category"] and by_category.get(o["category"])
+        ]
+        if not others:
+            continue
+        other = others[rng.integers(len(others))]
+        donor_pool = by_category[other["category"]]
+        frames.append(sample)
+        donors.append(donor_pool[rng.integers(len(donor_pool))])
+        to_distractor[sample.id] = Annotation(sample.id, other["bbox"], "normalized")
+        to_original[sample.id] = Annotation(sample.id, target["bbox"], "normalized")
+    if not frames:
+        raise DataError(f"{root}: no {split} scene has a distractor of another category to play the sound of")
+    if not isinstance(model, torch.nn.Module):
+        model, preprocess = load(model)
+        image_size = preprocess.image_size
+    dataset = _SwappedAudio(PreparedDataset(frames, mode="eval", image_size=image_size), donors)
+    maps = compute_maps(model, dataset)
+    protocol = BENCHMARKS["synth"]
+    return (
+        evaluate_maps(maps, to_distractor, protocol, expected_count=len(frames)),
+        evaluate_maps(maps, to_original, protocol, expected_count=len(frames)),
+    )
