@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+import torch
 
 from sspl.config import Config, ConfigError, apply_overrides, config_to_dict, load_config, save_config
 
@@ -93,3 +96,31 @@ def test_shipped_configs_load_with_table_s1_rates():
             }[(cfg.model.pcm, path.stem.split("1")[0])]
             assert (cfg.optim.lr_head, cfg.optim.lr) == expected, path.name
             assert cfg.train.batch_size == 256 and cfg.data.augmentations == ["crop", "hflip"]
+
+
+def test_synthav_configs_match_the_library_settings(tmp_path):
+    from pathlib import Path
+
+    from sspl.engine.synthav import synthav_config
+    from sspl.models.small import SmallAudioCNN, SmallVisualCNN
+
+    enc = tmp_path / "enc"
+    enc.mkdir()
+    torch.save(SmallVisualCNN(128).state_dict(), enc / "visual_encoder.pt")
+    torch.save(SmallAudioCNN(128).state_dict(), enc / "audio_encoder.pt")
+    (enc / "encoders.json").write_text(
+        json.dumps(
+            {
+                "visual": {"out_channels": 128, "weights": "visual_encoder.pt"},
+                "audio": {"embed_dim": 128, "weights": "audio_encoder.pt"},
+            }
+        )
+    )
+    for pcm in (True, False):
+        shipped = load_config(
+            Path(__file__).parents[1] / "configs" / f"synthav_{'pcm' if pcm else 'nopcm'}.yaml"
+        )
+        built = synthav_config(enc, pcm=pcm)
+        for cfg in (shipped, built):
+            cfg.model.visual_weights = cfg.model.audio_weights = None  # machine-specific paths
+        assert shipped == built
