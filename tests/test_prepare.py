@@ -424,6 +424,12 @@ def test_read_clip_list_forms(tmp_path):
     empty.write_text("\n# nothing\n")
     with pytest.raises(DataError, match="no ids"):
         read_clip_list(empty)
+    # a bundled list by name, unless a file of that name exists in the working directory
+    from sspl.data.lists import load_list
+
+    assert [e.id for e in read_clip_list("flickr_10k")] == load_list("flickr_10k")
+    with pytest.raises(DataError, match="no such list file, and not a bundled list"):
+        read_clip_list("flickr_10")
 
 
 def test_select_sources_matches_padding_and_whole_videos():

@@ -26,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--list",
         dest="list_file",
         metavar="FILE",
-        help="ids to prepare: one per line, or VGG-Sound CSV rows ytid,start_seconds,label,split",
+        help="ids to prepare: a file (one id per line, or VGG-Sound CSV rows ytid,start_seconds,label,split) "
+        "or the name of a bundled list (flickr_10k, flickr_144k, vggss_10k, ...)",
     )
     p.add_argument(
         "--shard", metavar="I/N", type=_shard, help="prepare shard I of N (I = 0 .. N-1) of the sorted ids"

@@ -62,7 +62,7 @@ from ..audio import (
 )
 from ..errors import DataError
 from ..io import atomic_open, atomic_save_image, atomic_save_npy, atomic_write_bytes
-from .lists import check_overlap, flickr_id, vggsound_clip
+from .lists import BUNDLED_LISTS, check_overlap, flickr_id, read_asset_text, vggsound_clip
 from .manifest import (
     MANIFEST_NAME,
     META_NAME,
@@ -317,7 +317,8 @@ _HEADER_WORDS = frozenset({"id", "ids", "video", "file", "filename", "name", "yt
 
 
 def read_clip_list(path: str | os.PathLike) -> list[ListEntry]:
-    """Read a ``--list`` file: plain ids (one per line) or VGG-Sound CSV rows.
+    """Read a ``--list`` file: plain ids (one per line) or VGG-Sound CSV rows; or a bundled list by name
+    (``flickr_10k``, ``vggss_144k``, ...; see :data:`sspl.data.lists.BUNDLED_LISTS`).
 
     The rows follow :func:`sspl.data.lists.parse_ids`: blank and ``#`` lines are skipped, as is a first
     row whose first field is a header word; a row ``ytid,start,label[,split]`` (second field an integer)
@@ -328,13 +329,18 @@ def read_clip_list(path: str | os.PathLike) -> list[ListEntry]:
     Raises:
         DataError: the file is missing, not UTF-8, holds no ids, or names an unknown split.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such list file")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not a UTF-8 text list ({e})") from e
+    if not Path(path).is_file() and str(path) in BUNDLED_LISTS:
+        text = read_asset_text(f"lists/{BUNDLED_LISTS[str(path)]}")
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(
+                f"{path}: no such list file, and not a bundled list (bundled: {', '.join(sorted(BUNDLED_LISTS))})"
+            )
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}: not a UTF-8 text list ({e})") from e
     entries: dict[str, ListEntry] = {}
     vggsound_rows = True
     for line, row in enumerate(csv.reader(io.StringIO(text)), start=1):
