@@ -45,16 +45,19 @@ VARIANTS = {
     "sspl_nopcm": ("sspl", False, []),
     "sspl_pcm_nostopgrad": ("sspl", True, ["model.stop_grad=false"]),
     "sspl_nopcm_nostopgrad": ("sspl", False, ["model.stop_grad=false"]),
+    "sspl_nopcm_softmax": ("sspl", False, ["model.scaling=softmax"]),
     "attention": ("attention", False, ["optim.lr=1e-3"]),
     "hardway": ("hardway", False, ["optim.lr=1e-3"]),
 }
 #: what a plain run trains (w/ PCM without stop-grad costs as much as w/ PCM; ask for it by name)
+TRAIN_SEED = 1234  # synthav_config's default
 DEFAULT_VARIANTS = ["sspl_nopcm", "sspl_nopcm_nostopgrad", "attention", "hardway", "sspl_pcm"]
 LABELS = {
     "sspl_pcm": "SSPL w/ PCM",
     "sspl_nopcm": "SSPL w/o PCM",
     "sspl_pcm_nostopgrad": "SSPL w/ PCM, w/o stop-grad",
     "sspl_nopcm_nostopgrad": "SSPL w/o PCM, w/o stop-grad",
+    "sspl_nopcm_softmax": "SSPL w/o PCM, softmax scaling (Table 5)",
     "attention": "Attention (contrastive)",
     "hardway": "HardWay (contrastive, hard negatives)",
 }
@@ -74,11 +77,26 @@ def prepare(out: Path, name: str, synth, pretrain_epochs: int) -> tuple[Path, Pa
     return data, enc
 
 
+def label(key: str) -> str:
+    """``sspl_nopcm`` -> its table label; ``sspl_nopcm_seed7`` (another training seed) -> label + seed."""
+    variant, _, seed = key.partition("_seed")
+    return f"{LABELS[variant]}, training seed {seed}" if seed else LABELS[variant]
+
+
 def run_variant(
-    data: Path, enc: Path, run: Path, variant: str, epochs: int, extra: list[str], swap: bool = False
+    data: Path,
+    enc: Path,
+    run: Path,
+    variant: str,
+    epochs: int,
+    extra: list[str],
+    swap: bool = False,
+    seed: int = TRAIN_SEED,
 ) -> dict:
     method, pcm, overrides = VARIANTS[variant]
-    config = synthav_config(enc, method=method, pcm=pcm, epochs=epochs, overrides=[*overrides, *extra])
+    config = synthav_config(
+        enc, method=method, pcm=pcm, epochs=epochs, seed=seed, overrides=[*overrides, *extra]
+    )
     eval_dir = run / "test_eval"
     if not (eval_dir / "report.json").is_file():
         resume = (run / CHECKPOINT_DIR / LAST).is_file()
@@ -150,9 +168,18 @@ def run_preset(out: Path, preset: str, args: argparse.Namespace) -> dict:
         "variants": {},
     }
     for variant in args.variants:
-        log.info("%s: %s", preset, variant)
-        result["variants"][variant] = run_variant(
-            data, enc, out / preset / variant, variant, args.epochs, [], swap=preset == "distractors"
+        # the default training seed keeps the plain name; others are separate runs beside it
+        key = variant if args.train_seed == TRAIN_SEED else f"{variant}_seed{args.train_seed}"
+        log.info("%s: %s", preset, key)
+        result["variants"][key] = run_variant(
+            data,
+            enc,
+            out / preset / key,
+            variant,
+            args.epochs,
+            [],
+            swap=preset == "distractors",
+            seed=args.train_seed,
         )
     return result
 
@@ -174,7 +201,7 @@ def run_negatives(out: Path, args: argparse.Namespace) -> dict:
 
 
 def plots(out: Path, preset: str, result: dict) -> None:
-    histories = {LABELS[v]: r["history"] for v, r in result["variants"].items()}
+    histories = {label(v): r["history"] for v, r in result["variants"].items()}
     if histories:
         atomic_save_image(
             out / f"{preset}_learning_curves.png",
@@ -184,7 +211,7 @@ def plots(out: Path, preset: str, result: dict) -> None:
                 title=f"SynthAV {preset}: validation cIoU@0.5",
             ),
         )
-    curves = {LABELS[v]: r["curve"] for v, r in result["variants"].items()}
+    curves = {label(v): r["curve"] for v, r in result["variants"].items()}
     curves["untrained"] = result["untrained_sspl_pcm"]["curve"]
     curves["oracle query"] = result["oracle"]["curve"]
     atomic_save_image(
@@ -208,14 +235,14 @@ def markdown(results: dict) -> str:
                 f"{swap['to_distractor_ciou@0.5']:.3f} / {swap['to_original_ciou@0.5']:.3f}" if swap else ""
             )
             lines.append(
-                f"| {LABELS[v]} | {row['ciou@0.5']:.3f} | {row['auc']:.3f} | {row['untrained']['ciou@0.5']:.3f} | "
+                f"| {label(v)} | {row['ciou@0.5']:.3f} | {row['auc']:.3f} | {row['untrained']['ciou@0.5']:.3f} | "
                 f"{row['ciou@0.5'] / oracle:.2f} | "
                 f"{row['best_epoch']} | {row['train_seconds'] or float('nan'):.0f} | {swap_cell} |"
             )
             if "median_protocol" in row:
                 m = row["median_protocol"]
                 lines.append(
-                    f"| {LABELS[v]}, median threshold | {m['ciou@0.5']:.3f} | {m['auc']:.3f} | | | | | |"
+                    f"| {label(v)}, median threshold | {m['ciou@0.5']:.3f} | {m['auc']:.3f} | | | | | |"
                 )
         lines.append(f"| oracle query | {oracle:.3f} | {r['oracle']['auc']:.3f} | | 1.00 | | | |")
         for kind, b in r["trivial"].items():
@@ -253,7 +280,13 @@ def main() -> None:
     parser.add_argument("--pretrain-scenes", type=int, default=600)
     parser.add_argument("--pretrain-epochs", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="SynthAV generation seed")
+    parser.add_argument(
+        "--train-seed",
+        type=int,
+        default=TRAIN_SEED,
+        help="training seed (runs of other seeds: VARIANT_seedN)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
