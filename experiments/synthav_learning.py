@@ -29,14 +29,17 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.data import default_collate
 
+from sspl.data.datasets import PreparedDataset, load_samples
 from sspl.data.synth import generate_synth, synth_config
-from sspl.engine.checkpoint import CHECKPOINT_DIR, LAST
+from sspl.engine.checkpoint import CHECKPOINT_DIR, LAST, find_checkpoint, load_checkpoint, restore_model
 from sspl.engine.evaluate import evaluate
 from sspl.engine.pretrain import ENCODERS_JSON_NAME, pretrain_synth_encoders
 from sspl.engine.synthav import audio_swap_result, oracle_result, save_untrained, synthav_config
 from sspl.engine.train import train
 from sspl.io import atomic_save_image, atomic_save_json
+from sspl.models.methods import get_method
 from sspl.viz import learning_curves_plot, success_curves_plot
 
 #: name -> (method, pcm, extra overrides)
@@ -75,6 +78,32 @@ def prepare(out: Path, name: str, synth, pretrain_epochs: int) -> tuple[Path, Pa
     if not (enc / ENCODERS_JSON_NAME).is_file():
         pretrain_synth_encoders(data, enc, epochs=pretrain_epochs, overwrite=True, progress=False)
     return data, enc
+
+
+@torch.no_grad()
+def audio_dependence(run: Path, data: Path, split: str = "val") -> dict:
+    """Does the SSPL objective need the right sound? Its loss on two augmented views of each ``split`` scene
+    (eval mode, the selected checkpoint) with the scene's own sound and with another scene's (the batch's
+    sounds shifted by one). Equal losses mean the objective is met whatever the sound, so nothing in it
+    pushes the map towards the sounding object."""
+    model, config = restore_model(load_checkpoint(find_checkpoint(run)))
+    method = get_method(config.method)
+    items = PreparedDataset(
+        load_samples(data, splits=[split]),
+        mode="train",
+        augmentations=config.data.augmentations,
+        image_size=config.data.image_size,
+        seed=0,
+    )
+    batch = default_collate([items[i] for i in range(len(items))])
+    matched, _ = method.loss(model, batch, config)
+    shifted, _ = method.loss(model, {**batch, "spect": batch["spect"].roll(1, dims=0)}, config)
+    return {
+        "split": split,
+        "scenes": len(items),
+        "loss_own_sound": float(matched),
+        "loss_other_sound": float(shifted),
+    }
 
 
 def label(key: str) -> str:
@@ -140,6 +169,11 @@ def run_variant(
                 },
             )
         row["audio_swap"] = json.loads(path.read_text())
+    if method == "sspl":
+        path = run / "audio_dependence.json"
+        if not path.is_file():
+            atomic_save_json(path, audio_dependence(run, data))
+        row["audio_dependence"] = json.loads(path.read_text())
     if method == "hardway":  # LVS reports the median threshold; give both
         median = run / "test_eval_median"
         if not (median / "report.json").is_file():
@@ -226,27 +260,29 @@ def markdown(results: dict) -> str:
         lines += [
             f"### SynthAV `{preset}` (test split, {r['synth']['num']} scenes in all)",
             "",
-            "| map | cIoU@0.5 | AUC | untrained cIoU@0.5 | / oracle | best epoch | train s | swap: to distractor / stays |",
-            "|---|---|---|---|---|---|---|---|",
+            "| map | cIoU@0.5 | AUC | untrained cIoU@0.5 | / oracle | best epoch | train s | swap: to distractor / stays | val loss: own / another sound |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for v, row in r["variants"].items():
             swap = row.get("audio_swap")
             swap_cell = (
                 f"{swap['to_distractor_ciou@0.5']:.3f} / {swap['to_original_ciou@0.5']:.3f}" if swap else ""
             )
+            dep = row.get("audio_dependence")
+            dep_cell = f"{dep['loss_own_sound']:.4f} / {dep['loss_other_sound']:.4f}" if dep else ""
             lines.append(
                 f"| {label(v)} | {row['ciou@0.5']:.3f} | {row['auc']:.3f} | {row['untrained']['ciou@0.5']:.3f} | "
                 f"{row['ciou@0.5'] / oracle:.2f} | "
-                f"{row['best_epoch']} | {row['train_seconds'] or float('nan'):.0f} | {swap_cell} |"
+                f"{row['best_epoch']} | {row['train_seconds'] or float('nan'):.0f} | {swap_cell} | {dep_cell} |"
             )
             if "median_protocol" in row:
                 m = row["median_protocol"]
                 lines.append(
-                    f"| {label(v)}, median threshold | {m['ciou@0.5']:.3f} | {m['auc']:.3f} | | | | | |"
+                    f"| {label(v)}, median threshold | {m['ciou@0.5']:.3f} | {m['auc']:.3f} | | | | | | |"
                 )
-        lines.append(f"| oracle query | {oracle:.3f} | {r['oracle']['auc']:.3f} | | 1.00 | | | |")
+        lines.append(f"| oracle query | {oracle:.3f} | {r['oracle']['auc']:.3f} | | 1.00 | | | | |")
         for kind, b in r["trivial"].items():
-            lines.append(f"| {kind} (trivial) | {b['ciou@0.5']:.3f} | {b['auc']:.3f} | | | | | |")
+            lines.append(f"| {kind} (trivial) | {b['ciou@0.5']:.3f} | {b['auc']:.3f} | | | | | | |")
         lines.append("")
     if "negatives" in results:
         n = results["negatives"]
