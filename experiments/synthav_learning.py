@@ -49,6 +49,10 @@ VARIANTS = {
     "sspl_pcm_nostopgrad": ("sspl", True, ["model.stop_grad=false"]),
     "sspl_nopcm_nostopgrad": ("sspl", False, ["model.stop_grad=false"]),
     "sspl_nopcm_softmax": ("sspl", False, ["model.scaling=softmax"]),
+    # Table S1's rates times a multiple, picked on the validation split by experiments/synthav_lr_sweep.py
+    "sspl_nopcm_lrx0.1": ("sspl", False, ["optim.lr=5e-05", "optim.lr_head=0.0002"]),
+    "sspl_nopcm_lrx10": ("sspl", False, ["optim.lr=0.005", "optim.lr_head=0.02"]),
+    "sspl_pcm_lrx10": ("sspl", True, ["optim.lr=0.0002", "optim.lr_head=0.0005"]),
     "attention": ("attention", False, ["optim.lr=1e-3"]),
     "hardway": ("hardway", False, ["optim.lr=1e-3"]),
 }
@@ -61,6 +65,9 @@ LABELS = {
     "sspl_pcm_nostopgrad": "SSPL w/ PCM, w/o stop-grad",
     "sspl_nopcm_nostopgrad": "SSPL w/o PCM, w/o stop-grad",
     "sspl_nopcm_softmax": "SSPL w/o PCM, softmax scaling (Table 5)",
+    "sspl_nopcm_lrx0.1": "SSPL w/o PCM, Table S1 rates x 0.1",
+    "sspl_nopcm_lrx10": "SSPL w/o PCM, Table S1 rates x 10",
+    "sspl_pcm_lrx10": "SSPL w/ PCM, Table S1 rates x 10",
     "attention": "Attention (contrastive)",
     "hardway": "HardWay (contrastive, hard negatives)",
 }
