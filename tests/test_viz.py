@@ -105,6 +105,19 @@ def test_success_curves_plot():
         viz.success_curves_plot({"a": curve + 0.5})
 
 
+def test_many_curves_stay_distinguishable():
+    # the 11th curve used to repeat the first one's colour and style, and a long legend hid the curves
+    styles = [tuple(viz._curve_style(i).values()) for i in range(30)]
+    assert len(set(styles)) == 30
+    curve = np.linspace(1, 0, 21)
+    many = viz.success_curves_plot({f"run {i}": curve**i for i in range(1, 12)})
+    assert many.size == (500 + int(viz._LEGEND_WIDTH * 100), 400)  # legend beside the axes, not over them
+    history = [{"type": "val", "epoch": e, "val_ciou@0.5": e / 10} for e in range(3)]
+    runs = {f"run {i}": history for i in range(5)}
+    assert viz.learning_curves_plot(runs).size == (500, 400)
+    assert viz.learning_curves_plot(runs, references={"oracle": 0.9}).size == (860, 400)
+
+
 def test_learning_curves_plot():
     history = [
         {"type": "val", "epoch": 0, "val_ciou@0.5": 0.0},

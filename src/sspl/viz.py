@@ -84,6 +84,26 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     return ImageFont.load_default(size=size)
 
 
+#: entries a plot's legend holds inside the axes; with more, it goes to the right and the figure widens
+_LEGEND_INSIDE = 5
+_LEGEND_WIDTH = 3.6  # inches added for an outside legend
+
+
+def _curve_style(i: int) -> dict:
+    """Colour and line style of the ``i``-th curve: the 10 default colours, then dashed, then dotted,
+    so no two of up to 30 curves look alike."""
+    return {"color": f"C{i % 10}", "linestyle": ("-", "--", ":")[(i // 10) % 3]}
+
+
+def _place_legend(fig: Figure, ax, entries: int) -> None:
+    if entries <= _LEGEND_INSIDE:
+        ax.legend(fontsize=8)
+        return
+    width, height = fig.get_size_inches()
+    fig.set_size_inches(width + _LEGEND_WIDTH, height)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+
+
 def _render(fig: Figure) -> Image.Image:
     """Draw a matplotlib figure on an Agg canvas and return its pixels."""
     canvas = FigureCanvasAgg(fig)
@@ -360,17 +380,17 @@ def success_curves_plot(
     x = success_thresholds(lengths.pop(), step)
     fig = Figure(figsize=figsize, dpi=dpi)
     ax = fig.add_subplot()
-    for name, curve in curves.items():
+    for i, (name, curve) in enumerate(curves.items()):
         y = np.asarray(curve, dtype=np.float64)
         if not np.all(np.isfinite(y)) or y.min() < 0 or y.max() > 1:
             raise ValueError(f"curve {name!r} has values outside [0, 1]")
-        ax.plot(x, y, marker="o", markersize=3, label=f"{name} (AUC {auc(y, step):.3f})")
+        ax.plot(x, y, marker="o", markersize=3, label=f"{name} (AUC {auc(y, step):.3f})", **_curve_style(i))
     ax.set_xlabel("cIoU threshold")
     ax.set_ylabel("success rate")
     ax.set_xlim(0, x[-1])
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _place_legend(fig, ax, len(curves))
     if title:
         ax.set_title(title)
     fig.tight_layout()
@@ -404,17 +424,19 @@ def learning_curves_plot(
     """
     fig = Figure(figsize=figsize, dpi=dpi)
     ax = fig.add_subplot()
-    for name, history in histories.items():
+    for i, (name, history) in enumerate(histories.items()):
         points = [(r["epoch"], r[key]) for r in history if r.get("type") == "val" and key in r]
         if not points:
             raise ValueError(f"run {name!r} has no validation record with {key!r}")
-        ax.plot(*zip(*points), marker="o", markersize=3, label=name)
-    for k, (name, level) in enumerate((references or {}).items()):
-        ax.axhline(level, linestyle="--", linewidth=1, color=f"C{len(histories) + k}", label=name)
+        ax.plot(*zip(*points), marker="o", markersize=3, label=name, **_curve_style(i))
+    references = references or {}
+    for k, (name, level) in enumerate(references.items()):
+        # thin and black-dashed whatever the index, so a reference never looks like a run
+        ax.axhline(level, linestyle=(0, (4, 2 + 2 * k)), linewidth=1, color="black", label=name)
     ax.set_xlabel("epoch")
     ax.set_ylabel(key)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _place_legend(fig, ax, len(histories) + len(references))
     if title:
         ax.set_title(title)
     fig.tight_layout()
