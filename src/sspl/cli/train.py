@@ -41,7 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--cache-visual",
         action="store_true",
         help="cache the frozen visual encoder's features once and crop/flip them in feature space "
-        "(approximate; only with the default crop + hflip augmentations; evaluation stays exact)",
+        "(approximate, not recommended: on SynthAV its cIoU was not within noise of exact training, see "
+        "docs/benchmarks.md; only with the default crop + hflip augmentations; evaluation stays exact)",
     )
     p.add_argument(
         "--allow-overlap", action="store_true", help="train even if ids overlap a benchmark test set"
