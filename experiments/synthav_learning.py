@@ -56,8 +56,8 @@ VARIANTS = {
     "attention": ("attention", False, ["optim.lr=1e-3"]),
     "hardway": ("hardway", False, ["optim.lr=1e-3"]),
 }
-#: what a plain run trains (w/ PCM without stop-grad costs as much as w/ PCM; ask for it by name)
 TRAIN_SEED = 1234  # synthav_config's default
+#: what a plain run trains (w/ PCM without stop-grad costs as much as w/ PCM; ask for it by name)
 DEFAULT_VARIANTS = ["sspl_nopcm", "sspl_nopcm_nostopgrad", "attention", "hardway", "sspl_pcm"]
 LABELS = {
     "sspl_pcm": "SSPL w/ PCM",
