@@ -4,7 +4,9 @@ evaluator's, and a rerun resumes instead of starting over."""
 from __future__ import annotations
 
 import json
+import os
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 
@@ -37,8 +39,15 @@ class _Images(HTMLParser):
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo") / "out"
-    return out, run_demo(out, TINY, progress=False)
+    # a relative output folder, as `make demo` passes it (`--out demo_out`): it once broke the page's links
+    root = tmp_path_factory.mktemp("demo").resolve()
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        summary = run_demo(Path("out"), TINY, progress=False)
+    finally:
+        os.chdir(cwd)
+    return root / "out", summary
 
 
 def test_bundled_video_is_packaged():
@@ -48,7 +57,7 @@ def test_bundled_video_is_packaged():
 def test_demo_writes_the_page_and_its_outputs(demo):
     out, summary = demo
     page = out / "index.html"
-    assert summary["page"] == str(page)
+    assert summary["page"] == str(page)  # absolute, whatever out_dir was
     parser = _Images()
     parser.feed(page.read_text())
     assert len(parser.sources) >= 5  # curves, overlays, scenes, the video's frames

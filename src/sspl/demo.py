@@ -126,7 +126,9 @@ def run_demo(
         the page and of the main outputs.
     """
     settings = settings or DemoSettings()
-    out = Path(out_dir)
+    # absolute from here on: the page refers to files written under several sub-folders, and a relative
+    # out_dir (`sspl demo --out demo_out`) made them resolve against the page's folder twice
+    out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     data, encoders, run = out / "synthav", out / "encoders", out / "run"
     figures = out / "figures"
