@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import struct
 from functools import lru_cache
 from pathlib import Path
 
@@ -33,6 +34,7 @@ __all__ = [
     "AudioDecodeError",
     "centre_window",
     "clip_at",
+    "encode_wav_float32",
     "load_audio",
     "load_clip",
     "log_mel_spectrogram",
@@ -362,3 +364,25 @@ def waveform_to_examples(wave: torch.Tensor | np.ndarray, sample_rate: int = SAM
         )
     examples = log_mel.unfold(-2, EXAMPLE_FRAMES, EXAMPLE_HOP_FRAMES)  # ... x P x 64 x 96
     return examples.transpose(-1, -2).contiguous()  # ... x P x 96 x 64
+
+
+def encode_wav_float32(wave: np.ndarray, sample_rate: int = SAMPLE_RATE_HZ) -> bytes:
+    """A mono IEEE-float WAV file as bytes.
+
+    Written by hand because libsndfile stamps float WAVs with the current time (PEAK chunk), which would
+    break byte-identical regeneration (SynthAV) and reproducible preparation (``sspl prepare``).
+    """
+    data = np.ascontiguousarray(wave, dtype="<f4").tobytes()
+    fmt = struct.pack("<HHIIHH", 3, 1, sample_rate, sample_rate * 4, 4, 32)
+    body = (
+        b"WAVE"
+        + b"fmt "
+        + struct.pack("<I", len(fmt))
+        + fmt
+        + b"fact"
+        + struct.pack("<II", 4, len(wave))
+        + b"data"
+        + struct.pack("<I", len(data))
+        + data
+    )
+    return b"RIFF" + struct.pack("<I", len(body)) + body

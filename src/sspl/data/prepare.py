@@ -43,7 +43,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 from PIL import Image
 from tqdm.auto import tqdm
@@ -54,6 +53,7 @@ from ..audio import (
     AudioDecodeError,
     centre_window,
     clip_at,
+    encode_wav_float32,
     load_audio,
     official_clip,
     resample,
@@ -61,7 +61,7 @@ from ..audio import (
     waveform_to_examples,
 )
 from ..errors import DataError
-from ..io import atomic_open, atomic_save_image, atomic_save_npy, atomic_write_bytes
+from ..io import atomic_save_image, atomic_save_npy, atomic_write_bytes
 from .lists import BUNDLED_LISTS, check_overlap, flickr_id, read_asset_text, vggsound_clip
 from .manifest import (
     MANIFEST_NAME,
@@ -452,8 +452,7 @@ def _frames_folder_middle(folder: str) -> str:
 
 
 def _save_wav(path: Path, wave: np.ndarray) -> None:
-    with atomic_open(path, "wb") as f:
-        sf.write(f, wave.astype(np.float32), SAMPLE_RATE_HZ, format="WAV", subtype="FLOAT")
+    atomic_write_bytes(path, encode_wav_float32(wave))
 
 
 def _save_frame(path: Path, image: Image.Image, source: str | None = None) -> None:

@@ -49,7 +49,6 @@ import io
 import json
 import math
 import os
-import struct
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -58,7 +57,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..audio import CLIP_SECONDS, SAMPLE_RATE_HZ, official_clip, waveform_to_examples
+from ..audio import CLIP_SECONDS, SAMPLE_RATE_HZ, encode_wav_float32, official_clip, waveform_to_examples
 from ..errors import DataError
 from ..io import atomic_save_json, atomic_save_npy, atomic_write_bytes, atomic_write_text
 from .manifest import ANNOTATIONS_NAME, META_NAME, ManifestRow, read_meta, write_manifest, write_meta
@@ -576,28 +575,6 @@ def location_labels(coverage: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 # Writing a set
 # --------------------------------------------------------------------------------------------------
-
-
-def encode_wav_float32(wave: np.ndarray, sample_rate: int = SAMPLE_RATE_HZ) -> bytes:
-    """A mono IEEE-float WAV file as bytes.
-
-    Written by hand because libsndfile stamps float WAVs with the current time (PEAK chunk), which would
-    break byte-identical regeneration.
-    """
-    data = np.ascontiguousarray(wave, dtype="<f4").tobytes()
-    fmt = struct.pack("<HHIIHH", 3, 1, sample_rate, sample_rate * 4, 4, 32)
-    body = (
-        b"WAVE"
-        + b"fmt "
-        + struct.pack("<I", len(fmt))
-        + fmt
-        + b"fact"
-        + struct.pack("<II", 4, len(wave))
-        + b"data"
-        + struct.pack("<I", len(data))
-        + data
-    )
-    return b"RIFF" + struct.pack("<I", len(body)) + body
 
 
 def _encode_jpeg(image: np.ndarray) -> bytes:
