@@ -28,14 +28,7 @@ log = logging.getLogger("synthav_lr_sweep")
 
 def sweep_run(out: Path, preset: str, pcm: bool, multiple: float, epochs: int) -> dict:
     """Trains one rate multiple (or reads it back) and returns its validation summary."""
-    base = synthav_config(out / preset / "encoders", pcm=pcm, epochs=epochs)
-    lr, lr_head = base.optim.lr * multiple, base.optim.lr_head * multiple
-    config = synthav_config(
-        out / preset / "encoders",
-        pcm=pcm,
-        epochs=epochs,
-        overrides=[f"optim.lr={lr}", f"optim.lr_head={lr_head}"],
-    )
+    config = synthav_config(out / preset / "encoders", pcm=pcm, epochs=epochs, lr_scale=multiple)
     run = out / preset / "lr_sweep" / f"{'pcm' if pcm else 'nopcm'}_x{multiple:g}"
     history_path = run / "history.json"
     done = history_path.is_file() and max(r["epoch"] for r in json.loads(history_path.read_text())) >= epochs
@@ -46,8 +39,8 @@ def sweep_run(out: Path, preset: str, pcm: bool, multiple: float, epochs: int) -
     best = max(val, key=lambda r: r["val_ciou@0.5"])
     return {
         "multiple": multiple,
-        "lr": lr,
-        "lr_head": lr_head,
+        "lr": config.optim.lr,
+        "lr_head": config.optim.lr_head,
         "best_val_ciou@0.5": best["val_ciou@0.5"],
         "best_val_auc": best["val_auc"],
         "best_epoch": best["epoch"],

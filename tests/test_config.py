@@ -124,3 +124,5 @@ def test_synthav_configs_match_the_library_settings(tmp_path):
         for cfg in (shipped, built):
             cfg.model.visual_weights = cfg.model.audio_weights = None  # machine-specific paths
         assert shipped == built
+    scaled = synthav_config(enc, pcm=False, lr_scale=10)  # what the demo trains with
+    assert (scaled.optim.lr, scaled.optim.lr_head) == pytest.approx((5e-3, 2e-2))

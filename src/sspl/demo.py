@@ -65,8 +65,9 @@ class DemoSettings:
         workers: processes for scene generation (default: all cores).
         localize_scenes: test scenes localized through ``localize_image``.
         video_fps: output frame rate of the real-video localization.
-        train_overrides: further ``key=value`` overrides of the training config (default: the learning
-            rates picked for SynthAV w/o PCM).
+        lr_scale: multiple of Table S1's learning rates (10: picked on SynthAV's validation split for
+            SSPL w/o PCM, 0.49 vs 0.33 validation cIoU@0.5 at 1; docs/results.md).
+        train_overrides: further ``key=value`` overrides of the training config.
     """
 
     preset: str = "easy"
@@ -80,8 +81,8 @@ class DemoSettings:
     workers: int | None = None
     localize_scenes: int = 4
     video_fps: float = 5.0
-    # 10x Table S1's rates: picked on SynthAV's validation split (docs/results.md: 0.49 vs 0.33 validation cIoU@0.5)
-    train_overrides: tuple[str, ...] = ("optim.lr=0.005", "optim.lr_head=0.02")
+    lr_scale: float = 10.0
+    train_overrides: tuple[str, ...] = ()
 
 
 def _step(number: int, text: str) -> None:
@@ -95,6 +96,7 @@ def _train_run(settings: DemoSettings, data: Path, encoders: Path, run: Path, pr
         epochs=settings.epochs,
         batch_size=settings.batch_size,
         seed=1234 + settings.seed,
+        lr_scale=settings.lr_scale,
         overrides=["train.log_every=5", *settings.train_overrides],
     )
     resume = (run / CHECKPOINT_DIR / LAST).is_file()
