@@ -113,3 +113,20 @@ def test_clip_at_edges_stays_full_length():
         assert c.shape == (48000,) and c.min() >= -1 and c.max() <= 1
     # centred window in the middle equals the official clip
     np.testing.assert_array_equal(audio.clip_at(wave, 2.5), audio.official_clip(wave))
+
+
+def test_wav_writer_is_exact_and_reproducible(tmp_path):
+    # libsndfile's float WAVs hold a PEAK chunk with the time of writing: two preparations of the same
+    # clip differed in bytes whenever a second passed between them (prepare and SynthAV use this writer)
+    wave = np.linspace(-1, 1, 1000, dtype=np.float32)
+    data = audio.encode_wav_float32(wave)
+    assert data == audio.encode_wav_float32(wave.copy())
+    assert data[:4] == b"RIFF" and data[8:12] == b"WAVE"
+    assert len(data) == 12 + (8 + 16) + (8 + 4) + (8 + 4 * 1000)  # RIFF/WAVE, fmt, fact, data: no other chunk
+    assert int.from_bytes(data[4:8], "little") == len(data) - 8
+    assert data[20:22] == (3).to_bytes(2, "little")  # WAVE_FORMAT_IEEE_FLOAT
+    path = tmp_path / "x.wav"
+    path.write_bytes(data)
+    decoded, rate = sf.read(path, dtype="float32")
+    assert rate == 16000 and sf.info(path).subtype == "FLOAT"
+    np.testing.assert_array_equal(decoded, wave)

@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from sspl.audio import clip_at, encode_wav_float32, load_audio, official_clip, waveform_to_examples
+from sspl.audio import clip_at, load_audio, official_clip, waveform_to_examples
 from sspl.cli import main
 from sspl.data import prepare as prep
 from sspl.data.manifest import read_manifest, read_meta
@@ -273,22 +273,6 @@ def test_a_crashing_worker_fails_only_its_own_clip():
     assert sorted(rows) == ["a", "boom", "c", "d"]
     assert rows["boom"].status == "failed" and "crashed the worker" in rows["boom"].error
     assert all(rows[k].ok for k in ("a", "c", "d"))
-
-
-def test_wav_writer_is_exact_and_reproducible(tmp_path):
-    # libsndfile's float WAVs hold a PEAK chunk with the time of writing: two preparations of the same
-    # clip differed in bytes whenever a second passed between them
-    wave = np.array([0.0, 0.5, -1.0, 0.25], dtype=np.float32)
-    data = encode_wav_float32(wave, 16000)
-    assert data == encode_wav_float32(wave.copy(), 16000)
-    assert len(data) == 12 + (8 + 16) + (8 + 4) + (8 + 16)  # RIFF/WAVE, fmt, fact, data: no other chunk
-    assert data[:4] == b"RIFF" and int.from_bytes(data[4:8], "little") == len(data) - 8
-    assert data[20:22] == (3).to_bytes(2, "little")  # WAVE_FORMAT_IEEE_FLOAT
-    path = tmp_path / "x.wav"
-    path.write_bytes(data)
-    read, rate = sf.read(path, dtype="float32")
-    assert rate == 16000 and np.array_equal(read, wave)
-    assert sf.info(path).subtype == "FLOAT"
 
 
 def test_worker_processes_give_the_same_outputs(videos, tmp_path):

@@ -19,7 +19,6 @@ from sspl.data.synth import (
     IGNORE_LABEL,
     SynthConfig,
     cell_coverage,
-    encode_wav_float32,
     generate_synth,
     load_scenes,
     location_coverage,
@@ -292,15 +291,6 @@ def test_resume_and_refusals(tmp_path, tiny):
 def test_invalid_settings_are_refused(bad):
     with pytest.raises(ValueError, match="invalid SynthAV settings"):
         synth_config("distractors", **{"num": 4, **bad})
-
-
-def test_wav_encoding_is_readable_and_exact():
-    wave = np.linspace(-1, 1, 1000, dtype=np.float32)
-    data = encode_wav_float32(wave)
-    assert data[:4] == b"RIFF" and data[8:12] == b"WAVE"
-    decoded, rate = sf.read(__import__("io").BytesIO(data), dtype="float32")
-    assert rate == 16000
-    np.testing.assert_array_equal(decoded, wave)
 
 
 def test_cli_synth_end_to_end(tmp_path, capsys):
