@@ -42,19 +42,19 @@ from sspl.io import atomic_save_image, atomic_save_json
 from sspl.models.methods import get_method
 from sspl.viz import learning_curves_plot, success_curves_plot
 
-#: name -> (method, pcm, extra overrides[, multiple of Table S1's learning rates])
+#: name -> (method, pcm, extra overrides, multiple of Table S1's learning rates)
 VARIANTS = {
-    "sspl_pcm": ("sspl", True, []),
-    "sspl_nopcm": ("sspl", False, []),
-    "sspl_pcm_nostopgrad": ("sspl", True, ["model.stop_grad=false"]),
-    "sspl_nopcm_nostopgrad": ("sspl", False, ["model.stop_grad=false"]),
-    "sspl_nopcm_softmax": ("sspl", False, ["model.scaling=softmax"]),
+    "sspl_pcm": ("sspl", True, [], 1.0),
+    "sspl_nopcm": ("sspl", False, [], 1.0),
+    "sspl_pcm_nostopgrad": ("sspl", True, ["model.stop_grad=false"], 1.0),
+    "sspl_nopcm_nostopgrad": ("sspl", False, ["model.stop_grad=false"], 1.0),
+    "sspl_nopcm_softmax": ("sspl", False, ["model.scaling=softmax"], 1.0),
     # Table S1's rates times a multiple, picked on the validation split by experiments/synthav_lr_sweep.py
     "sspl_nopcm_lrx0.1": ("sspl", False, [], 0.1),
     "sspl_nopcm_lrx10": ("sspl", False, [], 10.0),
     "sspl_pcm_lrx10": ("sspl", True, [], 10.0),
-    "attention": ("attention", False, ["optim.lr=1e-3"]),
-    "hardway": ("hardway", False, ["optim.lr=1e-3"]),
+    "attention": ("attention", False, ["optim.lr=1e-3"], 1.0),
+    "hardway": ("hardway", False, ["optim.lr=1e-3"], 1.0),
 }
 TRAIN_SEED = 1234  # synthav_config's default
 #: what a plain run trains (w/ PCM without stop-grad costs as much as w/ PCM; ask for it by name)
@@ -129,14 +129,14 @@ def run_variant(
     swap: bool = False,
     seed: int = TRAIN_SEED,
 ) -> dict:
-    method, pcm, overrides, *scale = VARIANTS[variant]
+    method, pcm, overrides, lr_scale = VARIANTS[variant]
     config = synthav_config(
         enc,
         method=method,
         pcm=pcm,
         epochs=epochs,
         seed=seed,
-        lr_scale=scale[0] if scale else 1.0,
+        lr_scale=lr_scale,
         overrides=[*overrides, *extra],
     )
     eval_dir = run / "test_eval"
