@@ -1,5 +1,5 @@
-"""SynthAV reference points: the oracle query and the audio-swap diagnostic, checked with hand-built localizers
-whose behaviour is known (one follows the sound, one ignores it)."""
+"""SynthAV diagnostics (audio swap, map placement), checked with hand-built localizers whose behaviour is
+known (one follows the sound, one ignores it, one returns a constant map)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from torch import nn
 
 from sspl.data.datasets import PreparedDataset, load_samples
 from sspl.data.synth import generate_synth, synth_config
-from sspl.engine.synthav import audio_swap_result
+from sspl.engine.synthav import audio_swap_result, map_placement
 from sspl.errors import DataError
 
 
@@ -83,3 +83,62 @@ def test_swap_needs_distractors(tmp_path):
     generate_synth(easy, synth_config("easy", num=20, seed=1, pretrain_num=0), workers=1, progress=False)
     with pytest.raises(DataError, match="no test scene has a distractor"):
         audio_swap_result(nn.Linear(1, 1), easy)
+
+
+class _ConstantLocalizer(nn.Module):
+    """The same flat map for every scene: the evaluated mask is the whole frame."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(1))
+
+    def localize(self, frames: torch.Tensor, spect: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(len(frames), 14, 14)
+
+
+def _pixels(box) -> np.ndarray:
+    """224 x 224 mask of a normalised box by the VGG-SS rule int(224 * v)."""
+    x1, y1, x2, y2 = (int(224 * v) for v in box)
+    mask = np.zeros((224, 224), dtype=bool)
+    mask[y1:y2, x1:x2] = True
+    return mask
+
+
+def test_map_placement_of_a_whole_frame_mask_is_the_share_of_each_region(scenes_dir):
+    scenes = json.loads((scenes_dir / "scenes.json").read_text())
+    samples = load_samples(scenes_dir, splits=["test"])
+    placement = map_placement(_ConstantLocalizer(), scenes_dir, "test")
+    sounding, silent = [], []
+    for s in samples:
+        scene = scenes[s.id]
+        own = _pixels(scene["objects"][scene["sounding"]]["bbox"])
+        others = np.zeros_like(own)
+        for k, o in enumerate(scene["objects"]):
+            if k != scene["sounding"]:
+                others |= _pixels(o["bbox"])
+        sounding.append(own.mean())
+        silent.append((others & ~own).mean())
+    assert placement["scenes"] == len(samples)
+    assert placement["mask_area"] == 1.0
+    assert placement["on_sounding"] == pytest.approx(np.mean(sounding), abs=1e-9)
+    assert placement["on_silent"] == pytest.approx(np.mean(silent), abs=1e-9)
+    assert placement["on_background"] == pytest.approx(1 - np.mean(sounding) - np.mean(silent), abs=1e-9)
+    by_category = placement["by_category"]
+    assert sum(c["scenes"] for c in by_category.values()) == len(samples)
+    assert set(by_category) == {
+        scenes[s.id]["objects"][scenes[s.id]["sounding"]]["category"] for s in samples
+    }
+
+
+def test_map_placement_of_a_localizer_on_the_sounding_box(scenes_dir):
+    placement = map_placement(_LookupLocalizer(scenes_dir, follow=False), scenes_dir, "test")
+    assert placement["on_sounding"] > 0.8  # the 14 x 14 cell block, upsampled, spills a little past the box
+    assert placement["on_silent"] < 0.05
+    assert placement["mask_area"] < 0.15
+    for group in placement["by_category"].values():
+        assert group["on_sounding"] + group["on_silent"] + group["on_background"] == pytest.approx(1.0)
+
+
+def test_map_placement_needs_scenes(scenes_dir):
+    with pytest.raises(DataError, match="no nosuchsplit scene"):
+        map_placement(_ConstantLocalizer(), scenes_dir, "nosuchsplit")

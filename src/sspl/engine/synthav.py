@@ -19,6 +19,10 @@ And one diagnostic, :func:`audio_swap_result`: does the map follow the *sound*? 
 distractors, play the sound of one of the silent objects instead (another scene's clip of that
 category) and score the map against that object's box. A model that localizes the sounding object
 moves with the sound; one that found "an object" without listening stays where it was.
+
+A second diagnostic, :func:`map_placement`, says where the evaluated mask goes when it misses: on the
+sounding object, on a silent object, or on the background, overall and per sounding category (a query
+that settles on the background for some sounds and on the object for others shows up there).
 """
 
 from __future__ import annotations
@@ -37,13 +41,22 @@ from ..config import Config, apply_overrides
 from ..data.annotations import Annotation, load_annotations, subset_annotations
 from ..data.datasets import PreparedDataset, Sample, load_samples
 from ..errors import DataError
-from ..metrics import BENCHMARKS, EvalResult, evaluate_maps
+from ..metrics import (
+    BENCHMARKS,
+    EvalResult,
+    Protocol,
+    evaluate_maps,
+    gt_map_from_boxes,
+    normalize_map,
+    threshold_map,
+    upsample_map,
+)
 from ..models.methods import get_method
 from .checkpoint import save_checkpoint
 from .evaluate import compute_maps
 from .pretrain import load_synth_encoders, load_synth_split, oracle_query_maps
 
-__all__ = ["audio_swap_result", "oracle_result", "save_untrained", "synthav_config"]
+__all__ = ["audio_swap_result", "map_placement", "oracle_result", "save_untrained", "synthav_config"]
 
 
 def synthav_config(
@@ -220,3 +233,84 @@ def audio_swap_result(
         evaluate_maps(maps, to_distractor, protocol, expected_count=len(frames)),
         evaluate_maps(maps, to_original, protocol, expected_count=len(frames)),
     )
+
+
+def _box_region(boxes: list, protocol: Protocol, sample_id: str) -> np.ndarray:
+    """Pixels of the evaluation frame inside any of ``boxes`` (none: an empty region)."""
+    if not boxes:
+        return np.zeros((protocol.size, protocol.size), dtype=bool)
+    gt = gt_map_from_boxes(
+        boxes, rule="union", box_format=protocol.box_format, size=protocol.size, sample_id=sample_id
+    )
+    return gt > 0
+
+
+def map_placement(
+    model: str | os.PathLike | torch.nn.Module,
+    data_dir: str | os.PathLike,
+    split: str = "val",
+    *,
+    image_size: int = 224,
+) -> dict:
+    """Where each scene's evaluated mask lies: on the sounding object, on silent objects, on the background.
+
+    The mask is the one cIoU scores (the ``synth`` protocol: bilinear upsampling, min-max normalisation,
+    ``>= 0.5``). Each pixel of it counts for the sounding object when it falls in that object's box, for
+    the silent objects when it falls in one of theirs and not in the sounding one's, and for the
+    background otherwise.
+
+    Args:
+        model: a localizer (``localize(frames, spect) -> B x h x w``) or anything :func:`sspl.load` accepts.
+        data_dir: a SynthAV folder (``scenes.json`` gives every object's box and category).
+        split: the split to use (model analysis belongs on ``val``; the test split is for the final number).
+        image_size: evaluation frame size of a ``model`` given as a module (a checkpoint brings its own).
+
+    Returns:
+        ``{"scenes", "on_sounding", "on_silent", "on_background", "mask_area", "by_category"}``: the
+        shares of the mask (each scene's shares sum to 1) and its share of the frame, averaged over
+        scenes; ``by_category`` holds the same averages (and ``scenes``) per sounding category.
+
+    Raises:
+        DataError: the split has no scene.
+    """
+    root = Path(data_dir)
+    scenes = json.loads((root / "scenes.json").read_text(encoding="utf-8"))
+    samples = load_samples(root, splits=[split])
+    if not samples:
+        raise DataError(f"{root}: no {split} scene")
+    if not isinstance(model, torch.nn.Module):
+        model, preprocess = load(model)
+        image_size = preprocess.image_size
+    maps = compute_maps(model, PreparedDataset(samples, mode="eval", image_size=image_size))
+    protocol = BENCHMARKS["synth"]
+    rows: dict[str, list[dict[str, float]]] = {}
+    for sample in samples:
+        scene = scenes[sample.id]
+        target = scene["objects"][scene["sounding"]]
+        silent = [o["bbox"] for k, o in enumerate(scene["objects"]) if k != scene["sounding"]]
+        mask = threshold_map(
+            normalize_map(upsample_map(maps[sample.id], protocol.size)),
+            protocol.threshold,
+            protocol.threshold_value,
+        )
+        on_sounding = _box_region([target["bbox"]], protocol, sample.id)
+        on_silent = _box_region(silent, protocol, sample.id) & ~on_sounding
+        area = mask.sum()  # >= 1: the map's maximum always passes the threshold
+        share_sounding = (mask & on_sounding).sum() / area
+        share_silent = (mask & on_silent).sum() / area
+        rows.setdefault(target["category"], []).append(
+            {
+                "on_sounding": float(share_sounding),
+                "on_silent": float(share_silent),
+                "on_background": float(1.0 - share_sounding - share_silent),
+                "mask_area": float(area / mask.size),
+            }
+        )
+
+    def mean(group: list[dict[str, float]]) -> dict:
+        return {"scenes": len(group), **{k: float(np.mean([r[k] for r in group])) for k in group[0]}}
+
+    return {
+        **mean([r for group in rows.values() for r in group]),
+        "by_category": {category: mean(group) for category, group in sorted(rows.items())},
+    }
