@@ -16,6 +16,10 @@ Everything is resumable: rerunning skips finished sets, encoders, runs and evalu
 Runs are added to ``OUT/results.json``, so the table can be filled by several invocations (cheap variants
 first, then the PCM ones).
 
+Every trained variant also gets two diagnostics on the validation split: SSPL's loss with each scene's own
+sound vs another scene's, and where the evaluated mask lies (sounding object, silent objects, background),
+overall and per sounding category.
+
 Writes ``OUT/results.json`` (every number of docs/results.md), ``OUT/<preset>_learning_curves.png`` and
 ``OUT/<preset>_success_curves.png``, and prints the Markdown tables.
 """
@@ -36,7 +40,13 @@ from sspl.data.synth import generate_synth, synth_config
 from sspl.engine.checkpoint import CHECKPOINT_DIR, LAST, find_checkpoint, load_checkpoint, restore_model
 from sspl.engine.evaluate import evaluate
 from sspl.engine.pretrain import ENCODERS_JSON_NAME, pretrain_synth_encoders
-from sspl.engine.synthav import audio_swap_result, oracle_result, save_untrained, synthav_config
+from sspl.engine.synthav import (
+    audio_swap_result,
+    map_placement,
+    oracle_result,
+    save_untrained,
+    synthav_config,
+)
 from sspl.engine.train import train
 from sspl.io import atomic_save_image, atomic_save_json
 from sspl.models.methods import get_method
@@ -187,6 +197,10 @@ def run_variant(
         if not path.is_file():
             atomic_save_json(path, audio_dependence(run, data))
         row["audio_dependence"] = json.loads(path.read_text())
+    path = run / "map_placement.json"  # where the mask lies, per sounding category (validation split)
+    if not path.is_file():
+        atomic_save_json(path, {"split": "val", **map_placement(run, data, "val")})
+    row["map_placement"] = json.loads(path.read_text())
     if method == "hardway":  # LVS reports the median threshold; give both
         median = run / "test_eval_median"
         if not (median / "report.json").is_file():
@@ -266,6 +280,32 @@ def plots(out: Path, preset: str, result: dict) -> None:
     )
 
 
+def placement_markdown(preset: str, variants: dict) -> list[str]:
+    """Where each variant's evaluated mask lies on the validation split, overall and per sounding category
+    (the share of the mask on the sounding object's box)."""
+    placed = {v: row["map_placement"] for v, row in variants.items() if "map_placement" in row}
+    if not placed:
+        return []
+    categories = sorted({c for p in placed.values() for c in p["by_category"]})
+    lines = [
+        f"#### SynthAV `{preset}`: where the mask lies (validation split, share of the mask)",
+        "",
+        "| map | on sounding object | on silent objects | on background | mask / frame | "
+        + " | ".join(categories)
+        + " |",
+        "|---|---|---|---|---|" + "---|" * len(categories),
+    ]
+    for v, p in placed.items():
+        per_category = [
+            f"{p['by_category'][c]['on_sounding']:.2f}" if c in p["by_category"] else "" for c in categories
+        ]
+        lines.append(
+            f"| {label(v)} | {p['on_sounding']:.2f} | {p['on_silent']:.2f} | {p['on_background']:.2f} | "
+            f"{p['mask_area']:.2f} | " + " | ".join(per_category) + " |"
+        )
+    return [*lines, ""]
+
+
 def markdown(results: dict) -> str:
     lines = []
     for preset, r in results.get("presets", {}).items():
@@ -297,6 +337,7 @@ def markdown(results: dict) -> str:
         for kind, b in r["trivial"].items():
             lines.append(f"| {kind} (trivial) | {b['ciou@0.5']:.3f} | {b['auc']:.3f} | | | | | | |")
         lines.append("")
+        lines += placement_markdown(preset, r["variants"])
     if "negatives" in results:
         n = results["negatives"]
         lines += [

@@ -25,11 +25,19 @@ from sspl.io import atomic_save_json
 
 log = logging.getLogger("synthav_lr_sweep")
 
+DEFAULT_EPOCHS = 20  # synthav_learning.py's schedule
+
+
+def run_name(pcm: bool, multiple: float, epochs: int) -> str:
+    """``pcm_x10``; a schedule other than the experiments' 20 epochs is named too: ``pcm_x1_e48``."""
+    name = f"{'pcm' if pcm else 'nopcm'}_x{multiple:g}"
+    return name if epochs == DEFAULT_EPOCHS else f"{name}_e{epochs}"
+
 
 def sweep_run(out: Path, preset: str, pcm: bool, multiple: float, epochs: int) -> dict:
     """Trains one rate multiple (or reads it back) and returns its validation summary."""
     config = synthav_config(out / preset / "encoders", pcm=pcm, epochs=epochs, lr_scale=multiple)
-    run = out / preset / "lr_sweep" / f"{'pcm' if pcm else 'nopcm'}_x{multiple:g}"
+    run = out / preset / "lr_sweep" / run_name(pcm, multiple, epochs)
     history_path = run / "history.json"
     done = history_path.is_file() and max(r["epoch"] for r in json.loads(history_path.read_text())) >= epochs
     if not done:
@@ -57,7 +65,7 @@ def main() -> None:
     parser.add_argument("--preset", default="easy", choices=["easy", "distractors"])
     parser.add_argument("--pcm", action="store_true", help="sweep SSPL w/ PCM (default: w/o PCM)")
     parser.add_argument("--multiples", type=float, nargs="+", default=[0.1, 10.0], help="of Table S1's rates")
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if not (args.out / args.preset / "encoders").is_dir():
@@ -65,7 +73,7 @@ def main() -> None:
     path = args.out / args.preset / "lr_sweep.json"
     rows = json.loads(path.read_text()) if path.is_file() else {}
     for multiple in args.multiples:
-        key = f"{'pcm' if args.pcm else 'nopcm'}_x{multiple:g}"
+        key = run_name(args.pcm, multiple, args.epochs)
         log.info("%s: %s", args.preset, key)
         rows[key] = sweep_run(args.out, args.preset, args.pcm, multiple, args.epochs)
         atomic_save_json(path, rows)
