@@ -15,12 +15,12 @@ Three reference points come with every SynthAV result:
   frozen features does, i.e. what the encoders allow;
 - the trivial maps (whole image, centre box, random) that :func:`~sspl.engine.evaluate.evaluate` reports.
 
-And one diagnostic, :func:`audio_swap_result`: does the map follow the *sound*? In a scene with
+And two diagnostics. The first, :func:`audio_swap_result`: does the map follow the *sound*? In a scene with
 distractors, play the sound of one of the silent objects instead (another scene's clip of that
 category) and score the map against that object's box. A model that localizes the sounding object
 moves with the sound; one that found "an object" without listening stays where it was.
 
-A second diagnostic, :func:`map_placement`, says where the evaluated mask goes when it misses: on the
+The second, :func:`map_placement`, says where the evaluated mask goes when it misses: on the
 sounding object, on a silent object, or on the background, overall and per sounding category (a query
 that settles on the background for some sounds and on the object for others shows up there).
 """
