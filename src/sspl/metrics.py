@@ -331,6 +331,13 @@ class Protocol:
         """The same protocol with another threshold policy (``"fixed"`` or ``"median"``)."""
         return replace(self, threshold=policy)
 
+    def mask(self, maps: np.ndarray | torch.Tensor) -> np.ndarray:
+        """The masks cIoU scores: raw ``h x w`` (or ``N x h x w``) maps upsampled to ``size``, min-max
+        normalised and thresholded by this protocol's policy."""
+        return threshold_map(
+            normalize_map(upsample_map(maps, self.size)), self.threshold, self.threshold_value
+        )
+
     def describe(self) -> dict[str, Any]:
         """Plain dict of every parameter, for reports."""
         return asdict(self)
@@ -472,11 +479,7 @@ def evaluate_maps(
             by_shape.setdefault(m.shape, []).append(k)
         masks: list[np.ndarray] = [np.empty(0)] * len(chunk)
         for positions in by_shape.values():
-            stacked = np.stack([raw[k] for k in positions])
-            normed = normalize_map(upsample_map(stacked, protocol.size))
-            for k, mask in zip(
-                positions, threshold_map(normed, protocol.threshold, protocol.threshold_value)
-            ):
+            for k, mask in zip(positions, protocol.mask(np.stack([raw[k] for k in positions]))):
                 masks[k] = mask
         for i, mask in zip(chunk, masks):
             gt = gt_map_from_boxes(

@@ -47,9 +47,6 @@ from ..metrics import (
     Protocol,
     evaluate_maps,
     gt_map_from_boxes,
-    normalize_map,
-    threshold_map,
-    upsample_map,
 )
 from ..models.methods import get_method
 from .checkpoint import save_checkpoint
@@ -288,11 +285,7 @@ def map_placement(
         scene = scenes[sample.id]
         target = scene["objects"][scene["sounding"]]
         silent = [o["bbox"] for k, o in enumerate(scene["objects"]) if k != scene["sounding"]]
-        mask = threshold_map(
-            normalize_map(upsample_map(maps[sample.id], protocol.size)),
-            protocol.threshold,
-            protocol.threshold_value,
-        )
+        mask = protocol.mask(maps[sample.id])
         on_sounding = _box_region([target["bbox"]], protocol, sample.id)
         on_silent = _box_region(silent, protocol, sample.id) & ~on_sounding
         area = mask.sum()  # >= 1: the map's maximum always passes the threshold
