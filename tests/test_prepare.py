@@ -109,6 +109,23 @@ def test_duration_is_measured_when_the_container_declares_none(tmp_path):
     assert decode_middle_frame(path)[1] == pytest.approx(1.0)
 
 
+def test_frames_come_out_upright_when_the_container_says_to_turn_them(tmp_path):
+    # A phone held upright stores landscape pixels and a display matrix: 90 degrees clockwise (-90).
+    # MPEG-4 part 2 encodes the same frames to the same bytes (x264's threads do not).
+    plain = write_synthetic_video(tmp_path / "plain.mp4", seconds=1.0, video_codec="mpeg4")
+    turned = write_synthetic_video(tmp_path / "turned.mp4", seconds=1.0, video_codec="mpeg4", rotation=-90)
+    info = video_info(turned)
+    assert (info.width, info.height, info.rotation) == (48, 64, 270)
+    assert (video_info(plain).width, video_info(plain).rotation) == (64, 0)
+    upright = dict(iter_frames(turned))
+    for t, image in iter_frames(plain):
+        # Same coded pixels; the turned file's frames are the plain ones turned clockwise.
+        assert np.array_equal(np.asarray(upright[t]), np.rot90(np.asarray(image), k=-1))
+    middle, t = decode_middle_frame(turned)
+    assert middle.size == (48, 64) and np.array_equal(np.asarray(middle), np.asarray(upright[t]))
+    assert decode_frame_at(turned, 0.5)[0].size == (48, 64)
+
+
 def test_video_helpers_name_the_file_on_bad_input(tmp_path):
     garbage = tmp_path / "garbage.mp4"
     garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes())

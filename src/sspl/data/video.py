@@ -5,6 +5,9 @@ stream; 0 at the first frame for almost every file). A frame "at" a time ``t`` i
 frame whose timestamp is at or after ``t``: the decoder seeks to the keyframe before ``t`` and decodes
 forward, so reading one frame of a long video costs one group of pictures, not the whole file.
 
+Frames come out upright: a display rotation (the display matrix phones write instead of turning the
+pixels) is applied to every decoded frame, and :class:`VideoInfo` reports the size as displayed.
+
 ``write_synthetic_video`` writes small test clips (moving shapes, a tone) for tests and benchmarks.
 """
 
@@ -49,13 +52,14 @@ class VideoDecodeError(DataError):
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """Facts about a video file, read from the container (nothing is decoded).
+    """Facts about a video file, read from the container (only the first frame is decoded, for its rotation).
 
     Attributes:
         duration: seconds of the video stream (container duration when the stream does not say; measured
             from the packet timestamps when neither does).
         start: timestamp of the first video frame in seconds.
         fps: average frame rate (0 when unknown).
+        width, height: frame size as displayed, i.e. after ``rotation``.
         width, height: frame size in pixels.
         video_codec: FFmpeg decoder name of the video stream.
         has_audio: whether the file has an audio stream.
@@ -64,6 +68,8 @@ class VideoInfo:
         audio_rate: sample rate of the first audio stream in Hz (0 without audio or decoder).
         audio_start: timestamp of the first audio sample in seconds.
         audio_duration: seconds of audio declared by the container (0 when unknown or without audio).
+        rotation: counter-clockwise degrees (0, 90, 180 or 270) the decoded pixels are turned to be shown
+            upright, from the first frame's display matrix; every frame this module returns is turned.
     """
 
     duration: float
@@ -77,6 +83,7 @@ class VideoInfo:
     audio_rate: int = 0
     audio_start: float = 0.0
     audio_duration: float = 0.0
+    rotation: int = 0
 
     @property
     def middle(self) -> float:
@@ -86,7 +93,9 @@ class VideoInfo:
 
 def _open(path: Path) -> av.container.InputContainer:
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such video file")
+        raise FileNotFoundError(
+            f"{path}: " + ("is a folder, not a video file" if path.is_dir() else "no such video file")
+        )
     try:
         return av.open(str(path))
     except av.FFmpegError as e:
@@ -109,6 +118,35 @@ def _video_stream(container: av.container.InputContainer, path: Path, threads: i
         raise VideoDecodeError(f"{path}: unsupported video codec (FFmpeg has no decoder for it)")
     ctx.thread_count = threads
     return stream
+
+
+_QUARTER_TURNS = {
+    90: Image.Transpose.ROTATE_90,
+    180: Image.Transpose.ROTATE_180,
+    270: Image.Transpose.ROTATE_270,
+}
+
+
+def _rotation(frame: av.VideoFrame) -> int:
+    """The frame's display rotation, counter-clockwise, rounded to a quarter turn: 0, 90, 180 or 270."""
+    return int(round(frame.rotation / 90)) % 4 * 90
+
+
+def _upright(frame: av.VideoFrame) -> Image.Image:
+    """The decoded frame as an RGB image turned as its display matrix says (phones record that way)."""
+    image = frame.to_image()
+    turn = _QUARTER_TURNS.get(_rotation(frame))
+    return image.transpose(turn) if turn is not None else image
+
+
+def _first_rotation(container: av.container.InputContainer, stream: av.VideoStream, path: Path) -> int:
+    """Display rotation of the first decodable frame (0 when none decodes: the caller's decode says why)."""
+    try:
+        for frame in _decode(container, stream, path, 0.0):
+            return _rotation(frame)
+    except VideoDecodeError:
+        pass
+    return 0
 
 
 def _seconds(value: int | None, time_base: Fraction | None) -> float | None:
@@ -163,6 +201,10 @@ def _info(container: av.container.InputContainer, stream: av.VideoStream, path: 
         duration = _measure_duration(container, stream)
     if duration is None:
         raise VideoDecodeError(f"{path}: the video stream holds no frames")
+    rotation = _first_rotation(container, stream, path)
+    width, height = int(stream.codec_context.width), int(stream.codec_context.height)
+    if rotation in (90, 270):
+        width, height = height, width
     rate = stream.average_rate or stream.guessed_rate
     audio = container.streams.audio[0] if container.streams.audio else None
     audio_codec, audio_rate, audio_start, audio_duration = "", 0, 0.0, None
@@ -178,14 +220,15 @@ def _info(container: av.container.InputContainer, stream: av.VideoStream, path: 
         duration=duration,
         start=start,
         fps=float(rate) if rate else 0.0,
-        width=int(stream.codec_context.width),
-        height=int(stream.codec_context.height),
+        width=width,
+        height=height,
         video_codec=stream.codec_context.name,
         has_audio=audio is not None,
         audio_codec=audio_codec,
         audio_rate=audio_rate,
         audio_start=float(audio_start),
         audio_duration=float(audio_duration or 0.0),
+        rotation=rotation,
     )
 
 
@@ -288,7 +331,7 @@ def decode_frame_at(
         stream = _video_stream(container, path, threads)
         fps = float(stream.average_rate or stream.guessed_rate or 0)
         frame, t = _frame_at(container, stream, path, seconds, fps)
-        return frame.to_image(), t
+        return _upright(frame), t
 
 
 def decode_middle_frame(path: str | os.PathLike, *, threads: int = 0) -> tuple[Image.Image, float]:
@@ -309,7 +352,7 @@ def decode_middle_frame(path: str | os.PathLike, *, threads: int = 0) -> tuple[I
         stream = _video_stream(container, path, threads)
         info = _info(container, stream, path)
         frame, t = _frame_at(container, stream, path, info.middle, info.fps)
-        return frame.to_image(), t
+        return _upright(frame), t
 
 
 def iter_frames(
@@ -340,12 +383,12 @@ def iter_frames(
         for i, frame in enumerate(_decode(container, stream, path, 0.0)):
             t = _frame_time(frame, stream, i, native_fps)
             if fps is None:
-                yield t, frame.to_image()
+                yield t, _upright(frame)
                 continue
             if next_time is None:
                 next_time = t
             if t >= next_time - _TIME_EPS_SECONDS:
-                yield t, frame.to_image()
+                yield t, _upright(frame)
                 # Skip sample times this frame already covers (fps above the native rate).
                 steps = math.floor((t - next_time) * fps + _TIME_EPS_SECONDS) + 1
                 next_time += steps / fps
@@ -364,6 +407,7 @@ def write_synthetic_video(
     height: int = 48,
     fps: int = 25,
     video_codec: str | None = "libx264",
+    pix_fmt: str = "yuv420p",
     audio: str | None = "tone",
     audio_codec: str = "aac",
     audio_rate: int = 44100,
@@ -371,6 +415,7 @@ def write_synthetic_video(
     audio_channels: int = 2,
     options: dict[str, str] | None = None,
     container_options: dict[str, str] | None = None,
+    rotation: int = 0,
     seed: int = 0,
 ) -> Path:
     """Write a small clip: a moving disc over a drifting gradient, with a tone, silence or no audio.
@@ -381,10 +426,11 @@ def write_synthetic_video(
     Args:
         path: output file; the container follows the suffix (``.mp4``, ``.mkv``, ...).
         seconds: video length.
-        width, height: frame size (even numbers for yuv420p codecs).
+        width, height: frame size (even numbers for yuv420p).
         fps: frame rate.
         video_codec: FFmpeg encoder (``libx264``, ``mpeg4``, ``libvpx-vp9``, ...), or None for a file
             without a video stream. ``seconds=0`` gives a video stream without frames.
+        pix_fmt: the video stream's pixel format (``yuv444p`` allows odd sides).
         audio: ``"tone"`` (440 Hz plus noise), ``"silent"`` (all zeros), ``"constant"`` (a DC offset of
             0.25) or ``None`` (no audio stream).
         audio_codec: FFmpeg encoder (``aac``, ``pcm_s16le``, ``libopus``, ...).
@@ -394,6 +440,8 @@ def write_synthetic_video(
         options: encoder options of the video stream (e.g. ``{"preset": "veryfast", "g": "250"}``).
         container_options: muxer options (e.g. ``{"movflags": "faststart"}`` for mp4, ``{"live": "1"}``
             for a Matroska file that declares no duration).
+        rotation: display rotation written to the container, counter-clockwise degrees (a phone held
+            upright writes 270 on landscape-coded pixels); the pixels are not turned.
         seed: noise seed.
 
     Returns:
@@ -407,9 +455,11 @@ def write_synthetic_video(
         video = None
         if video_codec is not None:
             video = container.add_stream(video_codec, rate=fps)
-            video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+            video.width, video.height, video.pix_fmt = width, height, pix_fmt
             if options:
                 video.options = dict(options)
+            if rotation:
+                video.set_display_rotation(rotation)
         astream = None
         if audio is not None:
             astream = container.add_stream(audio_codec, rate=audio_rate, layout=layout)
