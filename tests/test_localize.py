@@ -17,6 +17,7 @@ import soundfile as sf
 import torch
 from PIL import Image
 
+import sspl
 import sspl.localize as localize_mod
 from sspl.api import Preprocess
 from sspl.audio import load_audio
@@ -24,6 +25,7 @@ from sspl.cli import main
 from sspl.config import Config, SSPLConfig
 from sspl.data.video import VideoDecodeError, iter_frames, video_info, write_synthetic_video
 from sspl.engine.checkpoint import save_checkpoint
+from sspl.errors import DataError, WeightsError
 from sspl.localize import (
     PREFETCH_BATCHES,
     localize_image,
@@ -250,6 +252,74 @@ def test_localize_video_separate_audio_matches_embedded_track(model, media, tmp_
     )
 
 
+def test_a_rate_above_the_source_gives_each_frame_once_without_a_warning(model, media, caplog):
+    result = localize_video(model, Preprocess(), media["video"], fps=100, progress=False)
+    assert result.fps == 25 and len(result.timestamps) == 50
+    assert "truncated" not in caplog.text
+
+
+def test_a_phone_video_is_localized_upright(model, tmp_path):
+    # Coded as 64 x 48 with a display matrix turning it a quarter clockwise: shown as 48 x 64.
+    video = write_synthetic_video(tmp_path / "phone.mp4", seconds=1.0, fps=10, rotation=-90)
+    result, paths = write_video_outputs(model, Preprocess(), video, tmp_path / "out", progress=False)
+    assert (result.width, result.height) == (48, 64)
+    # The maps are those of the upright frames, one by one.
+    preprocess, (wave, _) = Preprocess(), load_audio(video)
+    for (t, image), raw in zip(iter_frames(video), result.maps):
+        assert image.size == (48, 64)
+        expected = _direct_map(model, preprocess, image, preprocess.audio_at(wave, t))
+        np.testing.assert_allclose(raw, expected, atol=1e-5)
+    out = video_info(paths["heatmap_video"])
+    assert (out.width, out.height, out.rotation) == (48, 64, 0)
+
+
+def test_the_heatmap_video_ends_with_the_source(model, media, tmp_path):
+    long_wav = tmp_path / "long.wav"
+    t = np.arange(4 * 22050) / 22050
+    sf.write(long_wav, 0.3 * np.sin(2 * np.pi * 330 * t), 22050)
+    # One frame sampled from a 2-s clip, and a 4-s sound file: both end with the video.
+    _, paths = write_video_outputs(
+        model,
+        Preprocess(),
+        media["silent_video"],
+        tmp_path / "out",
+        fps=0.01,
+        audio_path=long_wav,
+        progress=False,
+    )
+    with av.open(str(paths["heatmap_video"])) as c:
+        assert c.streams.video[0].frames == 1
+        assert c.duration / av.time_base == pytest.approx(2.0, abs=0.05)
+    wave, rate, _ = _decode_audio(paths["heatmap_video"])
+    assert wave.size / rate == pytest.approx(2.0, abs=0.05)
+
+
+def test_a_one_pixel_wide_video_still_gives_a_heatmap_video(model, tmp_path):
+    video = write_synthetic_video(
+        tmp_path / "sliver.mp4", seconds=0.5, fps=10, width=1, height=40, pix_fmt="yuv444p"
+    )
+    result, paths = write_video_outputs(model, Preprocess(), video, tmp_path / "out", progress=False)
+    assert len(result.timestamps) == 5
+    assert video_info(paths["heatmap_video"]).width == 2
+    assert Image.open(paths["contact_sheet"]).height <= 4 * 320 + 40
+
+
+def test_mp3_sound_is_copied_into_the_heatmap_video(model, media, tmp_path):
+    mp3 = tmp_path / "tone.mp3"
+    wave, rate = load_audio(media["wav"], sample_rate=None)
+    with av.open(str(mp3), "w") as c:
+        stream = c.add_stream("libmp3lame", rate=rate, layout="mono")
+        frame = av.AudioFrame.from_ndarray(wave[None].astype(np.float32), format="flt", layout="mono")
+        frame.sample_rate = rate
+        c.mux(stream.encode(frame))
+        c.mux(stream.encode(None))
+    _, paths = write_video_outputs(
+        model, Preprocess(), media["silent_video"], tmp_path / "out", audio_path=mp3, progress=False
+    )
+    with av.open(str(paths["heatmap_video"])) as c:
+        assert c.streams.audio[0].codec_context.codec.canonical_name == "mp3"
+
+
 def _decode_audio(path: Path) -> tuple[np.ndarray, int, str]:
     with av.open(str(path)) as c:
         stream = c.streams.audio[0]
@@ -397,6 +467,8 @@ def _bad_inputs(tmp: Path, media: dict[str, Path]) -> dict[str, tuple[list[str],
             not_image,
             "cannot read as an image",
         ),
+        "image that is a folder": (["--image", str(tmp), "--audio", wav], tmp, "is a folder, not an image"),
+        "video that is a folder": (["--video", str(tmp)], tmp, "is a folder, not a video"),
         "image without sound": (["--image", image], Path("--audio"), "needs --audio"),
         "sound file without audio": (
             ["--image", image, "--audio", str(media["silent_video"])],
@@ -421,9 +493,54 @@ def test_cli_bad_checkpoint_and_options(media, tmp_path, capsys):
     argv = ["localize", "--out", str(tmp_path / "out"), "--video", str(media["video"])]
     assert main([*argv, "--checkpoint", str(tmp_path / "none")]) == 1
     assert "no such checkpoint" in capsys.readouterr().err
-    assert main([*argv, "--checkpoint", str(tmp_path), "--fps", "0"]) == 1
-    assert "--fps must be positive" in capsys.readouterr().err
+    for fps in ("0", "inf", "nan"):
+        assert main([*argv, "--checkpoint", str(tmp_path), "--fps", fps]) == 1
+        assert f"--fps must be a positive number, got {fps}" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_output_folder_that_is_a_file_or_unwritable(run_dir, media, tmp_path, capsys, monkeypatch):
+    argv = ["localize", "--checkpoint", str(run_dir), "--image", str(media["image"])]
+    argv += ["--audio", str(media["wav"])]
+    assert main([*argv, "--out", str(media["wav"])]) == 1
+    assert f"{media['wav']}: is a file, not a folder for the outputs" in capsys.readouterr().err
+
+    def refused(self, *args, **kwargs):  # what a read-only folder does, even to root in a container
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", refused)
+    assert main([*argv, "--out", str(tmp_path / "locked")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Permission denied" in err[0] and str(tmp_path / "locked") in err[0]
+
+
+def test_an_image_too_large_to_decode_safely_is_refused_by_name(media, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL refuses above twice this
+    with pytest.raises(DataError, match=r"frame\.png: too large to read safely"):
+        localize_mod.read_image(media["image"])
+
+
+def test_checkpoints_that_cannot_be_rebuilt_name_their_file(model, config, media, tmp_path):
+    no_config = tmp_path / "no_config.pt"
+    save_checkpoint(no_config, model=model, config=config, epoch=0, step=0)
+    ckpt = torch.load(no_config, weights_only=False)
+    del ckpt["config"]
+    torch.save(ckpt, no_config)
+    with pytest.raises(WeightsError, match=r"no_config\.pt: cannot rebuild the model it holds \(KeyError"):
+        sspl.load(no_config)
+    partial = tmp_path / "partial.pt"
+    save_checkpoint(partial, model=model, config=config, epoch=0, step=0)
+    ckpt = torch.load(partial, weights_only=False)
+    ckpt["model"].pop(next(iter(ckpt["model"])))
+    torch.save(ckpt, partial)
+    with pytest.raises(WeightsError, match=r"partial\.pt: checkpoint does not match"):
+        sspl.load(partial)
+    # A folder with some official files but not the frame encoder's: that file is named.
+    official = tmp_path / "official"
+    official.mkdir()
+    (official / "sound_best.pth").write_bytes(b"")
+    with pytest.raises(WeightsError, match="frame_best.pth"):
+        sspl.load(official)
 
 
 @pytest.mark.gpu

@@ -144,6 +144,8 @@ def test_contact_sheet_layout():
     assert labelled.size == (3 * 32 + 2 * 4, 16 + 20)
     with pytest.raises(ValueError, match="labels"):
         viz.contact_sheet(images, labels=["a"])
+    # A sliver keeps its aspect only up to four widths tall.
+    assert viz.contact_sheet([Image.new("RGB", (3, 200))], thumb_width=32).size == (32, 128)
 
 
 class _Tags(HTMLParser):

@@ -99,12 +99,22 @@ def load(
     path = Path(checkpoint)
     if not path.exists():
         raise WeightsError(f"{path}: no such checkpoint, run directory or official checkpoint folder")
-    if path.is_dir() and (path / OFFICIAL_FILES["frame"]).is_file():
+    if path.is_dir() and any((path / name).is_file() for name in OFFICIAL_FILES.values()):
+        # Any official file marks an official folder, so a missing one is named rather than missed.
         model: nn.Module = SSPL.from_official_checkpoint(path, config=config)
         image_size = 224
     else:
-        ckpt = load_checkpoint(find_checkpoint(path))
-        model, cfg = restore_model(ckpt, download=download)
+        file = find_checkpoint(path)
+        ckpt = load_checkpoint(file)
+        try:
+            model, cfg = restore_model(ckpt, download=download)
+        except WeightsError as e:
+            raise WeightsError(f"{file}: {e}") from e
+        except (KeyError, TypeError, ValueError) as e:
+            raise WeightsError(
+                f"{file}: cannot rebuild the model it holds ({type(e).__name__}: {e}); "
+                "was it written by a newer or modified sspl?"
+            ) from e
         image_size = cfg.data.image_size if isinstance(cfg, Config) else 224
     dev = (
         torch.device(device)

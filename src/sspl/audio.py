@@ -177,7 +177,9 @@ def load_audio(
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such audio file")
+        raise FileNotFoundError(
+            f"{path}: " + ("is a folder, not an audio file" if path.is_dir() else "no such audio file")
+        )
     data: np.ndarray
     if path.suffix.lower() in _SOUNDFILE_SUFFIXES:
         import soundfile as sf

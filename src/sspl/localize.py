@@ -173,11 +173,15 @@ def read_image(path: str | os.PathLike) -> Image.Image:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such image file")
+        raise FileNotFoundError(
+            f"{path}: " + ("is a folder, not an image file" if path.is_dir() else "no such image file")
+        )
     try:
         with Image.open(path) as img:
             img.load()
             upright = ImageOps.exif_transpose(img)
+    except Image.DecompressionBombError as e:
+        raise DataError(f"{path}: too large to read safely ({e}); downscale it first") from e
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise DataError(f"{path}: cannot read as an image ({e})") from e
     return to_rgb(upright)
@@ -337,11 +341,15 @@ class VideoResult:
 
 
 def output_fps(fps: float | None, source_fps: float) -> float:
-    """The sampling rate: ``fps`` if given, else the source rate capped at :data:`DEFAULT_MAX_FPS`."""
+    """The sampling rate: ``fps`` if given, else the source rate capped at :data:`DEFAULT_MAX_FPS`.
+
+    Never above a known source rate: sampling faster yields each source frame once (see
+    :func:`~sspl.data.video.iter_frames`), so the source rate is the rate actually produced.
+    """
     if fps is not None:
         if not (math.isfinite(fps) and fps > 0):
-            raise ValueError(f"fps must be positive, got {fps}")
-        return float(fps)
+            raise ValueError(f"fps must be a positive number, got {fps}")
+        return min(float(fps), source_fps) if source_fps > 0 else float(fps)
     return min(source_fps, DEFAULT_MAX_FPS) if source_fps > 0 else DEFAULT_MAX_FPS
 
 
@@ -349,7 +357,10 @@ def _check_audio_source(path: Path, info: VideoInfo, audio_path: str | os.PathLi
     if audio_path is not None:
         audio_path = Path(audio_path)
         if not audio_path.is_file():
-            raise FileNotFoundError(f"{audio_path}: no such audio file")
+            raise FileNotFoundError(
+                f"{audio_path}: "
+                + ("is a folder, not an audio file" if audio_path.is_dir() else "no such audio file")
+            )
         return audio_path
     if not info.has_audio:
         raise DataError(
@@ -464,8 +475,8 @@ def localize_video(
         model: a model from :func:`sspl.load`, or a checkpoint it accepts.
         preprocess: the model's :class:`~sspl.api.Preprocess` (``None`` with a checkpoint).
         video_path: the video file.
-        fps: output rate (default: the source rate capped at :data:`DEFAULT_MAX_FPS`); each output
-            frame is the first source frame at or after its sample time.
+        fps: output rate (default: the source rate capped at :data:`DEFAULT_MAX_FPS`; never above the
+            source rate); each output frame is the first source frame at or after its sample time.
         audio_path: a sound file to use instead of the video's own audio track (needed when the video
             has none); it is taken to start with the video's first frame.
         batch_size: frames per model call (default 8 on CPU, 32 on CUDA).
@@ -549,6 +560,7 @@ class _Outputs:
         folders = {p.parent for p in paths.values()}
         if len(folders) != 1:
             raise ValueError(f"outputs must share one folder, got {sorted(map(str, folders))}")
+        _check_output_folder(next(iter(folders)))
         if not overwrite:
             check_outputs_free(paths)
         self.folder = folders.pop()
@@ -610,12 +622,20 @@ def video_output_paths(out_dir: str | os.PathLike, stem: str) -> dict[str, Path]
     }
 
 
+def _check_output_folder(folder: Path) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"{folder}: is a file, not a folder for the outputs (--out)")
+
+
 def check_outputs_free(paths: dict[str, Path]) -> None:
-    """Refuse to replace existing outputs.
+    """Refuse to replace existing outputs, or to write them under something that is not a folder.
 
     Raises:
+        NotADirectoryError: an output's folder is an existing file.
         FileExistsError: naming the first output that exists.
     """
+    for folder in sorted({p.parent for p in paths.values()}):
+        _check_output_folder(folder)
     for path in paths.values():
         if path.exists():
             raise FileExistsError(
@@ -671,7 +691,8 @@ class _AudioTrack:
         stream = self._container.streams.audio[0]
         start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
         self._shift = 0.0 if align_to is None else align_to - start
-        self._copy = stream.codec_context.name in _COPY_AUDIO_CODECS
+        # The codec's own name: the decoder's (``mp3float`` for MP3) is not what the muxer knows.
+        self._copy = stream.codec_context.codec.canonical_name in _COPY_AUDIO_CODECS
         if self._copy:
             self.stream = out.add_stream_from_template(stream)
         else:
@@ -724,9 +745,11 @@ class _AudioTrack:
 
 class _HeatmapVideo:
     """H.264 MP4 of overlays at the source resolution (trimmed to even sides, as yuv420p needs), one
-    frame per output frame at its source timestamp, with an audio track."""
+    frame per output frame at its source timestamp, with an audio track; nothing plays past ``end``
+    (the source video's end): a frame lasts until the next sample time or ``end``, and a longer sound
+    file is cut there."""
 
-    def __init__(self, path: Path, rate: float, audio: Path, align_to: float | None) -> None:
+    def __init__(self, path: Path, rate: float, audio: Path, align_to: float | None, end: float) -> None:
         self._container = av.open(str(path), "w", format="mp4")
         try:
             self._stream = self._container.add_stream(
@@ -738,27 +761,39 @@ class _HeatmapVideo:
         except BaseException:
             self._container.close()
             raise
+        self._period = 1 / rate
+        self._end = end
         self._last_pts = -1
+        self._last_end = 0.0
+        self._durations: dict[int, int] = {}  # pts -> how long that frame shows, in _VIDEO_TIME_BASE
         self._opened = False
 
     def write(self, overlay: Image.Image, seconds: float) -> None:
-        image = overlay.crop((0, 0, overlay.width // 2 * 2, overlay.height // 2 * 2))
+        image = _even_sides(overlay)
         if not self._opened:
             self._stream.width, self._stream.height = image.size
             self._opened = True
         frame = av.VideoFrame.from_image(image)
         frame.time_base = _VIDEO_TIME_BASE
         frame.pts = max(round(seconds / _VIDEO_TIME_BASE), self._last_pts + 1)
+        shown = min(self._period, self._end - seconds) if self._end > seconds else self._period
+        self._durations[frame.pts] = max(1, round(shown / _VIDEO_TIME_BASE))
         self._last_pts = frame.pts
-        for packet in self._stream.encode(frame):
-            self._container.mux(packet)
+        self._last_end = max(self._last_end, seconds + shown)
+        self._mux(self._stream.encode(frame))
         self._audio.mux_until(seconds)
+
+    def _mux(self, packets: list[av.Packet]) -> None:
+        # The encoder does not carry frame durations; the muxer takes the last frame's from its packet.
+        for packet in packets:
+            if packet.pts in self._durations:
+                packet.duration = self._durations.pop(packet.pts)
+            self._container.mux(packet)
 
     def close(self) -> None:
         try:
-            for packet in self._stream.encode(None):
-                self._container.mux(packet)
-            self._audio.mux_until(None)
+            self._mux(self._stream.encode(None))
+            self._audio.mux_until(max(self._end, self._last_end))
         finally:
             self._audio.close()
             self._container.close()
@@ -768,6 +803,13 @@ class _HeatmapVideo:
             self._audio.close()
         with contextlib.suppress(Exception):
             self._container.close()
+
+
+def _even_sides(image: Image.Image) -> Image.Image:
+    """The image trimmed to even sides (yuv420p), or stretched to 2 pixels where a side is 1."""
+    if image.width < 2 or image.height < 2:
+        return image.resize((max(2, image.width), max(2, image.height)), Image.Resampling.NEAREST)
+    return image.crop((0, 0, image.width // 2 * 2, image.height // 2 * 2))
 
 
 def _contact_times(info: VideoInfo, count: int) -> list[float]:
@@ -828,7 +870,7 @@ def write_video_outputs(
     with _Outputs(paths, overwrite=overwrite) as outs:
         model, preprocess, dev = _resolve(model, preprocess, device)
         align_to = None if audio == path else info.start
-        writer = _HeatmapVideo(outs.temp("heatmap_video"), rate, audio, align_to)
+        writer = _HeatmapVideo(outs.temp("heatmap_video"), rate, audio, align_to, info.start + info.duration)
         targets = _contact_times(info, contact_frames)
         thumbs: list[tuple[float, Image.Image]] = []
         last: list[tuple[float, Image.Image]] = []

@@ -454,7 +454,8 @@ def contact_sheet(
     """A grid of thumbnails, each under an optional label.
 
     Args:
-        images: the pictures (any modes and sizes; each scaled to ``thumb_width``, aspect kept).
+        images: the pictures (any modes and sizes; each scaled to ``thumb_width``, aspect kept up to a
+            height of four widths).
         labels: one text per image.
         columns: thumbnails per row.
         thumb_width: thumbnail width in pixels.
@@ -472,7 +473,8 @@ def contact_sheet(
     thumbs = []
     for img in images:
         rgb = to_rgb(img)
-        h = max(1, round(rgb.height * thumb_width / rgb.width))
+        # Aspect kept, but no taller than 4 widths: a sliver of a video stays a readable sheet.
+        h = min(4 * thumb_width, max(1, round(rgb.height * thumb_width / rgb.width)))
         thumbs.append(rgb.resize((thumb_width, h), Image.Resampling.BILINEAR))
     if labels is not None:
         thumbs = [_label(t, text) for t, text in zip(thumbs, labels)]

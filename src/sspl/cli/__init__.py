@@ -52,6 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     except (SSPLError, FileNotFoundError, NotADirectoryError, FileExistsError) as e:
         print(f"sspl {args.command}: error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # unwritable output, full disk, ...: the message names the path
+        if args.verbose:
+            raise
+        print(f"sspl {args.command}: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"sspl {args.command}: interrupted", file=sys.stderr)
         return 130

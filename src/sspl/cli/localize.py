@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -72,8 +73,8 @@ def run(args: argparse.Namespace) -> int:
         write_video_outputs,
     )
 
-    if args.fps is not None and not args.fps > 0:
-        raise SSPLError(f"--fps must be positive, got {args.fps}")
+    if args.fps is not None and not (math.isfinite(args.fps) and args.fps > 0):
+        raise SSPLError(f"--fps must be a positive number, got {args.fps}")
     if args.batch_size is not None and args.batch_size < 1:
         raise SSPLError(f"--batch-size must be at least 1, got {args.batch_size}")
     device = _device(args.device)
