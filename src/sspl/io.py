@@ -3,7 +3,8 @@
 Every long job (preparation, training) writes its outputs through these helpers: the data goes to a
 temporary file in the destination folder, is flushed to disk, and is renamed over the final name. A
 killed process therefore leaves either the previous file or none, never a half-written one that looks
-finished.
+finished. The file gets the permissions an ordinary ``open`` would give it (``0o666`` less the umask),
+not the owner-only ones of a temporary file, so a prepared set or a run can be shared.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ __all__ = [
     "atomic_write_text",
 ]
 
+# The process's umask, read once (reading it means setting it; at import no other thread writes files).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
@@ -48,6 +53,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it owner-only
         with os.fdopen(fd, mode, **({"encoding": "utf-8", "newline": ""} if mode == "w" else {})) as f:
             yield f
             f.flush()
