@@ -115,6 +115,91 @@ def test_resume_is_bit_for_bit(synth_dir, tmp_path):
     assert a["trainer"]["history"] == b["trainer"]["history"]
 
 
+def _without(synth_dir: Path, dest: Path, drop) -> Path:
+    """A copy of the set whose manifest lacks the rows ``drop(row)`` selects."""
+    shutil.copytree(synth_dir, dest)
+    write_manifest(dest, [r for r in read_manifest(dest) if not drop(r)])
+    return dest
+
+
+def test_resume_refuses_changes_to_what_the_run_computes(synth_dir, tmp_path):
+    run = tmp_path / "run"
+    train(small_config("train.epochs=2"), synth_dir, run, progress=False)
+    before = load_checkpoint(run / "checkpoints/last.pt")
+    with pytest.raises(TrainingError, match=r"\(model\.cycles: 1 -> 3; optim\.lr: 0\.001 -> 0\.1\)"):
+        train(small_config("train.epochs=3", "optim.lr=0.1", "model.cycles=3"), synth_dir, run, resume=True)
+    with pytest.raises(TrainingError, match="already trained 2 epochs, more than the 1 asked for"):
+        train(small_config("train.epochs=1"), synth_dir, run, resume=True, progress=False)
+    other = _without(synth_dir, tmp_path / "other", lambda r: r.split == "train" and r.id.endswith("1"))
+    with pytest.raises(TrainingError, match="other clips"):
+        train(small_config("train.epochs=3"), other, run, resume=True, progress=False)
+    # Nothing of the run changed; what may change on resume does.
+    after = load_checkpoint(run / "checkpoints/last.pt")
+    assert after["step"] == before["step"] and after["trainer"] == before["trainer"]
+    result = train(
+        small_config("train.epochs=3", "train.log_every=2"), synth_dir, run, resume=True, progress=False
+    )
+    assert result.epochs_completed == 3
+
+
+def test_overwrite_keeps_the_old_run_until_the_new_one_is_checked(synth_dir, tmp_path):
+    run = tmp_path / "run"
+    train(small_config("train.epochs=1"), synth_dir, run, progress=False)
+    with pytest.raises(TrainingError, match="fewer than one batch"):
+        train(small_config("train.batch_size=512"), synth_dir, run, overwrite=True, progress=False)
+    with pytest.raises(DataError, match="no meta.json"):
+        train(small_config(), tmp_path / "no_data", run, overwrite=True, progress=False)
+    assert load_checkpoint(run / "checkpoints/last.pt")["epoch"] == 1
+
+
+def test_early_stopping_stays_stopped_on_resume(synth_dir, tmp_path, monkeypatch):
+    import sspl.engine.train as train_mod
+
+    monkeypatch.setattr(train_mod, "_validate", lambda *a, **k: {"val_ciou@0.5": 0.5, "val_loss": -0.5})
+    run = tmp_path / "run"
+    result = train(small_config("train.epochs=6", "train.patience=1"), synth_dir, run, progress=False)
+    assert result.stopped_early and result.epochs_completed == 2 and result.best_epoch == 1
+    again = train(
+        small_config("train.epochs=6", "train.patience=1"), synth_dir, run, resume=True, progress=False
+    )
+    assert again.stopped_early and again.epochs_completed == 2
+    # A larger patience lets it go on until that runs out too.
+    longer = train(
+        small_config("train.epochs=6", "train.patience=3"), synth_dir, run, resume=True, progress=False
+    )
+    assert longer.stopped_early and longer.epochs_completed == 4
+
+
+def test_early_stopping_needs_validation_clips(synth_dir, tmp_path):
+    no_val = _without(synth_dir, tmp_path / "no_val", lambda r: r.split == "val")
+    with pytest.raises(TrainingError, match="patience=2 needs validation clips"):
+        train(
+            small_config("train.patience=2", "data.val_fraction=0"), no_val, tmp_path / "run", progress=False
+        )
+
+
+def test_a_resumed_run_logs_each_step_once(synth_dir, tmp_path, monkeypatch):
+    method = get_method("sspl")
+    original = type(method).loss
+    calls = {"n": 0}
+
+    def dies_in_epoch_two(self, model, batch, cfg):
+        calls["n"] += model.training  # training steps only, not validation
+        if calls["n"] == 4:  # epoch 2, step 2: step 3 is logged, then the process "dies"
+            raise KeyboardInterrupt
+        return original(self, model, batch, cfg)
+
+    run = tmp_path / "run"
+    monkeypatch.setattr(type(method), "loss", dies_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        train(small_config("train.epochs=2"), synth_dir, run, progress=False)
+    monkeypatch.setattr(type(method), "loss", original)
+    train(small_config("train.epochs=2"), synth_dir, run, resume=True, progress=False)
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["type"] == "train"] == [1, 2, 3, 4]
+    assert [r["epoch"] for r in records if r["type"] == "val"] == [0, 1, 2]
+
+
 def test_non_finite_loss_stops_training(synth_dir, tmp_path, monkeypatch):
     method = get_method("sspl")
     original = type(method).loss
@@ -274,6 +359,12 @@ def test_cli_train_then_evaluate(synth_dir, tmp_path, capsys):
     assert code == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["epochs"] == 1 and out["run_dir"] == str(run)
+    # --resume without --config continues with the run's own config, not the defaults.
+    resume = ["train", "--data", str(synth_dir), "--run-dir", str(run), "--resume", "--no-progress"]
+    assert cli_main([*resume, "optim.lr=0.5"]) == 1
+    assert "optim.lr: 0.001 -> 0.5" in capsys.readouterr().err
+    assert cli_main([*resume, "--epochs", "2"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["epochs"] == 2
 
     test_ids = [r.id for r in read_manifest(synth_dir) if r.split == "test" and r.ok]
     for protocol in ("fixed", "median"):

@@ -7,7 +7,9 @@ value; the resolved config is saved beside every checkpoint (``config.yaml``).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -35,6 +37,16 @@ __all__ = [
 
 class ConfigError(SSPLError):
     """An unknown key, a value of the wrong type, or an invalid combination of options."""
+
+
+def _at_least(section: str, obj: Any, minimum: float, *names: str, optional: bool = False) -> None:
+    """Refuse ``section.name`` values below ``minimum`` (or not finite); ``None`` passes if ``optional``."""
+    for name in names:
+        value = getattr(obj, name)
+        if value is None and optional:
+            continue
+        if not (math.isfinite(value) and value >= minimum):
+            raise ConfigError(f"{section}.{name}={value}: must be >= {minimum:g}")
 
 
 @dataclass
@@ -89,6 +101,17 @@ class SSPLConfig:
             raise ConfigError(f"model.fusion={self.fusion!r}: choose from {', '.join(FUSIONS)}")
         if self.cycles < 0:
             raise ConfigError(f"model.cycles={self.cycles}: must be >= 0")
+        from .models.encoders import AUDIO_ENCODERS, VISUAL_ENCODERS
+
+        if self.visual_encoder not in VISUAL_ENCODERS:
+            choices = ", ".join(sorted(VISUAL_ENCODERS))
+            raise ConfigError(f"model.visual_encoder={self.visual_encoder!r}: choose from {choices}")
+        if self.audio_encoder not in AUDIO_ENCODERS:
+            choices = ", ".join(sorted(AUDIO_ENCODERS))
+            raise ConfigError(f"model.audio_encoder={self.audio_encoder!r}: choose from {choices}")
+        sizes = ("visual_channels", "audio_dim", "proj_dim", "pred_hidden", "transform_hidden")
+        _at_least("model", self, 1, *sizes)
+        _at_least("model", self, 1, "pcm_channels", optional=True)
 
 
 @dataclass
@@ -121,6 +144,23 @@ class DataConfig:
     cache_audio: bool = False
     cache_visual: bool = False
 
+    def __post_init__(self) -> None:
+        from .data.transforms import AUGMENTATIONS
+
+        unknown = [a for a in self.augmentations if a not in AUGMENTATIONS]
+        if unknown or len(set(self.augmentations)) != len(self.augmentations):
+            raise ConfigError(
+                f"data.augmentations={self.augmentations}: each at most once, from {', '.join(AUGMENTATIONS)}"
+            )
+        if self.image_size < 32 or self.image_size % 16:
+            raise ConfigError(
+                f"data.image_size={self.image_size}: must be a multiple of 16 (the encoders' stride), >= 32"
+            )
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError(f"data.val_fraction={self.val_fraction}: must be in [0, 1)")
+        _at_least("data", self, 1, "max_train", optional=True)
+        _at_least("data", self, 0, "num_workers")
+
 
 @dataclass
 class OptimConfig:
@@ -149,6 +189,12 @@ class OptimConfig:
     def __post_init__(self) -> None:
         if self.schedule not in ("constant", "cosine"):
             raise ConfigError(f"optim.schedule={self.schedule!r}: choose constant or cosine")
+        _at_least("optim", self, 0, "lr_head", "lr", "weight_decay", "warmup_epochs")
+        _at_least("optim", self, 0, "lr_encoder", optional=True)
+        if not self.eps > 0:
+            raise ConfigError(f"optim.eps={self.eps}: must be > 0")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"optim.betas={self.betas}: must be two numbers in [0, 1)")
 
 
 @dataclass
@@ -189,6 +235,10 @@ class TrainConfig:
             raise ConfigError(f"train.amp={self.amp!r}: choose none, bf16 or fp16")
         if self.select_metric not in ("auto", "ciou", "loss"):
             raise ConfigError(f"train.select_metric={self.select_metric!r}: choose auto, ciou or loss")
+        _at_least("train", self, 1, "epochs", "batch_size", "log_every", "eval_every")
+        _at_least("train", self, 1, "patience", "max_steps_per_epoch", optional=True)
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise ConfigError(f"train.device={self.device!r}: choose auto, cpu, cuda or cuda:N")
 
 
 @dataclass
@@ -201,6 +251,13 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     method_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.method == "sspl" and self.method_options:
+            raise ConfigError(
+                f"method_options {sorted(self.method_options)}: SSPL takes none (they belong to the "
+                "contrastive baselines, method attention or hardway)"
+            )
 
 
 # --------------------------------------------------------------------------------------------------

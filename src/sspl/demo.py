@@ -30,7 +30,7 @@ from .engine.checkpoint import CHECKPOINT_DIR, LAST
 from .engine.evaluate import evaluate
 from .engine.pretrain import ENCODERS_JSON_NAME, pretrain_synth_encoders
 from .engine.synthav import oracle_result, save_untrained, synthav_config
-from .engine.train import train
+from .engine.train import fixed_changes, saved_config, train
 from .io import atomic_save_image, atomic_save_json
 from .localize import localize_image, write_video_outputs
 from .viz import contact_sheet, learning_curves_plot, pcm_strip, success_curves_plot, write_html_report
@@ -99,7 +99,8 @@ def _train_run(settings: DemoSettings, data: Path, encoders: Path, run: Path, pr
         lr_scale=settings.lr_scale,
         overrides=["train.log_every=5", *settings.train_overrides],
     )
-    resume = (run / CHECKPOINT_DIR / LAST).is_file()
+    # A rerun resumes; a rerun with other settings (another lr_scale, PCM on/off) starts that run over.
+    resume = (run / CHECKPOINT_DIR / LAST).is_file() and not fixed_changes(saved_config(run), config)
     result = train(config, data, run, resume=resume, overwrite=not resume, progress=progress)
     return {"config": config, "result": result}
 

@@ -18,7 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "launch with `torchrun --nproc_per_node N -m sspl.cli train ...`.",
     )
     p.add_argument(
-        "--config", help="YAML config (see configs/); defaults to the paper's SSPL w/ PCM settings"
+        "--config",
+        help="YAML config (see configs/); defaults to the paper's SSPL w/ PCM settings, or with --resume to "
+        "the run's saved config",
     )
     p.add_argument("--data", required=True, help="prepared folder (sspl prepare / sspl synth)")
     p.add_argument("--run-dir", required=True, help="output folder for config, logs and checkpoints")
@@ -31,7 +33,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "those of another class (needs labels; paper Fig. 2) (overrides method_options.negatives)",
     )
     p.add_argument(
-        "--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint"
+        "--resume",
+        action="store_true",
+        help="continue the run in --run-dir from its last checkpoint, with its saved config; only epochs, "
+        "patience, logging, device and loader workers may change",
     )
     p.add_argument("--overwrite", action="store_true", help="replace a previous run's files in --run-dir")
     p.add_argument(
@@ -55,8 +60,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import load_config
-    from ..engine.train import train
+    from ..config import apply_overrides, load_config
+    from ..engine.train import saved_config, train
 
     overrides = list(args.overrides)
     if args.epochs is not None:
@@ -73,11 +78,10 @@ def run(args: argparse.Namespace) -> int:
         overrides.append("data.allow_overlap=true")
     if args.resume and args.overwrite:
         raise SystemExit("sspl train: error: --resume and --overwrite exclude each other")
-    cfg = load_config(args.config, overrides)
-    if args.negatives and cfg.method == "sspl":
-        raise SystemExit(
-            "sspl train: error: --negatives applies to the contrastive baselines; SSPL uses none"
-        )
+    if args.resume and args.config is None:
+        cfg = apply_overrides(saved_config(args.run_dir), overrides)
+    else:
+        cfg = load_config(args.config, overrides)
     result = train(
         cfg,
         args.data,

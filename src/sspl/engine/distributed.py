@@ -14,6 +14,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..config import ConfigError
+
 __all__ = [
     "DistEnv",
     "GlobalBatchNorm",
@@ -48,7 +50,9 @@ def _pick_device(preference: str, local_rank: int) -> torch.device:
     device = torch.device(preference)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError(f"device {preference!r} asked for, but CUDA is not available")
+            raise ConfigError(
+                f"train.device={preference!r}: CUDA is not available on this machine (use cpu or auto)"
+            )
         if device.index is None:
             device = torch.device(f"cuda:{local_rank}")
     return device

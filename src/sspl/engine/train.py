@@ -7,6 +7,7 @@ folder carries boxes for it, else the validation loss); the test split is never 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -14,7 +15,7 @@ import os
 import random
 import shutil
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +36,21 @@ from ..data.feature_cache import (
 from ..data.lists import check_overlap, load_list, sample_ids, train_val_split
 from ..data.manifest import ANNOTATIONS_NAME, read_meta
 from ..errors import DataError, SSPLError
-from ..io import atomic_save_json
+from ..io import atomic_save_json, atomic_write_text
 from ..metrics import BENCHMARKS, evaluate_maps
 from ..models.methods import get_method
 from .checkpoint import BEST, CHECKPOINT_DIR, LAST, load_checkpoint, restore_rng, save_checkpoint
 from .distributed import DistEnv, all_reduce_mean, convert_sync_batchnorm, init_distributed
 
-__all__ = ["TrainResult", "TrainingError", "build_scheduler", "train"]
+__all__ = [
+    "RESUMABLE_KEYS",
+    "TrainResult",
+    "TrainingError",
+    "build_scheduler",
+    "fixed_changes",
+    "saved_config",
+    "train",
+]
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +129,14 @@ def _split_data(cfg: Config, data_dir: Path) -> _Splits:
     return _Splits(train, val, label_index(samples), val_annotations, protocol)
 
 
+def _data_fingerprint(splits: _Splits) -> str:
+    """SHA-1 of the train and val ids: what a resumed run must be given again."""
+    ids = (
+        "\n".join(sorted(s.id for s in splits.train)) + "\n--\n" + "\n".join(sorted(s.id for s in splits.val))
+    )
+    return hashlib.sha1(ids.encode()).hexdigest()
+
+
 def _collate(items: list[dict]) -> dict:
     out: dict[str, Any] = {}
     for key in items[0]:
@@ -177,33 +194,112 @@ def build_scheduler(
 # --------------------------------------------------------------------------------------------------
 
 
-def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
-    ours = [run_dir / name for name in _RUN_FILES if (run_dir / name).exists()]
-    if resume:
-        if not (run_dir / CHECKPOINT_DIR / LAST).is_file():
-            raise TrainingError(f"{run_dir}: nothing to resume ({CHECKPOINT_DIR}/{LAST} not found)")
-        return
-    if ours and not overwrite:
+def _run_files(run_dir: Path) -> list[Path]:
+    return [run_dir / name for name in _RUN_FILES if (run_dir / name).exists()]
+
+
+def _check_run_dir(run_dir: Path, overwrite: bool) -> None:
+    """Refuse a run dir that holds a run, unless it is to be overwritten (nothing is deleted here)."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise TrainingError(f"{run_dir}: is a file, not a run directory")
+    if _run_files(run_dir) and not overwrite:
         raise TrainingError(
             f"{run_dir}: already holds a training run; pass --resume to continue it or --overwrite to start over"
         )
-    for path in ours:  # only what a run writes: never other files the user keeps there
+
+
+def _clear_run_dir(run_dir: Path) -> None:
+    for path in _run_files(run_dir):  # only what a run writes: never other files the user keeps there
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     run_dir.mkdir(parents=True, exist_ok=True)
+
+
+#: Settings a resumed run may change: how long it trains and how it reports, not what it computes.
+RESUMABLE_KEYS = (
+    "train.epochs",
+    "train.patience",
+    "train.log_every",
+    "train.eval_every",
+    "train.device",
+    "data.num_workers",
+)
+
+
+def saved_config(run_dir: str | os.PathLike) -> Config:
+    """The config of the run in ``run_dir`` (from its last checkpoint), to resume it with changes.
+
+    Raises:
+        TrainingError: the folder holds no checkpoint to resume.
+    """
+    last = Path(run_dir) / CHECKPOINT_DIR / LAST
+    if not last.is_file():
+        raise TrainingError(f"{run_dir}: nothing to resume ({CHECKPOINT_DIR}/{LAST} not found)")
+    return _config_of(load_checkpoint(last))
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k != "method_options":
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def fixed_changes(saved: Config, requested: Config) -> dict[str, tuple[Any, Any]]:
+    """``{key: (saved, requested)}`` for the settings outside :data:`RESUMABLE_KEYS` that differ."""
+    from ..config import config_to_dict
+
+    old, new = _flat(config_to_dict(saved)), _flat(config_to_dict(requested))
+    keys = sorted(set(old) | set(new))
+    return {k: (old.get(k), new.get(k)) for k in keys if old.get(k) != new.get(k) and k not in RESUMABLE_KEYS}
+
+
+def _resumed_config(saved: Config, requested: Config, run_dir: Path, epochs_done: int) -> Config:
+    """The requested config, if it differs from the saved one only in :data:`RESUMABLE_KEYS`."""
+    changed = fixed_changes(saved, requested)
+    if changed:
+        listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(changed.items())[:8])
+        raise TrainingError(
+            f"{run_dir}: --resume continues the saved run, and the requested config changes what it "
+            f"computes ({listed}); only {', '.join(RESUMABLE_KEYS)} may change on resume. Start a new "
+            "run (another --run-dir, or --overwrite) to change the rest"
+        )
+    if requested.train.epochs < epochs_done:
+        raise TrainingError(
+            f"{run_dir}: already trained {epochs_done} epochs, more than the {requested.train.epochs} asked "
+            "for; ask for more epochs to train on"
+        )
+    return requested
+
+
+def _logged_step(line: str) -> float:
+    """The step of a JSONL record; infinite for a line cut short by a kill (so it is dropped)."""
+    try:
+        return json.loads(line).get("step", 0)
+    except (json.JSONDecodeError, AttributeError):
+        return math.inf
 
 
 class _Logger:
     """JSONL log (always) and TensorBoard (when installed), written by the main process only."""
 
-    def __init__(self, run_dir: Path, enabled: bool) -> None:
+    def __init__(self, run_dir: Path, enabled: bool, resume_step: int | None = None) -> None:
         self.enabled = enabled
         self.path = run_dir / LOG_NAME
         self.tb = None
+        if enabled and resume_step is not None and self.path.is_file():
+            # Records past the checkpoint come from the interrupted epoch, which is trained again.
+            lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+            kept = [ln for ln in lines if _logged_step(ln) <= resume_step]
+            atomic_write_text(self.path, "".join(kept))
         if enabled:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.tb = SummaryWriter(str(run_dir / TB_DIR))
+                purge = None if resume_step is None else resume_step + 1
+                self.tb = SummaryWriter(str(run_dir / TB_DIR), purge_step=purge)
             except ImportError:
                 log.info("TensorBoard logging off (pip install 'sspl[tensorboard]' to enable it)")
 
@@ -388,8 +484,9 @@ def train(
     """Train a model on a prepared folder.
 
     Args:
-        config: the resolved configuration (on ``resume`` the run's saved config is used; only
-            ``train.epochs`` may be raised to train longer).
+        config: the resolved configuration. On ``resume`` it must equal the run's saved config (see
+            :func:`saved_config`) except in :data:`RESUMABLE_KEYS`: train longer, with other patience or
+            logging, on another device.
         data_dir: folder written by ``sspl prepare`` or ``sspl synth`` (splits ``train``/``val`` or none).
         run_dir: where config, logs and checkpoints go; must not hold a run unless ``resume`` or ``overwrite``.
         resume: continue from ``run_dir/checkpoints/last.pt``.
@@ -422,19 +519,14 @@ def _train(
     overwrite: bool,
     progress: bool,
 ) -> TrainResult:
+    # Everything is checked before anything in the run dir changes: a mistake never costs a run.
     ckpt = None
-    if config.data.cache_visual and not resume:
-        check_cache_visual_config(config)  # before the run dir is touched
-    if env.is_main:
-        _prepare_run_dir(run_dir, resume, overwrite)
-    if env.distributed:
-        dist.barrier()
     if resume:
+        saved_config(run_dir)  # a clear error when there is nothing to resume
         ckpt = load_checkpoint(run_dir / CHECKPOINT_DIR / LAST)
-        saved = _config_of(ckpt)
-        if saved.train.epochs != config.train.epochs:
-            saved = replace(saved, train=replace(saved.train, epochs=config.train.epochs))
-        config = saved
+        config = _resumed_config(_config_of(ckpt), config, run_dir, ckpt["epoch"])
+    else:
+        _check_run_dir(run_dir, overwrite)
     cfg = config
     if cfg.data.cache_visual:
         check_cache_visual_config(cfg)
@@ -443,7 +535,6 @@ def _train(
             f"train.batch_size={cfg.train.batch_size} does not divide over {env.world_size} processes"
         )
     local_batch = cfg.train.batch_size // env.world_size
-    _seed_everything(cfg.train.seed)
 
     splits = _split_data(cfg, data_dir)
     if len(splits.train) < cfg.train.batch_size:
@@ -451,6 +542,23 @@ def _train(
             f"{data_dir}: {len(splits.train)} training clips, fewer than one batch of {cfg.train.batch_size}; "
             "lower train.batch_size"
         )
+    if cfg.train.patience is not None and not splits.val:
+        raise TrainingError(
+            f"{data_dir}: train.patience={cfg.train.patience} needs validation clips to watch, and there "
+            "are none (a 'val' split, or data.val_fraction > 0)"
+        )
+    fingerprint = _data_fingerprint(splits)
+    if ckpt is not None and ckpt["trainer"].get("data", fingerprint) != fingerprint:
+        raise TrainingError(
+            f"{run_dir}: was trained on other clips than {data_dir} gives (train/val ids differ); resume "
+            "with the --data it was started with, or start a new run"
+        )
+    select_key, select_mode = _select_key(cfg, splits)
+    if env.is_main and not resume:
+        _clear_run_dir(run_dir)
+    if env.distributed:
+        dist.barrier()
+    _seed_everything(cfg.train.seed)
     method = get_method(cfg.method)
     model = method.build(cfg, pretrained=True).to(env.device)
     # On every device: oneDNN's CPU convolutions gain as much as cuDNN's (a full-size step at batch 8 on
@@ -515,7 +623,6 @@ def _train(
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp)
     use_amp = amp_dtype is not None and env.device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-    select_key, select_mode = _select_key(cfg, splits)
 
     state = {"epoch": 0, "step": 0, "best_metric": None, "best_epoch": None, "bad_evals": 0, "history": []}
     if ckpt is not None:
@@ -529,7 +636,7 @@ def _train(
         restore_rng(ckpt["rng"])
         log.info("resumed %s at epoch %d (step %d)", run_dir, state["epoch"], state["step"])
 
-    logger = _Logger(run_dir, env.is_main)
+    logger = _Logger(run_dir, env.is_main, resume_step=state["step"] if ckpt is not None else None)
     if env.is_main:
         save_config(cfg, run_dir / CONFIG_NAME)
         log.info(
@@ -561,9 +668,12 @@ def _train(
             total=cfg.train.epochs * steps_per_epoch, initial=state["step"], unit="step", dynamic_ncols=True
         )
 
-    stopped_early = False
+    # A run that stopped early stays stopped on resume, unless the patience was raised.
+    stopped_early = cfg.train.patience is not None and state["bad_evals"] >= cfg.train.patience
+    if stopped_early:
+        log.info("%s stopped early at epoch %d; raise train.patience to train on", run_dir, state["epoch"])
     try:
-        for epoch in range(state["epoch"], cfg.train.epochs):
+        for epoch in range(state["epoch"], cfg.train.epochs if not stopped_early else 0):
             train_ds.set_epoch(epoch)
             sampler.set_epoch(epoch)
             model.train()
@@ -583,8 +693,9 @@ def _train(
                 if finite.item() < 1:
                     raise TrainingError(
                         f"non-finite loss ({loss.item()}) at epoch {epoch + 1}, step {state['step'] + 1}; stopped. "
-                        f"Lower the learning rates (optim.lr_head={cfg.optim.lr_head}, optim.lr={cfg.optim.lr}) or "
-                        f"resume from the last good checkpoint in {run_dir / CHECKPOINT_DIR}"
+                        f"Train again with lower learning rates (optim.lr_head={cfg.optim.lr_head}, "
+                        f"optim.lr={cfg.optim.lr}; --overwrite or another --run-dir); the checkpoints of the "
+                        f"epochs before are kept in {run_dir / CHECKPOINT_DIR}"
                     )
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
@@ -651,6 +762,7 @@ def _train(
                 state["history"].append(record)
                 logger.write(record)
                 trainer_state = {k: state[k] for k in ("best_metric", "best_epoch", "bad_evals", "history")}
+                trainer_state["data"] = fingerprint
                 if scaler.is_enabled():
                     trainer_state["scaler"] = scaler.state_dict()
                 save_checkpoint(
