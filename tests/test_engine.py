@@ -425,6 +425,53 @@ def test_evaluate_names_samples_without_ground_truth(synth_dir, tmp_path):
     assert code == 1 and not (tmp_path / "ev" / "report.json").exists()
 
 
+def test_evaluate_refuses_what_would_not_be_the_benchmarks_number(synth_dir, tmp_path, capsys):
+    from sspl.engine.evaluate import evaluate
+
+    run = tmp_path / "run"
+    train(small_config("train.epochs=1", "model.pcm=false"), synth_dir, run, progress=False)
+    test_ids = sorted(r.id for r in read_manifest(synth_dir) if r.split == "test")
+    # A test clip that failed to prepare: refused by name, or evaluated around when asked.
+    failed = tmp_path / "failed"
+    shutil.copytree(synth_dir, failed)
+    rows = read_manifest(failed)
+    next(r for r in rows if r.id == test_ids[0]).status = "failed"
+    write_manifest(failed, rows)
+    with pytest.raises(DataError, match=f"1 clip\\(s\\) of the split failed to prepare \\({test_ids[0]}\\)"):
+        evaluate(run, failed, "synth", tmp_path / "ev", progress=False)
+    report = evaluate(run, failed, "synth", tmp_path / "ev", allow_missing=True, progress=False).report
+    assert report["not_evaluated"] == [test_ids[0]] and report["num_samples"] == len(test_ids) - 1
+    # An id listed twice is named.
+    doubled = tmp_path / "doubled"
+    shutil.copytree(synth_dir, doubled)
+    lines = (doubled / "manifest.csv").read_text().splitlines(keepends=True)
+    (doubled / "manifest.csv").write_text("".join(lines + [next(ln for ln in lines if test_ids[1] in ln)]))
+    with pytest.raises(DataError, match=f"listed more than once: {test_ids[1]}"):
+        evaluate(run, doubled, "synth", tmp_path / "ev2", progress=False)
+    # Test-time PCM cycles on a model without PCM.
+    with pytest.raises(DataError, match="has no PCM"):
+        evaluate(run, synth_dir, "synth", tmp_path / "ev3", cycles=2, progress=False)
+    # A reused output folder keeps no page or overlays of an earlier evaluation.
+    out = tmp_path / "ev4"
+    evaluate(run, synth_dir, "synth", out, save_overlays=2, progress=False)
+    assert (out / "index.html").is_file() and len(list((out / "overlays").iterdir())) == 2
+    evaluate(run, synth_dir, "synth", out, progress=False)
+    assert not (out / "index.html").exists() and not (out / "overlays").exists()
+    assert (out / "report.json").is_file()
+    # Options out of range fail on one line before anything is computed.
+    base = ["evaluate", "--checkpoint", str(run), "--data", str(synth_dir), "--benchmark", "synth"]
+    base += ["--out", str(tmp_path / "ev5"), "--no-progress"]
+    for extra, words in (
+        (["--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--workers", "-1"], "--workers must be at least 0"),
+        (["--cycles", "-1"], "--cycles must be at least 0"),
+        (["--device", "gpu"], "--device gpu: not a device name"),
+    ):
+        assert cli_main([*base, *extra]) == 1
+        assert words in capsys.readouterr().err
+    assert not (tmp_path / "ev5").exists()
+
+
 def test_loaded_run_localizes_like_the_trained_model(synth_dir, tmp_path):
     from sspl.api import load
     from sspl.engine.checkpoint import restore_model

@@ -25,6 +25,21 @@ COMMANDS = (
 )
 
 
+def parse_device(name: str | None):
+    """The ``torch.device`` a ``--device`` option names (None when not given), checked for existence."""
+    import torch
+
+    if name is None:
+        return None
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise SSPLError(f"--device {name}: not a device name ({e})") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SSPLError(f"--device {name}: no CUDA device is available (use --device cpu)")
+    return device
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 

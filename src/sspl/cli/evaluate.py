@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..errors import SSPLError
+from . import parse_device
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -37,12 +40,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--save-overlays", type=int, default=0, metavar="K", help="draw K samples with boxes and masks"
     )
+    p.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="evaluate even if clips of the split failed to prepare (they are listed in report.json as "
+        "not_evaluated); by default the run fails, since the number would not be the benchmark's",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..engine.evaluate import evaluate
+
+    for flag, value, least in (("--batch-size", args.batch_size, 1), ("--workers", args.workers, 0)):
+        if value < least:
+            raise SSPLError(f"{flag} must be at least {least}, got {value}")
+    if args.cycles is not None and args.cycles < 0:
+        raise SSPLError(f"--cycles must be at least 0, got {args.cycles}")
 
     report = evaluate(
         args.checkpoint,
@@ -54,8 +69,9 @@ def run(args: argparse.Namespace) -> int:
         annotations=args.annotations,
         batch_size=args.batch_size,
         num_workers=args.workers,
-        device=args.device,
+        device=parse_device(args.device),
         cycles=args.cycles,
+        allow_missing=args.allow_missing,
         save_overlays=args.save_overlays,
         progress=not args.no_progress,
     )

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from ..errors import SSPLError
+from . import parse_device
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,20 +50,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _device(name: str | None):
-    import torch
-
-    if name is None:
-        return None
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise SSPLError(f"--device {name}: not a device name ({e})") from e
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SSPLError(f"--device {name}: no CUDA device is available (use --device cpu)")
-    return device
-
-
 def run(args: argparse.Namespace) -> int:
     from ..localize import (
         check_outputs_free,
@@ -77,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         raise SSPLError(f"--fps must be a positive number, got {args.fps}")
     if args.batch_size is not None and args.batch_size < 1:
         raise SSPLError(f"--batch-size must be at least 1, got {args.batch_size}")
-    device = _device(args.device)
+    device = parse_device(args.device)
     start = time.perf_counter()
     if args.video is not None:
         result, paths = write_video_outputs(

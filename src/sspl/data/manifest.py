@@ -23,6 +23,7 @@ import csv
 import io
 import json
 import os
+from collections import Counter
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -91,7 +92,8 @@ def read_manifest(root: str | os.PathLike) -> list[ManifestRow]:
 
     Raises:
         FileNotFoundError: with a hint when ``root`` is not a prepared folder.
-        ValueError: when a column is missing or a number does not parse (names the line).
+        ValueError: when a column is missing, a number does not parse (names the line) or an id is
+            listed twice (names it).
     """
     path = Path(root) / MANIFEST_NAME
     if not path.is_file():
@@ -122,6 +124,9 @@ def read_manifest(root: str | os.PathLike) -> list[ManifestRow]:
                 )
             except ValueError as e:
                 raise ValueError(f"{path}:{line}: {e}") from e
+    repeated = sorted(i for i, n in Counter(row.id for row in rows).items() if n > 1)
+    if repeated:
+        raise ValueError(f"{path}: id(s) listed more than once: {', '.join(repeated[:10])}")
     return rows
 
 

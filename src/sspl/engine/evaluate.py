@@ -2,7 +2,8 @@
 
 Maps come from any checkpoint ``sspl.load`` reads (ours or the official SSPL files); scores come from
 :func:`sspl.metrics.evaluate_maps` with the benchmark's :class:`~sspl.metrics.Protocol`. The run fails if
-the number of evaluated samples differs from the dataset size, listing what is missing.
+the number of evaluated samples differs from the dataset size, listing what is missing, and by default
+when clips of the split failed to prepare (the number would then not be the benchmark's).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import csv
 import io
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from torch.utils.data import DataLoader
 from ..api import load
 from ..data.annotations import BUNDLED_ANNOTATIONS, load_annotations, subset_annotations
 from ..data.datasets import PreparedDataset, load_samples
-from ..data.manifest import ANNOTATIONS_NAME
+from ..data.manifest import ANNOTATIONS_NAME, read_manifest
 from ..errors import DataError
 from ..io import atomic_save_json, atomic_write_text
 from ..metrics import BASELINE_KINDS, BENCHMARKS, EvalResult, baseline_maps, evaluate_maps
@@ -102,6 +104,25 @@ def _pick_split(data_dir: Path, split: str | None) -> list:
     return samples
 
 
+def _not_prepared(data_dir: Path, split: str | None) -> list[str]:
+    """Ids of the split's manifest rows that did not finish preparing."""
+    rows = read_manifest(data_dir)
+    if split is not None and any(r.split == split for r in rows):
+        rows = [r for r in rows if r.split == split]
+    return sorted(r.id for r in rows if not r.ok)
+
+
+def _check_cycles(model: torch.nn.Module, cycles: int | None) -> None:
+    if cycles is None:
+        return
+    if cycles < 0:
+        raise DataError(f"cycles must be >= 0, got {cycles}")
+    if getattr(model, "pcm", None) is None:
+        raise DataError(
+            f"--cycles {cycles}: the checkpoint's model has no PCM, so there are no cycles to choose"
+        )
+
+
 def _per_sample_csv(result: EvalResult, baselines: dict[str, EvalResult]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -124,9 +145,10 @@ def evaluate(
     annotations: str | os.PathLike | None = None,
     batch_size: int = 32,
     num_workers: int = 0,
-    device: str | None = None,
+    device: str | torch.device | None = None,
     cycles: int | None = None,
     save_overlays: int = 0,
+    allow_missing: bool = False,
     progress: bool = True,
 ) -> EvaluationReport:
     """Evaluate a checkpoint on a prepared test set.
@@ -142,9 +164,15 @@ def evaluate(
             bundled boxes of the benchmark.
         cycles: PCM cycles at test time (paper Fig. 6); default all.
         save_overlays: draw this many samples' maps with boxes and the evaluated mask.
+        allow_missing: evaluate the prepared clips even if others of the split failed to prepare; they
+            are listed under ``not_evaluated`` in the report (default: refuse, naming them).
 
     Returns:
         An :class:`EvaluationReport`.
+
+    Raises:
+        DataError: unusable data or options, clips that failed to prepare (unless ``allow_missing``),
+            or clips without a map or boxes (each names the clips).
     """
     if benchmark not in BENCHMARKS:
         raise DataError(f"unknown benchmark {benchmark!r}; choose from {', '.join(BENCHMARKS)}")
@@ -152,8 +180,16 @@ def evaluate(
         raise DataError(f"unknown protocol {protocol!r}; choose fixed or median")
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     samples = _pick_split(data_dir, split)
+    not_prepared = _not_prepared(data_dir, split)
+    if not_prepared and not allow_missing:
+        raise DataError(
+            f"{data_dir}: {len(not_prepared)} clip(s) of the split failed to prepare "
+            f"({', '.join(not_prepared[:10])}); a score without them is not the benchmark's. Prepare them "
+            "again, or pass --allow-missing to evaluate the rest (they are listed in report.json)"
+        )
     gt = subset_annotations(_annotations_for(benchmark, data_dir, annotations), [s.id for s in samples])
     model, preprocess = load(checkpoint, device=device)
+    _check_cycles(model, cycles)
     dataset = PreparedDataset(samples, mode="eval", image_size=preprocess.image_size)
     maps = compute_maps(
         model, dataset, batch_size=batch_size, num_workers=num_workers, cycles=cycles, progress=progress
@@ -175,9 +211,14 @@ def evaluate(
         "data": str(data_dir),
         "split": split,
         "pcm_cycles": cycles,
+        "not_evaluated": not_prepared,
         "baselines": {k: {b.ciou_name: b.ciou_success_rate, "auc": b.auc} for k, b in baselines.items()},
     }
     out_dir.mkdir(parents=True, exist_ok=True)
+    # An earlier evaluation's page and overlays must not stand beside this report.
+    stale = [out_dir / "report.json", out_dir / "index.html", out_dir / "overlays"]
+    for path in stale:
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     atomic_write_text(out_dir / "per_sample.csv", _per_sample_csv(result, baselines))
     _plots(out_dir, result, baselines, maps, samples, gt, proto, save_overlays, benchmark)
     atomic_save_json(out_dir / "report.json", report)  # last: its presence means the evaluation finished
