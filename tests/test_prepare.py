@@ -581,6 +581,77 @@ def test_pairs_layout(data_dir, tmp_path):
     assert "voice.wav: no image with the same stem" in rows["voice"].error
 
 
+def test_pairs_are_read_as_shown_and_heard(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(6 * 16000) / 16000)
+    # A phone photo: landscape pixels with a left red half, and EXIF orientation 6 (turn a quarter clockwise).
+    pixels = np.zeros((200, 400, 3), np.uint8)
+    pixels[:, :200] = (255, 0, 0)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(pixels).save(src / "phone.jpg", exif=exif)
+    sf.write(src / "phone.wav", tone, 16000)
+    # Broken sounds: a NaN sample, and 6 s whose middle 3 s (the kept clip) are silent.
+    for name in ("nan", "gap"):
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), np.uint8)).save(src / f"{name}.png")
+    nan = tone.copy()
+    nan[100] = np.nan
+    sf.write(src / "nan.wav", nan, 16000, subtype="FLOAT")
+    gap = tone.copy()
+    gap[16000:80000] = 0.0
+    sf.write(src / "gap.wav", gap, 16000)
+
+    out = tmp_path / "out"
+    assert str(_run(src, out)) == "done 1 / skipped 0 / failed 2"
+    rows = _rows(out)
+    assert "nan.wav: audio holds non-finite samples" in rows["nan"].error
+    assert "gap.wav: silent audio" in rows["gap"].error
+    frame = np.asarray(Image.open(out / rows["phone"].frame), dtype=np.float32)
+    # Turned upright, the red half is on top: a portrait photo, squeezed to 256 x 256.
+    assert frame[:100, :, 0].mean() > 200 and frame[156:, :, 0].mean() < 40
+
+
+def test_a_clip_prepared_earlier_survives_its_source_breaking(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), np.uint8)).save(src / f"{name}.png")
+        sf.write(src / f"{name}.wav", 0.3 * rng.standard_normal(48000), 16000)
+    out = tmp_path / "out"
+    assert str(_run(src, out)) == "done 2 / skipped 0 / failed 0"
+    (src / "a.wav").unlink()  # the source goes away after it was prepared
+    assert str(_run(src, out)) == "done 0 / skipped 2 / failed 0"
+    assert _rows(out)["a"].ok and (out / _rows(out)["a"].frame).is_file()
+    # Another source folder is not a resume of this one.
+    other = tmp_path / "other"
+    shutil.copytree(src, other)
+    with pytest.raises(DataError, match="source="):
+        _run(other, out)
+    with pytest.raises(DataError, match="is a file, not a folder"):
+        _run(src, src / "b.wav")
+
+
+def test_audio_shorter_than_its_container_gets_its_own_duration(tmp_path):
+    src = tmp_path / "src"
+    write_synthetic_video(src / "late.mkv", seconds=5.0, audio_seconds=1.0, audio_codec="pcm_s16le")
+    out = tmp_path / "out"
+    _run(src, out)
+    assert _rows(out)["late"].duration == pytest.approx(1.0, abs=0.01)
+
+
+def test_a_plain_run_after_shards_keeps_their_work(tmp_path):
+    src = tmp_path / "src"
+    for k in range(4):
+        write_synthetic_video(src / f"v{k}.mp4", seconds=2.0, seed=k)
+    out = tmp_path / "out"
+    assert _run(src, out, shard="0/2").done == 2
+    assert str(_run(src, out)) == "done 2 / skipped 2 / failed 0"
+    assert sorted(_rows(out)) == ["v0", "v1", "v2", "v3"]
+
+
 def test_explicit_layout_that_does_not_fit(videos, tmp_path):
     with pytest.raises(DataError, match="SoundNet-Flickr layout needs frames"):
         _run(videos, tmp_path / "out", layout="flickr")

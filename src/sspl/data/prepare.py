@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
 from ..audio import (
@@ -102,6 +102,7 @@ SPECT_PATCHES = 3
 # A track whose peak-to-peak amplitude is below this (about 3 steps of 16-bit audio) is silence: its
 # normalised clip would be a constant and teach nothing.
 SILENT_PEAK_TO_PEAK = 1e-4
+_EXIF_ORIENTATION = 0x0112  # the EXIF tag of how a photo is turned for display
 # Audio decoded past the end of the window a video clip needs, so the resampler's filter never sees
 # the cut and the kept samples equal those of the fully decoded track.
 AUDIO_MARGIN_SECONDS = 0.25
@@ -398,6 +399,8 @@ def select_sources(
 
 
 def _check_not_silent(wave: np.ndarray, path: str) -> None:
+    if not np.isfinite(wave).all():
+        raise AudioDecodeError(f"{path}: audio holds non-finite samples (NaN or infinity)")
     if float(np.ptp(wave)) < SILENT_PEAK_TO_PEAK:
         raise AudioDecodeError(f"{path}: silent audio (constant signal around the frame)")
 
@@ -413,7 +416,8 @@ def _video_audio(path: str, centre: float, need_seconds: float, info: VideoInfo)
 
     Returns:
         ``(wave, duration, native)``: 16 kHz mono audio (a prefix of the track or all of it), the source
-        duration in seconds (as the container declares it, else as decoded), and the native-rate samples.
+        duration in seconds (as the container declares it, at most as decoded when the whole track is
+        decoded), and the native-rate samples.
     """
     end = max(centre - need_seconds / 2, 0.0) + need_seconds + AUDIO_MARGIN_SECONDS
     if info.audio_rate > 0 and info.audio_duration >= end:
@@ -421,7 +425,10 @@ def _video_audio(path: str, centre: float, need_seconds: float, info: VideoInfo)
         if native.shape[0] >= int(end * rate):
             return resample(native, rate, SAMPLE_RATE_HZ), info.audio_duration, native
     native, rate = load_audio(path, None)
-    duration = info.audio_duration or native.shape[0] / rate
+    # Decoded in full: never longer than that (a container's duration can cover the video, not the audio);
+    # a declared stream duration is kept when shorter (it excludes a codec's padding).
+    decoded = native.shape[0] / rate
+    duration = min(info.audio_duration, decoded) if info.audio_duration > 0 else decoded
     return resample(native, rate, SAMPLE_RATE_HZ), duration, native
 
 
@@ -435,9 +442,12 @@ def _kept_audio(wave: np.ndarray, centre: float | None, seconds: float) -> np.nd
 
 
 def _load_image(path: str) -> Image.Image:
+    """The image as it is shown: turned by its EXIF orientation (then no longer a JPEG to copy)."""
     try:
         with Image.open(path) as image:
             image.load()
+            if image.getexif().get(_EXIF_ORIENTATION, 1) != 1:
+                return ImageOps.exif_transpose(image)
             return image
     except (OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{path}: unreadable image ({e})") from e
@@ -536,6 +546,7 @@ def _read_clip(source: ClipSource, audio_seconds: float):
     native, rate = load_audio(source.audio, None)
     _check_not_silent(native, source.audio)
     wave = resample(native, rate, SAMPLE_RATE_HZ)
+    _check_not_silent(_kept_audio(wave, None, CLIP_SECONDS), source.audio)  # the 3 s that are kept
     return image, image_path, wave, None, native.shape[0] / rate, rate
 
 
@@ -725,12 +736,14 @@ def _check_out(out: Path, meta: dict) -> None:
             existing = read_meta(out)
         except ValueError as e:
             raise DataError(str(e)) from e
-        for key in ("kind", "audio_seconds"):
-            if existing.get(key) != meta[key]:
+        for key in ("kind", "audio_seconds", "source"):
+            if existing.get(key, meta[key]) != meta[key]:
                 raise DataError(
                     f"{out}: already holds a dataset prepared with {key}={existing.get(key)!r}, not "
-                    f"{meta[key]!r}; prepare into a new folder"
+                    f"{meta[key]!r}; prepare into a new folder (or give the same settings to resume)"
                 )
+    elif out.exists() and not out.is_dir():
+        raise DataError(f"{out}: is a file, not a folder for the prepared dataset")
     elif out.is_dir() and any(not p.name.startswith(".") for p in out.iterdir()):
         raise DataError(f"{out}: exists, is not empty and is not a prepared dataset (no {META_NAME})")
 
@@ -806,7 +819,8 @@ def prepare(
     all_ids = [s.id for s in sources]
     ids = set(shard_slice(all_ids, shard)) if shard is not None else set(all_ids)
     record_dir = _shard_dir(out, shard) if shard is not None else out
-    earlier = _merge_rows(_read_rows(out), _read_rows(record_dir)) if shard is not None else _read_rows(out)
+    # Every clip recorded anywhere (the manifest, and the parts of sharded runs) counts as done.
+    earlier = _merge_rows(_read_rows(out), *(_read_rows(p) for p in _part_dirs(out)))
     rows = dict(earlier)
 
     done = skipped = failed = 0
@@ -815,13 +829,17 @@ def prepare(
         if source.id not in ids:
             continue
         old = earlier.get(source.id)
-        if source.error:
-            rows[source.id] = prepare_clip(source, out, audio_seconds)  # fails at once, nothing to decode
-            failed += 1
-        elif old is not None and _files_present(out, old):
+        if old is not None and _files_present(out, old):
             # A rerun without the --list keeps the labels an earlier run recorded.
             rows[source.id] = replace(old, label=source.label or old.label, split=source.split or old.split)
             skipped += 1
+            if source.error:
+                log.warning(
+                    "%s: kept as prepared earlier; its source now fails (%s)", source.id, source.error
+                )
+        elif source.error:
+            rows[source.id] = prepare_clip(source, out, audio_seconds)  # fails at once, nothing to decode
+            failed += 1
         else:
             todo.append(source)
 
