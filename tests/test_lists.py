@@ -48,6 +48,29 @@ def test_load_list_file_forms(tmp_path):
     assert lists.load_list(zipped) == ["A_000001"]
 
 
+def test_the_training_list_and_the_prepare_list_read_the_same_ids(tmp_path):
+    from sspl.data.prepare import read_clip_list
+
+    # A BOM, Windows line ends, a comment before the header, a header that names the VGG-Sound columns.
+    text = "# my subset\r\nytid,start_seconds,label,split\r\nabcdefghijk,30,dog,train\r\nzpWuikVorYg,7,cat,test\r\n"
+    path = tmp_path / "subset.csv"
+    path.write_bytes(("\ufeff" + text).encode())
+    expected = ["abcdefghijk_000030", "zpWuikVorYg_000007"]
+    assert lists.load_list(path) == expected
+    entries = read_clip_list(path)
+    assert [(e.id, e.label, e.split) for e in entries] == [
+        (expected[0], "dog", "train"),
+        (expected[1], "cat", "test"),
+    ]
+    zipped = tmp_path / "subset.csv.gz"
+    zipped.write_bytes(gzip.compress(path.read_bytes()))
+    assert [e.id for e in read_clip_list(zipped)] == lists.load_list(zipped) == expected
+    # Another header names other columns: the first field is the id.
+    other = tmp_path / "pairs.csv"
+    other.write_text("video,offset,label\nabcdefghijk,30,dog\n")
+    assert lists.load_list(other) == [e.id for e in read_clip_list(other)] == ["abcdefghijk"]
+
+
 def test_load_list_errors_name_the_problem(tmp_path):
     with pytest.raises(DataError, match="no such list file.*flickr_10k"):
         lists.load_list(tmp_path / "missing.txt")

@@ -420,8 +420,9 @@ def test_shards_write_parts_and_merge_when_all_are_done(tmp_path):
 
 def test_read_clip_list_forms(tmp_path):
     plain = tmp_path / "ids.txt"
-    plain.write_text("# comment\nabc12345678_30\nfoo.mp4\n\nfoo\n")
-    assert read_clip_list(plain) == [ListEntry("abc12345678_30"), ListEntry("foo")]
+    plain.write_text("# comment\nabc12345678_30\nfoo.mp4\n\nfoo\nabc12345678_000030\n")
+    # A VGG-Sound start is zero-padded, so both spellings are one clip.
+    assert read_clip_list(plain) == [ListEntry("abc12345678_000030"), ListEntry("foo")]
     vgg = tmp_path / "vgg.csv"
     vgg.write_text(
         'ytid,start_seconds,label,split\nabc12345678,30,"dog, barking",train\nxyz98765432,7,cat,test\n'
@@ -462,6 +463,13 @@ def test_select_sources_matches_padding_and_whole_videos():
     assert picked["xyz98765432_000007"].visual == "xyz98765432.mp4"
     assert picked["nope"].error == "SRC: no source file for id 'nope'"
     assert "other" not in picked
+    # One whole video cannot be two list clips (its start seconds are not looked up): both are refused.
+    twice = [ListEntry("xyz98765432_000007"), ListEntry("xyz98765432_000017")]
+    picked = select_sources(sources, twice, "SRC")
+    assert [s.error for s in picked] == [
+        "xyz98765432.mp4: one file for the list clips xyz98765432_000007, xyz98765432_000017; name each "
+        "clip's file <ytid>_<start> so that each is its own clip"
+    ] * 2
 
 
 def test_list_selects_and_labels_clips(tmp_path):

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path, PurePosixPath
 
@@ -31,12 +32,15 @@ from ..errors import DataError
 __all__ = [
     "BUNDLED_LISTS",
     "OVERLAP_BENCHMARKS",
+    "ListRow",
     "check_overlap",
     "find_overlap",
     "flickr_id",
     "load_list",
     "parse_ids",
+    "parse_rows",
     "read_asset_text",
+    "read_list_text",
     "sample_ids",
     "test_ids",
     "train_val_split",
@@ -104,42 +108,96 @@ def _stem(token: str) -> str:
     return root if ext.lower() in _MEDIA_SUFFIXES else name
 
 
-def parse_ids(text: str, source: str = "<text>") -> list[str]:
-    """Parse an id list: one id per line, or CSV rows.
+@dataclass(frozen=True)
+class ListRow:
+    """One row of an id list: the clip id and, for VGG-Sound CSV rows, its label and split."""
 
-    Rules, per row: blank lines and lines starting with ``#`` are skipped; a first row whose first field
-    is a header word (``id``, ``video``, ``file``, ``ytid`` ...) is skipped; in a file without such a
-    header, a row of 3 or more fields whose second field is an integer is a VGG-Sound row
-    ``ytid,start,label[,split]`` and gives ``<ytid>_<start:06d>``; otherwise the first field is the
-    id (so ``id,<anything>`` works, e.g. the official ``flickr_test249_in5k.csv``). Folders and media
-    extensions are stripped from ids.
+    id: str
+    label: str = ""
+    split: str = ""
+    line: int = 0
+
+
+def parse_rows(text: str, source: str = "<text>") -> list[ListRow]:
+    """Parse an id list: one id per line, or CSV rows (the one reading ``--list`` and ``train_list`` share).
+
+    Rules, per row: blank lines and lines starting with ``#`` are skipped; the first other row is skipped
+    when its first field is a header word (``id``, ``video``, ``file``, ``ytid`` ...); a row of 3 or more
+    fields whose second field is an integer is a VGG-Sound row ``ytid,start,label[,split]`` and gives
+    ``<ytid>_<start:06d>`` with its label and split, unless a header names other columns (a
+    ``ytid,start...`` header keeps that reading); otherwise the first field is the id (so ``id,<anything>``
+    works, e.g. the official ``flickr_test249_in5k.csv``). Folders and media extensions are stripped
+    from ids, and a VGG-Sound id ``<ytid>_<start>`` gets its start zero-padded (``abc..._30`` and
+    ``abc..._000030`` are one clip).
 
     Args:
         text: the file contents.
         source: file name used in error messages.
 
     Returns:
-        The ids in file order (duplicates kept).
+        The rows in file order (duplicates kept), each with its line number.
 
     Raises:
         DataError: when no id is found.
     """
-    ids: list[str] = []
-    has_header = False
-    for row_index, row in enumerate(csv.reader(io.StringIO(text))):
+    rows: list[ListRow] = []
+    vggsound_rows, first = True, True
+    for line, row in enumerate(csv.reader(io.StringIO(text)), start=1):
         fields = [f.strip() for f in row]
         if not fields or not fields[0] or fields[0].startswith("#"):
             continue
-        if row_index == 0 and fields[0].lower() in _HEADER_WORDS:
-            has_header = True
-            continue
-        if not has_header and len(fields) >= 3 and fields[1].isdigit():
-            ids.append(f"{_stem(fields[0])}_{int(fields[1]):06d}")
+        if first:
+            first = False
+            if fields[0].lower() in _HEADER_WORDS:
+                vggsound_rows = len(fields) >= 3 and fields[1].lower().startswith("start")
+                continue
+        if vggsound_rows and len(fields) >= 3 and fields[1].isdigit():
+            split = fields[3] if len(fields) > 3 else ""
+            rows.append(ListRow(f"{_stem(fields[0])}_{int(fields[1]):06d}", fields[2], split, line))
         else:
-            ids.append(_stem(fields[0]))
-    if not ids:
-        raise DataError(f"{source}: no ids found (expected one id per line or CSV rows)")
-    return ids
+            rows.append(ListRow(_padded(_stem(fields[0])), line=line))
+    if not rows:
+        raise DataError(
+            f"{source}: no ids found (expected one id per line or `ytid,start,label,split` CSV rows)"
+        )
+    return rows
+
+
+def _padded(clip_id: str) -> str:
+    """A VGG-Sound id ``<11-character ytid>_<start>`` with its start zero-padded to 6 digits; others as given."""
+    if len(clip_id) > _YTID_LEN + 1 and clip_id[_YTID_LEN] == "_" and clip_id[_YTID_LEN + 1 :].isdigit():
+        return f"{clip_id[:_YTID_LEN]}_{int(clip_id[_YTID_LEN + 1 :]):06d}"
+    return clip_id
+
+
+def parse_ids(text: str, source: str = "<text>") -> list[str]:
+    """The ids of :func:`parse_rows`, in file order (duplicates kept)."""
+    return [row.id for row in parse_rows(text, source)]
+
+
+def read_list_text(name_or_path: str | os.PathLike) -> tuple[str, str]:
+    """``(text, source)`` of a bundled list or a list file (UTF-8, a BOM allowed, ``.gz`` read too).
+
+    Raises:
+        DataError: when it is neither a bundled name nor a readable UTF-8 file.
+    """
+    if isinstance(name_or_path, str) and name_or_path in BUNDLED_LISTS and not Path(name_or_path).is_file():
+        relpath = f"lists/{BUNDLED_LISTS[name_or_path]}"
+        return read_asset_text(relpath), f"sspl/assets/{relpath}"
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise DataError(
+            f"{path}: no such list file, and not a bundled list (bundled: {', '.join(sorted(BUNDLED_LISTS))})"
+        )
+    data = path.read_bytes()
+    try:
+        if path.suffix == ".gz":
+            data = gzip.decompress(data)
+        return data.decode("utf-8-sig"), str(path)
+    except (OSError, EOFError) as e:
+        raise DataError(f"{path}: not a readable gzip file ({e})") from e
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not a UTF-8 text list ({e})") from e
 
 
 @functools.lru_cache(maxsize=32)
@@ -155,26 +213,14 @@ def load_list(name_or_path: str | os.PathLike) -> list[str]:
         name_or_path: a bundled name such as ``"flickr_10k"``, or a path (``.gz`` files are read too).
 
     Returns:
-        The ids in file order, normalised as described in ``parse_ids``.
+        The ids in file order, normalised as described in :func:`parse_rows`.
 
     Raises:
         DataError: when it is neither a bundled name nor a readable file, or holds no ids.
     """
     if isinstance(name_or_path, str) and name_or_path in BUNDLED_LISTS:
         return list(_bundled(name_or_path))
-    path = Path(name_or_path)
-    if not path.is_file():
-        raise DataError(
-            f"{path}: no such list file, and not a bundled list (bundled: {', '.join(sorted(BUNDLED_LISTS))})"
-        )
-    data = path.read_bytes()
-    if path.suffix == ".gz":
-        data = gzip.decompress(data)
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not a UTF-8 text list ({e})") from e
-    return parse_ids(text, str(path))
+    return parse_ids(*read_list_text(name_or_path))
 
 
 def flickr_id(token: str) -> str:

@@ -30,8 +30,6 @@ parts automatically by the shard that finds every selected id recorded, or on de
 from __future__ import annotations
 
 import concurrent.futures as cf
-import csv
-import io
 import logging
 import multiprocessing
 import os
@@ -62,7 +60,7 @@ from ..audio import (
 )
 from ..errors import DataError
 from ..io import atomic_save_image, atomic_save_npy, atomic_write_bytes
-from .lists import BUNDLED_LISTS, check_overlap, flickr_id, read_asset_text, vggsound_clip
+from .lists import check_overlap, parse_rows, read_list_text, vggsound_clip
 from .manifest import (
     MANIFEST_NAME,
     META_NAME,
@@ -314,54 +312,23 @@ def find_sources(
 # --list files
 # --------------------------------------------------------------------------------------------------
 
-_HEADER_WORDS = frozenset({"id", "ids", "video", "file", "filename", "name", "ytid", "youtube_id"})
-
 
 def read_clip_list(path: str | os.PathLike) -> list[ListEntry]:
     """Read a ``--list`` file: plain ids (one per line) or VGG-Sound CSV rows; or a bundled list by name
     (``flickr_10k``, ``vggss_144k``, ...; see :data:`sspl.data.lists.BUNDLED_LISTS`).
 
-    The rows follow :func:`sspl.data.lists.parse_ids`: blank and ``#`` lines are skipped, as is a first
-    row whose first field is a header word; a row ``ytid,start,label[,split]`` (second field an integer)
-    becomes ``<ytid>_<start:06d>`` with its label and split, unless a header names other columns (only
-    ``ytid,start...`` headers keep that reading); any other row's first field is the id (folders and
-    media extensions stripped). Repeated ids keep their first row.
+    The rows are read by :func:`sspl.data.lists.parse_rows`, as ``data.train_list`` is, so the two give
+    the same ids; ``.gz`` files are read too. Repeated ids keep their first row.
 
     Raises:
         DataError: the file is missing, not UTF-8, holds no ids, or names an unknown split.
     """
-    if not Path(path).is_file() and str(path) in BUNDLED_LISTS:
-        text = read_asset_text(f"lists/{BUNDLED_LISTS[str(path)]}")
-    else:
-        path = Path(path)
-        if not path.is_file():
-            raise DataError(
-                f"{path}: no such list file, and not a bundled list (bundled: {', '.join(sorted(BUNDLED_LISTS))})"
-            )
-        try:
-            text = path.read_text(encoding="utf-8-sig")
-        except UnicodeDecodeError as e:
-            raise DataError(f"{path}: not a UTF-8 text list ({e})") from e
+    text, source = read_list_text(path)
     entries: dict[str, ListEntry] = {}
-    vggsound_rows = True
-    for line, row in enumerate(csv.reader(io.StringIO(text)), start=1):
-        fields = [f.strip() for f in row]
-        if not fields or not fields[0] or fields[0].startswith("#"):
-            continue
-        if line == 1 and fields[0].lower() in _HEADER_WORDS:
-            # A header such as `video,audio,label` announces other columns; `ytid,start_seconds,...` not.
-            vggsound_rows = len(fields) >= 3 and fields[1].lower().startswith("start")
-            continue
-        if vggsound_rows and len(fields) >= 3 and fields[1].isdigit():
-            split = fields[3] if len(fields) > 3 else ""
-            if split not in SPLITS:
-                raise DataError(f"{path}:{line}: unknown split {split!r} (use one of {SPLITS[:-1]})")
-            entry = ListEntry(f"{flickr_id(fields[0])}_{int(fields[1]):06d}", fields[2], split)
-        else:
-            entry = ListEntry(flickr_id(fields[0]))
-        entries.setdefault(entry.id, entry)
-    if not entries:
-        raise DataError(f"{path}: no ids found (expected one id per line or `ytid,start,label,split` rows)")
+    for row in parse_rows(text, source):
+        if row.split not in SPLITS:
+            raise DataError(f"{source}:{row.line}: unknown split {row.split!r} (use one of {SPLITS[:-1]})")
+        entries.setdefault(row.id, ListEntry(row.id, row.label, row.split))
     return list(entries.values())
 
 
@@ -372,7 +339,9 @@ def select_sources(
 
     A list id matches a source of the same id; VGG-Sound ids also match across zero-padding
     (``abc_30`` and ``abc_000030``) and a whole-video file ``<ytid>.mp4``. Matched sources take the
-    list's id, label and split; a list id without a file gets a source whose ``error`` says so.
+    list's id, label and split; a list id without a file gets a source whose ``error`` says so. A
+    whole-video file serves one list clip only: the start second is not looked up in it, so several list
+    clips of one video would all be its middle frame; each of them gets an ``error`` naming the others.
 
     Returns:
         One source per list entry, sorted by id.
@@ -390,6 +359,21 @@ def select_sources(
         if source is None:
             source = ClipSource(entry.id, "", "", error=f"{src}: no source file for id {entry.id!r}")
         selected.append(replace(source, id=entry.id, label=entry.label, split=entry.split))
+    sharing: dict[str, list[str]] = {}
+    for s in selected:
+        if s.visual and not s.error:
+            sharing.setdefault(s.visual, []).append(s.id)
+    shared = {visual: ids for visual, ids in sharing.items() if len(ids) > 1}
+    selected = [
+        replace(
+            s,
+            error=f"{s.visual}: one file for the list clips {', '.join(sorted(shared[s.visual]))}; name each "
+            "clip's file <ytid>_<start> so that each is its own clip",
+        )
+        if s.visual in shared
+        else s
+        for s in selected
+    ]
     return sorted(selected, key=lambda s: s.id)
 
 
