@@ -554,6 +554,33 @@ def test_flickr_layout_takes_the_middle_file_in_natural_order(data_dir, tmp_path
     assert rows["333"].status == "failed" and "no audio file 333.mp3|.wav" in rows["333"].error
 
 
+def test_flickr_test_layout_of_one_frame_per_clip(data_dir, tmp_path):
+    # The SoundNet-Flickr test set as LVS / EZ-VSL ship it: frames/<id>.jpg beside audio/<id>.wav.
+    src = tmp_path / "flickr_test"
+    (src / "frames").mkdir(parents=True)
+    (src / "audio").mkdir()
+    shutil.copy(data_dir / "prepare" / f"{FLICKR_ID}.jpg", src / "frames" / f"{FLICKR_ID}.jpg")
+    shutil.copy(data_dir / "prepare" / f"{FLICKR_ID}.wav", src / "audio" / f"{FLICKR_ID}.wav")
+    _flickr_frame(data_dir).save(src / "frames" / "444.jpg")
+    out = tmp_path / "out"
+    assert str(_run(src, out)) == "done 1 / skipped 0 / failed 1"
+    assert read_meta(out)["kind"] == "flickr"
+    rows = _rows(out)
+    assert (out / rows[FLICKR_ID].frame).read_bytes() == (src / "frames" / f"{FLICKR_ID}.jpg").read_bytes()
+    assert "444.jpg: no audio file 444.mp3|.wav" in rows["444"].error
+
+
+def test_pairs_with_two_images_of_one_stem_are_refused_by_name(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for suffix in (".jpg", ".png"):
+        Image.new("RGB", (64, 64), (200, 0, 0)).save(src / f"x{suffix}")
+    sf.write(src / "x.wav", 0.3 * np.random.default_rng(0).standard_normal(48000), 16000)
+    out = tmp_path / "out"
+    assert str(_run(src, out)) == "done 0 / skipped 0 / failed 1"
+    assert "x.jpg, x.png share a stem" in _rows(out)["x"].error
+
+
 def _write_mp3(path: Path, seconds: float) -> None:
     rate = 44100
     t = np.arange(int(seconds * rate)) / rate

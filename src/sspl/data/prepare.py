@@ -214,8 +214,8 @@ def _flickr_sources(src: Path) -> list[ClipSource]:
     audio_dirs = [src / d for d in FLICKR_AUDIO_DIRS if (src / d).is_dir()]
     if not frames_dir.is_dir() or not audio_dirs:
         raise DataError(
-            f"{src}: a SoundNet-Flickr layout needs frames/<id>/*.jpg and audio/<id>.mp3|.wav "
-            f"(or mp3/<id>.mp3)"
+            f"{src}: a SoundNet-Flickr layout needs frames/<id>/*.jpg (or frames/<id>.jpg, the test-set layout "
+            "of LVS / EZ-VSL) and audio/<id>.mp3|.wav (or mp3/<id>.mp3)"
         )
     audio_files: dict[str, Path] = {}
     for audio_dir in audio_dirs:
@@ -223,12 +223,19 @@ def _flickr_sources(src: Path) -> list[ClipSource]:
             if path.suffix.lower() in AUDIO_SUFFIXES and not path.name.startswith("."):
                 audio_files.setdefault(path.stem, path)
     sources = []
-    for folder in sorted(frames_dir.iterdir()):
-        if folder.is_dir() and not folder.name.startswith("."):
-            audio = audio_files.get(folder.name)
-            error = "" if audio else f"{folder}: no audio file {folder.name}.mp3|.wav in audio/ or mp3/"
-            sources.append(ClipSource(folder.name, _KIND_FRAMES, str(folder), str(audio or ""), error=error))
-    return sources
+    for entry in sorted(frames_dir.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():  # the dump: a folder of frames per clip
+            clip_id, kind = entry.name, _KIND_FRAMES
+        elif entry.suffix.lower() in IMAGE_SUFFIXES:  # one frame per clip
+            clip_id, kind = entry.stem, _KIND_IMAGE
+        else:
+            continue
+        audio = audio_files.get(clip_id)
+        error = "" if audio else f"{entry}: no audio file {clip_id}.mp3|.wav in audio/ or mp3/"
+        sources.append(ClipSource(clip_id, kind, str(entry), str(audio or ""), error=error))
+    return _unique_by_id(sources)
 
 
 def _video_sources(src: Path, exclude: Path | None) -> list[ClipSource]:
@@ -239,16 +246,23 @@ def _video_sources(src: Path, exclude: Path | None) -> list[ClipSource]:
 def _pair_sources(src: Path, exclude: Path | None) -> list[ClipSource]:
     images: dict[tuple[Path, str], Path] = {}
     audios: dict[tuple[Path, str], Path] = {}
+    doubles: dict[tuple[Path, str], list[Path]] = {}
     for path in _walk(src, exclude):
         key = (path.parent, path.stem)
-        if path.suffix.lower() in IMAGE_SUFFIXES:
-            images.setdefault(key, path)
-        elif path.suffix.lower() in AUDIO_SUFFIXES:
-            audios.setdefault(key, path)
+        kind = images if path.suffix.lower() in IMAGE_SUFFIXES else audios
+        if path.suffix.lower() not in IMAGE_SUFFIXES + AUDIO_SUFFIXES:
+            continue
+        if key in kind:
+            doubles.setdefault(key, [kind[key]]).append(path)
+        else:
+            kind[key] = path
     sources = []
     for key in sorted(set(images) | set(audios)):
         image, audio = images.get(key), audios.get(key)
-        if image is None:
+        if key in doubles:
+            names = ", ".join(p.name for p in doubles[key])
+            error = f"{doubles[key][0]}: {names} share a stem; which one is this clip's? rename or remove one"
+        elif image is None:
             error = f"{audio}: no image with the same stem for this audio file"
         elif audio is None:
             error = f"{image}: no audio file with the same stem for this image"
@@ -263,7 +277,8 @@ def find_sources(
 ) -> tuple[str, list[ClipSource]]:
     """List the clips of a source folder.
 
-    Layouts: ``"flickr"`` when ``src/frames`` and ``src/audio`` (or ``src/mp3``) exist; ``"videos"`` when
+    Layouts: ``"flickr"`` when ``src/frames`` (a folder of frames per id, or one ``<id>.jpg`` per id) and
+    ``src/audio`` (or ``src/mp3``) exist; ``"videos"`` when
     the folder (recursively) holds video files (``VIDEO_SUFFIXES``); ``"pairs"`` for images and audio
     files that share a stem in the same folder. ``"auto"`` tries them in that order.
 
