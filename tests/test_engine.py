@@ -445,7 +445,7 @@ def test_evaluate_refuses_what_would_not_be_the_benchmarks_number(synth_dir, tmp
     doubled = tmp_path / "doubled"
     shutil.copytree(synth_dir, doubled)
     lines = (doubled / "manifest.csv").read_text().splitlines(keepends=True)
-    (doubled / "manifest.csv").write_text("".join(lines + [next(ln for ln in lines if test_ids[1] in ln)]))
+    (doubled / "manifest.csv").write_text("".join([*lines, next(ln for ln in lines if test_ids[1] in ln)]))
     with pytest.raises(DataError, match=f"listed more than once: {test_ids[1]}"):
         evaluate(run, doubled, "synth", tmp_path / "ev2", progress=False)
     # Test-time PCM cycles on a model without PCM.
