@@ -8,6 +8,7 @@ same weights and inputs (tests/data/reference).
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +85,42 @@ def test_official_checkpoint_infers_pcm_and_cycles(checkpoints):
     assert with_pcm.config.pcm and with_pcm.config.cycles == 4 and with_pcm.pcm is not None
     assert not without.config.pcm and without.pcm is None
     assert not with_pcm.training and not without.training  # returned in eval mode
+
+
+def test_broken_official_files_are_named(checkpoints, tmp_path):
+    from sspl.errors import WeightsError
+
+    def copy(name: str) -> Path:
+        folder = tmp_path / name
+        shutil.copytree(checkpoints["w_pcm"], folder)
+        return folder
+
+    extra = copy("extra_key")
+    pcm = torch.load(extra / "pcm_best.pth", weights_only=True)
+    torch.save({**pcm, "extra.weight": torch.zeros(1)}, extra / "pcm_best.pth")
+    with pytest.raises(WeightsError, match=r"extra_key: unexpected key in pcm_best\.pth: 'extra\.weight'"):
+        SSPL.from_official_checkpoint(extra)
+    shape = copy("shape")
+    head = torch.load(shape / "ssl_head_best.pth", weights_only=True)
+    key = next(iter(head))
+    torch.save({**head, key: torch.zeros(3)}, shape / "ssl_head_best.pth")
+    with pytest.raises(WeightsError, match=rf"shape: checkpoint does not match .*shape of head\.{key}"):
+        SSPL.from_official_checkpoint(shape)
+    swapped = copy("swapped")
+    (swapped / "frame_best.pth").rename(swapped / "tmp.pth")
+    (swapped / "sound_best.pth").rename(swapped / "frame_best.pth")
+    (swapped / "tmp.pth").rename(swapped / "sound_best.pth")
+    with pytest.raises(WeightsError, match=r"swapped: unexpected key in frame_best\.pth"):
+        SSPL.from_official_checkpoint(swapped)
+    empty = copy("empty")
+    (empty / "pcm_best.pth").write_bytes(b"")
+    with pytest.raises(WeightsError, match=r"pcm_best\.pth: cannot read checkpoint \(.+\)"):
+        SSPL.from_official_checkpoint(empty)
+    # Saved with its epoch beside the weights: unwrapped.
+    wrapped = copy("wrapped")
+    frame = torch.load(wrapped / "frame_best.pth", weights_only=True)
+    torch.save({"state_dict": frame, "epoch": 3}, wrapped / "frame_best.pth")
+    assert SSPL.from_official_checkpoint(wrapped).config.pcm
 
 
 @pytest.mark.parametrize("variant", ["w_pcm", "wo_pcm"])

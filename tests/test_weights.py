@@ -7,6 +7,8 @@ that of a file the test writes (random weights of the real architecture).
 from __future__ import annotations
 
 import dataclasses
+import os
+import stat
 
 import pytest
 import torch
@@ -117,9 +119,51 @@ def test_download_verifies_caches_and_reuses(cache, monkeypatch, vggish_file):
 
 def test_download_of_a_wrong_file_is_not_cached(cache, monkeypatch, vggish_file, vgg16_file):
     register(monkeypatch, "audioset", vggish_file, url=vgg16_file.as_uri())
-    with pytest.raises(WeightsError, match="does not match"):
+    cache.mkdir(parents=True)
+    (cache / ".vggish-10086976.pth.x1y2.part").write_bytes(b"left by a killed download")
+    with pytest.raises(
+        WeightsError, match=r"vgg16-random\.pth sent a file whose SHA-256 does not match .* nothing"
+    ):
         weights.resolve("audioset")
-    assert not (cache / "vggish-10086976.pth").exists()
+    assert list(cache.iterdir()) == []  # neither the wrong file nor the stale part
+
+
+def test_a_downloaded_file_is_readable_by_the_cache_s_other_users(cache, monkeypatch, vggish_file):
+    register(monkeypatch, "audioset", vggish_file, url=vggish_file.as_uri())
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert stat.S_IMODE(weights.resolve("audioset").stat().st_mode) == 0o666 & ~mask
+
+
+def test_a_cache_that_cannot_take_the_file_is_not_called_offline(cache, monkeypatch, vggish_file, tmp_path):
+    register(monkeypatch, "audioset", vggish_file, url=vggish_file.as_uri())
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    monkeypatch.setenv("SSPL_CACHE", str(blocker / "cache"))
+    with pytest.raises(
+        WeightsError, match=r"cache folder .*a_file/cache cannot take vggish-10086976\.pth"
+    ) as e:
+        weights.resolve("audioset")
+    assert "Offline" not in str(e.value)
+
+
+def test_a_corrupt_copy_in_the_cache_does_not_hide_a_good_one(cache, monkeypatch, vggish_file, tmp_path):
+    register(monkeypatch, "audioset", vggish_file)
+    cache.mkdir(parents=True)
+    (cache / "vggish-10086976.pth").write_bytes(vggish_file.read_bytes()[:1000])
+    hub = tmp_path / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    (hub / "vggish-10086976.pth").write_bytes(vggish_file.read_bytes())
+    assert weights.resolve("audioset") == hub / "vggish-10086976.pth"
+    (hub / "vggish-10086976.pth").unlink()
+    path, message = weights.status("audioset")
+    assert path is None and "vggish-10086976.pth: SHA-256" in message and "does not match" in message
+
+
+def test_status_says_a_folder_is_a_folder(cache, monkeypatch, tmp_path):
+    monkeypatch.setenv("SSPL_VGGISH_WEIGHTS", str(tmp_path))
+    path, message = weights.status("audioset")
+    assert path is None and f"$SSPL_VGGISH_WEIGHTS={tmp_path} is a folder, not a file" in message
 
 
 def test_torch_hub_cache_is_reused(cache, monkeypatch, vgg16_file, tmp_path):

@@ -28,11 +28,17 @@ __all__ = [
     "atomic_save_torch",
     "atomic_write_bytes",
     "atomic_write_text",
+    "make_shareable",
 ]
 
 # The process's umask, read once (reading it means setting it; at import no other thread writes files).
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
+
+
+def make_shareable(path: str | os.PathLike) -> None:
+    """Give a temporary file (``mkstemp`` makes it owner-only) the permissions of an ordinary write."""
+    os.chmod(path, 0o666 & ~_UMASK)
 
 
 @contextlib.contextmanager
@@ -53,7 +59,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it owner-only
+        make_shareable(tmp)
         with os.fdopen(fd, mode, **({"encoding": "utf-8", "newline": ""} if mode == "w" else {})) as f:
             yield f
             f.flush()

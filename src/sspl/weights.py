@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from .errors import WeightsError
+from .io import make_shareable
 
 __all__ = [
     "KNOWN_WEIGHTS",
@@ -111,7 +112,10 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 
 def _verify(path: Path, known: KnownWeights) -> None:
-    digest = sha256_file(path)
+    try:
+        digest = sha256_file(path)
+    except OSError as e:
+        raise WeightsError(f"{path}: cannot read {known.filename} ({e})") from e
     if not digest.startswith(known.sha256_prefix) or (known.sha256 and digest != known.sha256):
         raise WeightsError(
             f"{path}: SHA-256 {digest[:16]}... does not match {known.filename} (expected "
@@ -127,14 +131,31 @@ def _how_to_get(known: KnownWeights) -> str:
     )
 
 
-def cached_path(name: str) -> Path | None:
-    """The verified local copy of a known weight file, or ``None`` (no download attempted)."""
+def _cached(name: str) -> tuple[Path | None, list[str]]:
+    """The first verified copy in the caches, and what was wrong with the copies passed over."""
     known = KNOWN_WEIGHTS[name]
+    problems = []
     for candidate in (cache_dir() / known.filename, _torch_hub_dir() / known.filename):
         if candidate.is_file():
-            _verify(candidate, known)
-            return candidate
-    return None
+            try:
+                _verify(candidate, known)
+            except WeightsError as e:
+                problems.append(str(e))
+                continue
+            return candidate, problems
+    return None, problems
+
+
+def cached_path(name: str) -> Path | None:
+    """The verified local copy of a known weight file, or ``None`` (no download attempted).
+
+    A corrupt copy is passed over (and logged), so a good one in torch hub's cache is still found and a
+    download replaces the bad one.
+    """
+    found, problems = _cached(name)
+    for problem in problems:
+        log.warning("%s", problem)
+    return found
 
 
 def status(name: str) -> tuple[Path | None, str]:
@@ -152,24 +173,41 @@ def status(name: str) -> tuple[Path | None, str]:
         if env:
             path = Path(env).expanduser()
             if not path.is_file():
-                return None, f"${known.env_var}={env} does not exist; {_how_to_get(known)}"
+                what = "is a folder, not a file" if path.is_dir() else "does not exist"
+                return None, f"${known.env_var}={env} {what}; {_how_to_get(known)}"
             _verify(path, known)
             return path, f"{path} (from ${known.env_var}, SHA-256 checked)"
-        found = cached_path(name)
     except WeightsError as e:
         return None, str(e)
+    found, problems = _cached(name)
     if found is None:
-        return None, f"not cached; {_how_to_get(known)}"
+        return None, "; ".join(problems) if problems else f"not cached; {_how_to_get(known)}"
     return found, f"{found} (cached, SHA-256 checked)"
 
 
+class _CacheError(OSError):
+    """The cache folder cannot take the file (as opposed to the download failing)."""
+
+
 def _download(known: KnownWeights, dest: Path, timeout: float) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        for stale in dest.parent.glob(f".{dest.name}.*.part"):  # left by a killed download
+            stale.unlink(missing_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    except OSError as e:
+        raise _CacheError(f"cache folder {dest.parent} cannot take {dest.name} ({e}); set SSPL_CACHE") from e
     try:
         with os.fdopen(fd, "wb") as f, urllib.request.urlopen(known.url, timeout=timeout) as r:
             shutil.copyfileobj(r, f)
-        _verify(Path(tmp), known)
+        try:
+            _verify(Path(tmp), known)
+        except WeightsError as e:
+            raise WeightsError(
+                f"{known.url} sent a file whose SHA-256 does not match {known.filename} (a proxy or login "
+                "page?); nothing was cached"
+            ) from e
+        make_shareable(tmp)  # a shared cache must be readable by its other users
         os.replace(tmp, dest)
     finally:
         if os.path.exists(tmp):
@@ -211,6 +249,8 @@ def resolve(
     log.info("downloading %s to %s", known.url, dest)
     try:
         _download(known, dest, timeout)
+    except _CacheError as e:
+        raise WeightsError(f"{e}; or {_how_to_get(known)}") from e
     except (urllib.error.URLError, OSError, TimeoutError) as e:
         raise WeightsError(
             f"cannot download {known.filename} ({known.description}) from {known.url}: {e}. "
@@ -223,7 +263,7 @@ def _load_state(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # several exception types for corrupt files
-        raise WeightsError(f"{path}: cannot read weights ({e})") from e
+        raise WeightsError(f"{path}: cannot read weights ({str(e) or 'empty or truncated file'})") from e
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

@@ -214,7 +214,8 @@ def _clear_run_dir(run_dir: Path) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
-#: Settings a resumed run may change: how long it trains and how it reports, not what it computes.
+#: Settings a resumed run may change: how long it trains, how it reports and how fast it computes, not
+#: what it computes (the audio cache is exact). With the cosine schedule, more epochs stretch its decay.
 RESUMABLE_KEYS = (
     "train.epochs",
     "train.patience",
@@ -222,6 +223,7 @@ RESUMABLE_KEYS = (
     "train.eval_every",
     "train.device",
     "data.num_workers",
+    "data.cache_audio",
 )
 
 

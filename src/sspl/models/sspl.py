@@ -358,7 +358,17 @@ class SSPL(nn.Module):
             audio_weights=None,
         )
         model = cls(cfg)
-        state = official_to_state_dict(parts)
+        try:
+            state = official_to_state_dict(parts)
+        except WeightsError as e:
+            raise WeightsError(f"{folder}: {e}") from e
+        own = model.state_dict()
+        wrong = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+        if wrong:
+            raise WeightsError(
+                f"{folder}: checkpoint does not match the SSPL architecture (shape of {wrong[0]}: "
+                f"{tuple(state[wrong[0]].shape)} in the file, {tuple(own[wrong[0]].shape)} in the model)"
+            )
         result = model.load_state_dict(state, strict=False)
         if result.missing_keys or result.unexpected_keys:
             raise WeightsError(
@@ -372,7 +382,9 @@ def _load_official_part(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for corrupt or non-checkpoint files
-        raise WeightsError(f"{path}: cannot read checkpoint ({e})") from e
+        raise WeightsError(f"{path}: cannot read checkpoint ({str(e) or 'empty or truncated file'})") from e
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]  # saved with its epoch or optimiser beside it
     if not isinstance(state, dict):
         raise WeightsError(f"{path}: expected a state dict, got {type(state).__name__}")
     return {k.removeprefix("module."): v for k, v in state.items()}
@@ -389,7 +401,7 @@ def official_to_state_dict(parts: dict[str, dict[str, torch.Tensor]]) -> dict[st
     out: dict[str, torch.Tensor] = {}
     for key, value in parts.get("frame", {}).items():
         if not key.startswith("feat_extractor."):
-            raise WeightsError(f"unexpected key in frame checkpoint: {key!r}")
+            raise WeightsError(f"unexpected key in {OFFICIAL_FILES['frame']}: {key!r}")
         out["visual_encoder.features." + key.removeprefix("feat_extractor.")] = value
     for key, value in parts.get("sound", {}).items():
         if key.startswith("fc."):
@@ -399,9 +411,12 @@ def official_to_state_dict(parts: dict[str, dict[str, torch.Tensor]]) -> dict[st
         elif key.startswith("pproc."):
             continue  # PCA post-processing: not used by SSPL
         else:
-            raise WeightsError(f"unexpected key in sound checkpoint: {key!r}")
+            raise WeightsError(f"unexpected key in {OFFICIAL_FILES['sound']}: {key!r}")
     for key, value in parts.get("pcm", {}).items():
-        out["pcm." + official_pcm_key(key)] = value
+        try:
+            out["pcm." + official_pcm_key(key)] = value
+        except KeyError as e:
+            raise WeightsError(f"unexpected key in {OFFICIAL_FILES['pcm']}: {key!r}") from e
     for key, value in parts.get("ssl_head", {}).items():
         out["head." + key] = value
     return out
