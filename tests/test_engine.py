@@ -309,6 +309,14 @@ def _ddp_worker(rank: int, world: int, port: int, data: str, run: str, overrides
 
 
 @pytest.mark.slow
+def test_the_cli_runs_as_a_module_as_torchrun_launches_it():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "sspl.cli", "train", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "--resume" in done.stdout
+
+
 def test_ddp_two_processes_equal_one_process(synth_dir, tmp_path):
     # Adam's first steps are ~lr * sign(grad): float noise on near-zero gradients would flip them, so a
     # large epsilon makes the update proportional to the gradient and the comparison tight.

@@ -498,13 +498,18 @@ def test_list_selects_and_labels_clips(tmp_path):
 def test_list_overlapping_a_test_set_is_refused_unless_allowed(tmp_path):
     src = tmp_path / "src"
     write_synthetic_video(src / "2432219254.mp4", seconds=2.0)  # a SoundNet-Flickr test id
+    write_synthetic_video(src / "1234.mp4", seconds=2.0, seed=1)  # not one
     listing = tmp_path / "ids.txt"
-    listing.write_text("2432219254\n")
+    listing.write_text("2432219254\n1234\n")  # a training list that leaks a test id
     with pytest.raises(DataError, match="1 training id"):
         _run(src, tmp_path / "out", list_file=listing)
     assert not (tmp_path / "out").exists()
     summary = _run(src, tmp_path / "out", list_file=listing, allow_overlap=True)
-    assert summary.done == 1
+    assert summary.done == 2
+    # A list of test ids only is a test set, prepared as one.
+    test_list = tmp_path / "test.txt"
+    test_list.write_text("2432219254\n")
+    assert _run(src, tmp_path / "test_out", list_file=test_list).done == 1
 
 
 # --------------------------------------------------------------------------------------------------

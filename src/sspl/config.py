@@ -351,7 +351,7 @@ def config_to_dict(cfg: Any) -> dict:
 def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     """Apply ``section.key=value`` overrides (values parsed as YAML scalars) and revalidate.
 
-    Example: ``["optim.lr_head=1e-4", "model.pcm=false", "data.augmentations=[crop,hflip,gray]"]``.
+    Example: ``["optim.lr_head=1e-4", "model.pcm=false", "data.augmentations=[crop,hflip,grayscale]"]``.
     """
     data = config_to_dict(cfg)
     for item in overrides:

@@ -60,7 +60,7 @@ from ..audio import (
 )
 from ..errors import DataError
 from ..io import atomic_save_image, atomic_save_npy, atomic_write_bytes
-from .lists import check_overlap, parse_rows, read_list_text, vggsound_clip
+from .lists import check_overlap, find_overlap, parse_rows, read_list_text, vggsound_clip
 from .manifest import (
     MANIFEST_NAME,
     META_NAME,
@@ -345,6 +345,16 @@ def read_clip_list(path: str | os.PathLike) -> list[ListEntry]:
             raise DataError(f"{source}:{row.line}: unknown split {row.split!r} (use one of {SPLITS[:-1]})")
         entries.setdefault(row.id, ListEntry(row.id, row.label, row.split))
     return list(entries.values())
+
+
+def _check_list_overlap(list_file: str | os.PathLike, ids: list[str], allow_overlap: bool) -> None:
+    """A list that is a test set (every id a benchmark test id) is prepared as one; a list that holds
+    some test ids among others is a training list that leaks them, refused unless allowed."""
+    hits = set().union(*find_overlap(ids).values())
+    if hits and hits >= set(ids):
+        log.info("%s: every id is a benchmark test id: preparing a test set", list_file)
+        return
+    check_overlap(ids, allow_overlap=allow_overlap)
 
 
 def select_sources(
@@ -799,7 +809,7 @@ def prepare(
 
     entries = read_clip_list(list_file) if list_file is not None else None
     if entries is not None:
-        check_overlap([e.id for e in entries], allow_overlap=allow_overlap)
+        _check_list_overlap(list_file, [e.id for e in entries], allow_overlap)
     kind, sources = find_sources(src, layout, exclude=out)
     if entries is not None:
         sources = select_sources(sources, entries, src)
