@@ -3,6 +3,7 @@ evaluator's, and a rerun resumes instead of starting over."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from html.parser import HTMLParser
@@ -13,6 +14,7 @@ import pytest
 from sspl.cli import main
 from sspl.demo import DemoSettings, demo_video, run_demo
 from sspl.engine.train import train
+from sspl.errors import DataError
 
 TINY = DemoSettings(
     scenes=30,
@@ -100,6 +102,19 @@ def test_untrained_checkpoint_is_the_runs_starting_point(demo):
     assert history[0]["epoch"] == 0
     assert val.report["ciou@0.5"] == pytest.approx(history[0]["val_ciou@0.5"])
     assert val.report["auc"] == pytest.approx(history[0]["val_auc"])
+
+
+def test_bad_settings_fail_before_anything_runs(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "d"), "--scenes", "0", "--epochs", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "scenes 0: at least 46" in err and "epochs 0" in err
+    assert not (tmp_path / "d").exists()
+
+
+def test_a_rerun_with_another_seed_asks_for_another_folder(demo):
+    out, _ = demo
+    with pytest.raises(DataError, match="holds a demo of another preset, size or seed; give another --out"):
+        run_demo(out, dataclasses.replace(TINY, seed=3), progress=False)
 
 
 def test_rerun_resumes_and_cli_prints_the_page(demo, capsys, monkeypatch):

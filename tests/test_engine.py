@@ -313,7 +313,9 @@ def test_the_cli_runs_as_a_module_as_torchrun_launches_it():
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-m", "sspl.cli", "train", "--help"], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "sspl.cli", "train", "--help"], capture_output=True, text=True
+    )
     assert done.returncode == 0 and "--resume" in done.stdout
 
 

@@ -123,6 +123,48 @@ def test_pretraining_needs_a_synth_set(tmp_path):
         load_synth_encoders(tmp_path)
 
 
+def test_a_kill_between_the_encoder_files_leaves_no_mixed_pair(
+    synth_dir, encoders_dir, tmp_path, monkeypatch
+):
+    import shutil
+
+    import sspl.engine.pretrain as pretrain_mod
+
+    out = tmp_path / "enc"
+    shutil.copytree(encoders_dir[0], out)
+    real_save = pretrain_mod.atomic_save_torch
+
+    def killed_before_the_audio_encoder(path, obj):
+        if Path(path).name == "audio_encoder.pt":
+            raise KeyboardInterrupt
+        real_save(path, obj)
+
+    monkeypatch.setattr(pretrain_mod, "atomic_save_torch", killed_before_the_audio_encoder)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain_synth_encoders(
+            synth_dir, out, epochs=1, batch_size=8, seed=7, overwrite=True, progress=False
+        )
+    # The new visual encoder sits beside the old audio one, but nothing vouches for the pair.
+    with pytest.raises(WeightsError, match="encoders.json: missing"):
+        load_synth_encoders(out)
+
+
+def test_corrupt_pretraining_files_are_named(synth_dir, encoders_dir, tmp_path):
+    import shutil
+
+    broken = tmp_path / "synth"
+    shutil.copytree(synth_dir, broken)
+    labels = broken / "pretrain" / "location_labels.npy"
+    labels.write_bytes(labels.read_bytes()[:90])
+    with pytest.raises(DataError, match=r"location_labels\.npy: cannot read"):
+        pretrain_synth_encoders(broken, tmp_path / "enc", epochs=1, progress=False)
+    enc = tmp_path / "enc2"
+    shutil.copytree(encoders_dir[0], enc)
+    (enc / "encoders.json").write_text("{not json")
+    with pytest.raises(WeightsError, match=r"encoders\.json: not an encoders record"):
+        load_synth_encoders(enc)
+
+
 class _ChannelsAsFeatures(nn.Module):
     """Average-pools 16 x 16 blocks: the features of a cell are its mean colour."""
 

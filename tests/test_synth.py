@@ -286,6 +286,9 @@ def test_resume_and_refusals(tmp_path, tiny):
         {"val_fraction": 0.5, "test_fraction": 0.5},
         {"num": 0},
         {"num_categories": 9},
+        {"snr_db": -7000.0},  # overflowed, or gave clips of NaN
+        {"seed": -1},
+        {"share_category": True, "min_objects": 10, "max_objects": 10},  # 8 categories: at most 9
     ],
 )
 def test_invalid_settings_are_refused(bad):

@@ -18,19 +18,21 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
 from .api import load
-from .data.manifest import read_manifest
-from .data.synth import generate_synth, synth_config
-from .engine.checkpoint import CHECKPOINT_DIR, LAST
+from .data.manifest import META_NAME, read_manifest, read_meta
+from .data.synth import PRESETS, SynthConfig, generate_synth, synth_config
+from .engine.checkpoint import CHECKPOINT_DIR, LAST, load_checkpoint
 from .engine.evaluate import evaluate
 from .engine.pretrain import ENCODERS_JSON_NAME, pretrain_synth_encoders
 from .engine.synthav import oracle_result, save_untrained, synthav_config
 from .engine.train import fixed_changes, saved_config, train
+from .errors import DataError
 from .io import atomic_save_image, atomic_save_json
 from .localize import localize_image, write_video_outputs
 from .viz import contact_sheet, learning_curves_plot, pcm_strip, success_curves_plot, write_html_report
@@ -84,6 +86,28 @@ class DemoSettings:
     lr_scale: float = 10.0
     train_overrides: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        # Checked before anything runs: a bad value must not surface minutes into the demo.
+        train_share = 1 - SynthConfig.val_fraction - SynthConfig.test_fraction
+        least = math.ceil(self.batch_size / train_share)
+        problems = []
+        if self.preset not in PRESETS:
+            problems.append(f"preset {self.preset!r}: choose from {', '.join(sorted(PRESETS))}")
+        if self.scenes < least:
+            problems.append(
+                f"scenes {self.scenes}: at least {least}, so that training holds one batch of {self.batch_size}"
+            )
+        if self.pretrain_scenes < 2:
+            problems.append(f"pretrain_scenes {self.pretrain_scenes}: at least 2")
+        if self.epochs < 1 or self.pretrain_epochs < 1:
+            problems.append(f"epochs {self.epochs}, pretrain_epochs {self.pretrain_epochs}: at least 1")
+        if self.seed < 0:
+            problems.append(f"seed {self.seed}: must be >= 0")
+        if self.workers is not None and self.workers < 1:
+            problems.append(f"workers {self.workers}: at least 1")
+        if problems:
+            raise ValueError("invalid demo settings: " + "; ".join(problems))
+
 
 def _step(number: int, text: str) -> None:
     log.info("[%d/6] %s", number, text)
@@ -99,8 +123,14 @@ def _train_run(settings: DemoSettings, data: Path, encoders: Path, run: Path, pr
         lr_scale=settings.lr_scale,
         overrides=["train.log_every=5", *settings.train_overrides],
     )
-    # A rerun resumes; a rerun with other settings (another lr_scale, PCM on/off) starts that run over.
-    resume = (run / CHECKPOINT_DIR / LAST).is_file() and not fixed_changes(saved_config(run), config)
+    # A rerun resumes; a rerun with other settings (another lr_scale, PCM on/off, fewer epochs than were
+    # trained) starts that run over.
+    last = run / CHECKPOINT_DIR / LAST
+    resume = (
+        last.is_file()
+        and not fixed_changes(saved_config(run), config)
+        and load_checkpoint(last)["epoch"] <= settings.epochs
+    )
     result = train(config, data, run, resume=resume, overwrite=not resume, progress=progress)
     return {"config": config, "result": result}
 
@@ -146,6 +176,10 @@ def run_demo(
     synth = synth_config(
         settings.preset, num=settings.scenes, seed=settings.seed, pretrain_num=settings.pretrain_scenes
     )
+    if (data / META_NAME).is_file() and read_meta(data).get("synth") != synth.to_json():
+        raise DataError(
+            f"{out}: holds a demo of another preset, size or seed; give another --out (or delete {out})"
+        )
     generate_synth(data, synth, workers=settings.workers, progress=progress)
 
     _step(2, "pretraining the small visual and audio encoders (stand-ins for ImageNet / AudioSet)")

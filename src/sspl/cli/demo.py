@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..errors import SSPLError
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from ..demo import DemoSettings
@@ -36,15 +38,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..demo import DemoSettings, run_demo
 
-    settings = DemoSettings(
-        preset=args.preset,
-        scenes=args.scenes,
-        pretrain_scenes=args.scenes,
-        epochs=args.epochs,
-        pcm=args.pcm,
-        seed=args.seed,
-        workers=args.workers,
-    )
+    try:
+        settings = DemoSettings(
+            preset=args.preset,
+            scenes=args.scenes,
+            pretrain_scenes=args.scenes,
+            epochs=args.epochs,
+            pcm=args.pcm,
+            seed=args.seed,
+            workers=args.workers,
+        )
+    except ValueError as e:
+        raise SSPLError(str(e)) from e
     summary = run_demo(args.out, settings, progress=not args.no_progress)
     print(json.dumps({"metrics": summary["metrics"]}, indent=1))
     trained = summary["metrics"][0]

@@ -154,7 +154,12 @@ def read_meta(root: str | os.PathLike) -> dict:
         raise FileNotFoundError(
             f"{path}: no meta.json; is {root} a folder written by `sspl prepare` or `sspl synth`?"
         )
-    meta = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(meta).__name__}")
     if meta.get("format") != FORMAT_NAME:
         raise ValueError(f"{path}: format {meta.get('format')!r} is not {FORMAT_NAME!r}")
     if int(meta.get("version", 0)) > FORMAT_VERSION:

@@ -190,6 +190,13 @@ def oracle_query_maps(
 # --------------------------------------------------------------------------------------------------
 
 
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise DataError(f"{path}: cannot read ({e}); rerun `sspl synth` on the set to rewrite it") from e
+
+
 def _load_pretrain_data(root: Path) -> dict:
     """Frames, log-mel patches and labels of the "pretrain" split (in ``pretrain/ids.txt`` order)."""
     meta = read_meta(root)
@@ -199,9 +206,9 @@ def _load_pretrain_data(root: Path) -> dict:
         if not (root / rel).is_file():
             raise DataError(f"{root / rel}: missing; regenerate the set with `sspl synth`")
     ids = (root / PRETRAIN_IDS).read_text(encoding="utf-8").split()
-    coverage = np.load(root / PRETRAIN_LOCATION_COVERAGE, allow_pickle=False)
-    locations = np.load(root / PRETRAIN_LOCATION_LABELS, allow_pickle=False)
-    sounds = np.load(root / PRETRAIN_SOUND_LABELS, allow_pickle=False)
+    coverage = _load_npy(root / PRETRAIN_LOCATION_COVERAGE)
+    locations = _load_npy(root / PRETRAIN_LOCATION_LABELS)
+    sounds = _load_npy(root / PRETRAIN_SOUND_LABELS)
     grid = (LABEL_GRID, LABEL_GRID)
     if (
         len(ids) < 2
@@ -222,7 +229,7 @@ def _load_pretrain_data(root: Path) -> dict:
         raise DataError(
             f"{root}: {len(missing)} pretraining scene(s) not done in the manifest, e.g. {missing[0]}"
         )
-    spects = np.stack([np.load(root / rows[i].spect, allow_pickle=False) for i in ids])  # M x 3 x 96 x 64
+    spects = np.stack([_load_npy(root / rows[i].spect) for i in ids])  # M x 3 x 96 x 64
     return {
         "ids": ids,
         "frames": load_eval_frames([root / rows[i].frame for i in ids]),
@@ -425,6 +432,9 @@ def pretrain_synth_encoders(
     seconds = time.perf_counter() - start
 
     out.mkdir(parents=True, exist_ok=True)
+    # encoders.json marks a finished pair: gone while the weights change, so a kill between the two
+    # files never leaves one generation's visual encoder beside another's audio encoder.
+    (out / ENCODERS_JSON_NAME).unlink(missing_ok=True)
     atomic_save_torch(out / VISUAL_WEIGHTS_NAME, visual.state_dict())
     atomic_save_torch(out / AUDIO_WEIGHTS_NAME, audio.state_dict())
     info = {
@@ -487,11 +497,14 @@ def load_synth_encoders(
     info_path = root / ENCODERS_JSON_NAME
     if not info_path.is_file():
         raise WeightsError(f"{info_path}: missing; create the encoders with `sspl synth-pretrain`")
-    info = json.loads(info_path.read_text(encoding="utf-8"))
-    pairs = (
-        (SmallVisualCNN(int(info["visual"]["out_channels"])), root / info["visual"]["weights"]),
-        (SmallAudioCNN(int(info["audio"]["embed_dim"])), root / info["audio"]["weights"]),
-    )
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+        pairs = (
+            (SmallVisualCNN(int(info["visual"]["out_channels"])), root / info["visual"]["weights"]),
+            (SmallAudioCNN(int(info["audio"]["embed_dim"])), root / info["audio"]["weights"]),
+        )
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
+        raise WeightsError(f"{info_path}: not an encoders record of `sspl synth-pretrain` ({e})") from e
     for module, path in pairs:
         if not path.is_file():
             raise WeightsError(f"{path}: missing; create the encoders with `sspl synth-pretrain`")
