@@ -20,8 +20,8 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench experiments
+	$(VENV)/bin/ruff format --check src tests bench experiments
 
 bench: $(STAMP)
 	@echo "Benchmarks are separate scripts: see bench/README.md"

@@ -63,6 +63,8 @@ VARIANTS = {
     "sspl_nopcm_lrx0.1": ("sspl", False, [], 0.1),
     "sspl_nopcm_lrx10": ("sspl", False, [], 10.0),
     "sspl_pcm_lrx10": ("sspl", True, [], 10.0),
+    # + colour jitter (Table S2), picked on the validation split by synthav_lr_sweep.py --augmentations
+    "sspl_nopcm_lrx10_jitter": ("sspl", False, ["data.augmentations=[crop,hflip,color_jitter]"], 10.0),
     "attention": ("attention", False, ["optim.lr=1e-3"], 1.0),
     "hardway": ("hardway", False, ["optim.lr=1e-3"], 1.0),
 }
@@ -78,6 +80,7 @@ LABELS = {
     "sspl_nopcm_lrx0.1": "SSPL w/o PCM, Table S1 rates x 0.1",
     "sspl_nopcm_lrx10": "SSPL w/o PCM, Table S1 rates x 10",
     "sspl_pcm_lrx10": "SSPL w/ PCM, Table S1 rates x 10",
+    "sspl_nopcm_lrx10_jitter": "SSPL w/o PCM, Table S1 rates x 10, + colour jitter",
     "attention": "Attention (contrastive)",
     "hardway": "HardWay (contrastive, hard negatives)",
 }
