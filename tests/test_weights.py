@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import stat
+import time
 
 import pytest
 import torch
@@ -120,12 +121,25 @@ def test_download_verifies_caches_and_reuses(cache, monkeypatch, vggish_file):
 def test_download_of_a_wrong_file_is_not_cached(cache, monkeypatch, vggish_file, vgg16_file):
     register(monkeypatch, "audioset", vggish_file, url=vgg16_file.as_uri())
     cache.mkdir(parents=True)
-    (cache / ".vggish-10086976.pth.x1y2.part").write_bytes(b"left by a killed download")
+    stale = cache / ".vggish-10086976.pth.x1y2.part"
+    stale.write_bytes(b"left by a killed download")
+    old = time.time() - weights.STALE_PART_SECONDS - 60
+    os.utime(stale, (old, old))
     with pytest.raises(
         WeightsError, match=r"vgg16-random\.pth sent a file whose SHA-256 does not match .* nothing"
     ):
         weights.resolve("audioset")
     assert list(cache.iterdir()) == []  # neither the wrong file nor the stale part
+
+
+def test_another_process_s_download_in_progress_is_left_alone(cache, monkeypatch, vggish_file):
+    # DDP ranks share the cache and download at the same time: a fresh part file may be in use
+    register(monkeypatch, "audioset", vggish_file, url=vggish_file.as_uri())
+    cache.mkdir(parents=True)
+    busy = cache / ".vggish-10086976.pth.a1b2.part"
+    busy.write_bytes(b"being written by another rank")
+    assert weights.resolve("audioset") == cache / "vggish-10086976.pth"
+    assert busy.read_bytes() == b"being written by another rank"
 
 
 def test_a_downloaded_file_is_readable_by_the_cache_s_other_users(cache, monkeypatch, vggish_file):

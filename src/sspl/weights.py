@@ -16,11 +16,13 @@ found and the download fails (offline), the error names the file, the URL, and t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import shutil
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -45,6 +47,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: a partial download not written to for this long was left by a killed process, and is removed
+STALE_PART_SECONDS = 600
 
 
 @dataclass(frozen=True)
@@ -192,8 +197,12 @@ class _CacheError(OSError):
 def _download(known: KnownWeights, dest: Path, timeout: float) -> None:
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        for stale in dest.parent.glob(f".{dest.name}.*.part"):  # left by a killed download
-            stale.unlink(missing_ok=True)
+        for part in dest.parent.glob(f".{dest.name}.*.part"):
+            # left by a killed download; one written to lately may be another process's (DDP ranks
+            # download at the same time), so only parts idle for a while go
+            with contextlib.suppress(FileNotFoundError):
+                if time.time() - part.stat().st_mtime > STALE_PART_SECONDS:
+                    part.unlink(missing_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     except OSError as e:
         raise _CacheError(f"cache folder {dest.parent} cannot take {dest.name} ({e}); set SSPL_CACHE") from e
