@@ -328,8 +328,8 @@ def markdown(results: dict) -> str:
             dep_cell = f"{dep['loss_own_sound']:.4f} / {dep['loss_other_sound']:.4f}" if dep else ""
             lines.append(
                 f"| {label(v)} | {row['ciou@0.5']:.3f} | {row['auc']:.3f} | {row['untrained']['ciou@0.5']:.3f} | "
-                f"{row['ciou@0.5'] / oracle:.2f} | "
-                f"{row['best_epoch']} | {row['train_seconds'] or float('nan'):.0f} | {swap_cell} | {dep_cell} |"
+                + (f"{row['ciou@0.5'] / oracle:.2f} | " if oracle > 0 else "- | ")
+                + f"{row['best_epoch']} | {row['train_seconds'] or float('nan'):.0f} | {swap_cell} | {dep_cell} |"
             )
             if "median_protocol" in row:
                 m = row["median_protocol"]

@@ -24,7 +24,7 @@ from sspl.config import Config, apply_overrides
 from sspl.data.manifest import read_manifest, write_manifest
 from sspl.engine.checkpoint import load_checkpoint
 from sspl.engine.train import TrainingError, build_scheduler, train
-from sspl.errors import DataError
+from sspl.errors import DataError, WeightsError
 from sspl.models.methods import get_method
 
 SMALL = [
@@ -361,7 +361,7 @@ def test_ddp_two_processes_equal_one_process(synth_dir, tmp_path):
 # --------------------------------------------------------------------------------------------------
 
 
-def test_cli_train_then_evaluate(synth_dir, tmp_path, capsys):
+def test_cli_train_then_evaluate(synth_dir, tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
     code = cli_main(
         ["train", "--data", str(synth_dir), "--run-dir", str(run), "--epochs", "1", "--no-progress", *SMALL]
@@ -375,6 +375,10 @@ def test_cli_train_then_evaluate(synth_dir, tmp_path, capsys):
     assert "optim.lr: 0.001 -> 0.5" in capsys.readouterr().err
     assert cli_main([*resume, "--epochs", "2"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["epochs"] == 2
+    monkeypatch.setenv("RANK", "1")  # under torchrun only rank 0 prints the summary
+    assert cli_main([*resume, "--epochs", "3"]) == 0
+    assert capsys.readouterr().out == ""
+    monkeypatch.delenv("RANK")
 
     test_ids = [r.id for r in read_manifest(synth_dir) if r.split == "test" and r.ok]
     for protocol in ("fixed", "median"):
@@ -497,3 +501,13 @@ def test_loaded_run_localizes_like_the_trained_model(synth_dir, tmp_path):
     assert preprocess.image_size == 224
     with torch.no_grad():
         assert np.isfinite(model.localize(frames, spect).numpy()).all()
+
+
+def test_an_unreadable_checkpoint_says_why(tmp_path):
+    empty, text = tmp_path / "empty.pt", tmp_path / "notes.pt"
+    empty.write_bytes(b"")
+    text.write_text("not a checkpoint")
+    with pytest.raises(WeightsError, match=r"empty\.pt: cannot read checkpoint \(empty file\)"):
+        load_checkpoint(empty)
+    with pytest.raises(WeightsError, match=r"notes\.pt: cannot read checkpoint \(not a PyTorch checkpoint"):
+        load_checkpoint(text)

@@ -365,6 +365,9 @@ def test_output_folder_checks(videos, tmp_path):
         _run(videos, videos)
     with pytest.raises(DataError, match="source folder not found"):
         _run(tmp_path / "nowhere", tmp_path / "out")
+    (tmp_path / "a_file.mp4").write_bytes(b"x")
+    with pytest.raises(DataError, match=r"a_file\.mp4: is a file; SRC must be a folder"):
+        _run(tmp_path / "a_file.mp4", tmp_path / "out")
     with pytest.raises(DataError, match="--workers"):
         _run(videos, tmp_path / "out", workers=0)
 

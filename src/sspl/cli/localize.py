@@ -41,7 +41,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run directory of `sspl train`, a .pt checkpoint, or a folder of official SSPL files",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
-    p.add_argument("--fps", type=float, help="output frames per second (default: source rate, at most 10)")
+    p.add_argument(
+        "--fps",
+        type=float,
+        help="output frames per second (default: source rate, at most 10; never above the source rate)",
+    )
     p.add_argument("--batch-size", type=int, help="frames per model call (default 8 on CPU, 32 on CUDA)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: CUDA when available)")
     p.add_argument("--colorbar", action="store_true", help="draw a colour bar beside the overlays")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--resume",
         action="store_true",
         help="continue the run in --run-dir from its last checkpoint, with its saved config; only epochs, "
-        "patience, logging, device and loader workers may change",
+        "patience, logging and evaluation frequency, device, loader workers and --cache-audio may change",
     )
     p.add_argument("--overwrite", action="store_true", help="replace a previous run's files in --run-dir")
     p.add_argument(
@@ -98,5 +99,6 @@ def run(args: argparse.Namespace) -> int:
         result.select_metric: result.best_metric,
         "stopped_early": result.stopped_early,
     }
-    print(json.dumps(summary))
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun the other processes' results are partial
+        print(json.dumps(summary))
     return 0

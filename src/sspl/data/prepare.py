@@ -295,7 +295,8 @@ def find_sources(
     """
     src = Path(src)
     if not src.is_dir():
-        raise DataError(f"{src}: source folder not found")
+        what = "is a file; SRC must be a folder" if src.exists() else "source folder not found"
+        raise DataError(f"{src}: {what}")
     if layout not in LAYOUTS:
         raise DataError(f"unknown layout {layout!r}; use one of {', '.join(LAYOUTS)}")
     excluded = Path(exclude).resolve() if exclude is not None else None

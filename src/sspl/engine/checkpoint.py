@@ -136,7 +136,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # several exception types for corrupt files
-        raise WeightsError(f"{path}: cannot read checkpoint ({e})") from e
+        cause = (
+            "empty file" if path.stat().st_size == 0 else f"not a PyTorch checkpoint, or a damaged one: {e}"
+        )
+        raise WeightsError(f"{path}: cannot read checkpoint ({cause})") from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise WeightsError(f"{path}: not an sspl checkpoint (for official SSPL files, give their folder)")
     if ckpt.get("version", 0) > VERSION:
