@@ -364,7 +364,8 @@ def _check_audio_source(path: Path, info: VideoInfo, audio_path: str | os.PathLi
         return audio_path
     if not info.has_audio:
         raise DataError(
-            f"{path}: no audio stream; give the sound as a separate file (--audio FILE on the command line, audio_path= in Python)"
+            f"{path}: no audio stream; give the sound as a separate file (--audio FILE on the command "
+            "line, audio_path= in Python)"
         )
     return path
 
