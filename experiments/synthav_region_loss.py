@@ -43,6 +43,7 @@ from sspl.data.datasets import load_samples
 from sspl.data.transforms import CROP_RESIZE_FACTOR, HFLIP_P, IMAGENET_MEAN, IMAGENET_STD
 from sspl.engine.checkpoint import find_checkpoint, load_checkpoint, restore_model
 from sspl.io import atomic_save_json
+from sspl.losses import simsiam_loss
 from sspl.models.attention import attention_pool
 
 log = logging.getLogger("synthav_region_loss")
@@ -72,10 +73,6 @@ def _view(
     if rng.random() < HFLIP_P:
         image, masks = TF.hflip(image), TF.hflip(masks)
     return TF.normalize(image, IMAGENET_MEAN, IMAGENET_STD), masks
-
-
-def _per_sample_loss(p1, p2, z1, z2) -> torch.Tensor:
-    return -0.5 * (F.cosine_similarity(p1, z2, dim=1) + F.cosine_similarity(p2, z1, dim=1))
 
 
 @torch.no_grad()
@@ -136,7 +133,7 @@ def region_loss(run: Path, data: Path, split: str = "val", repeats: int = 4, see
             for name, (w1, w2) in weights.items():
                 fav1, fav2 = attention_pool(feats[0], w1), attention_pool(feats[1], w2)
                 p1, p2, z1, z2 = model.head(fav1, fav2)
-                losses[name].append(float(_per_sample_loss(p1, p2, z1, z2)))
+                losses[name].append(float(simsiam_loss(p1, p2, z1, z2)))  # one scene
                 cosines[name].append(float(F.cosine_similarity(fav1, fav2, dim=1)))
     return {
         "split": split,
