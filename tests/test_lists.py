@@ -78,6 +78,15 @@ def test_load_list_errors_name_the_problem(tmp_path):
     empty.write_text("\n# nothing\n")
     with pytest.raises(DataError, match=r"empty\.txt: no ids"):
         lists.load_list(empty)
+    # A VGG-Sound row whose start is not a number is an error on its line, not the id "aaaaaaaaaaa".
+    bad = tmp_path / "bad.csv"
+    bad.write_text("zpWuikVorYg,7,dog,train\naaaaaaaaaaa,ten,dog,train\n")
+    with pytest.raises(DataError, match=r"bad\.csv:2: .*start 'ten'"):
+        lists.load_list(bad)
+    alone = tmp_path / "alone.csv"
+    alone.write_text("aaaaaaaaaaa,ten,dog,train\n")  # no good row to compare with: the split column tells
+    with pytest.raises(DataError, match=r"alone\.csv:1: "):
+        lists.load_list(alone)
 
 
 @pytest.mark.parametrize(

@@ -441,6 +441,12 @@ def test_read_clip_list_forms(tmp_path):
     bad.write_text("abc12345678,30,dog,holdout\n")
     with pytest.raises(DataError, match=r"bad\.csv:1: unknown split 'holdout'"):
         read_clip_list(bad)
+    twice = tmp_path / "twice.csv"
+    twice.write_text("abc12345678,30,dog,train\nabc12345678,30,dog,train\nabc12345678,30,cat,test\n")
+    with pytest.raises(
+        DataError, match=r"twice\.csv:3: abc12345678_000030 .*'cat' .*'test'; line 1 gives 'dog'"
+    ):
+        read_clip_list(twice)
     empty = tmp_path / "empty.txt"
     empty.write_text("\n# nothing\n")
     with pytest.raises(DataError, match="no ids"):
@@ -513,6 +519,15 @@ def test_list_overlapping_a_test_set_is_refused_unless_allowed(tmp_path):
     test_list = tmp_path / "test.txt"
     test_list.write_text("2432219254\n")
     assert _run(src, tmp_path / "test_out", list_file=test_list).done == 1
+    # Rows the list marks `test` are its own test split, as in the official vggsound.csv, which holds the
+    # VGG-SS clips there: not a leak (train never reads them). The same clip marked train is one.
+    vggsound = tmp_path / "vggsound.csv"
+    vggsound.write_text("zpWuikVorYg,32,elk,test\nabcdefghijk,10,dog,train\n")  # a VGG-SS test clip
+    summary = _run(src, tmp_path / "vgg_out", list_file=vggsound)
+    assert (summary.done, summary.failed) == (0, 2)  # no files for them here; the list was accepted
+    vggsound.write_text("zpWuikVorYg,32,elk,train\nabcdefghijk,10,dog,train\n")
+    with pytest.raises(DataError, match="1 training id.*vggss"):
+        _run(src, tmp_path / "vgg_out2", list_file=vggsound)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -636,8 +651,8 @@ def test_pairs_are_read_as_shown_and_heard(tmp_path):
     exif[0x0112] = 6
     Image.fromarray(pixels).save(src / "phone.jpg", exif=exif)
     sf.write(src / "phone.wav", tone, 16000)
-    # Broken sounds: a NaN sample, and 6 s whose middle 3 s (the kept clip) are silent.
-    for name in ("nan", "gap"):
+    # Broken sounds: a NaN sample, 6 s whose middle 3 s (the kept clip) are silent, a file cut at 100 bytes.
+    for name in ("nan", "gap", "cut"):
         Image.fromarray(rng.integers(0, 256, (64, 64, 3), np.uint8)).save(src / f"{name}.png")
     nan = tone.copy()
     nan[100] = np.nan
@@ -645,12 +660,16 @@ def test_pairs_are_read_as_shown_and_heard(tmp_path):
     gap = tone.copy()
     gap[16000:80000] = 0.0
     sf.write(src / "gap.wav", gap, 16000)
+    sf.write(src / "cut.wav", tone, 16000)
+    (src / "cut.wav").write_bytes((src / "cut.wav").read_bytes()[:100])  # 44-byte header + 28 samples
 
     out = tmp_path / "out"
-    assert str(_run(src, out)) == "done 1 / skipped 0 / failed 2"
+    assert str(_run(src, out)) == "done 1 / skipped 0 / failed 3"
     rows = _rows(out)
     assert "nan.wav: audio holds non-finite samples" in rows["nan"].error
     assert "gap.wav: silent audio" in rows["gap"].error
+    assert "cut.wav: only 28 audio samples (2 ms at 16000 Hz)" in rows["cut"].error
+    assert "truncated" in rows["cut"].error
     frame = np.asarray(Image.open(out / rows["phone"].frame), dtype=np.float32)
     # Turned upright, the red half is on top: a portrait photo, squeezed to 256 x 256.
     assert frame[:100, :, 0].mean() > 200 and frame[156:, :, 0].mean() < 40
@@ -727,3 +746,10 @@ def test_cli_errors(videos, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["prepare", str(videos), str(tmp_path / "out"), "--shard", "2/2"])
     assert "need 0 <= i < n" in capsys.readouterr().err
+    # A run that prepared nothing fails, pointing at the reasons.
+    silent = tmp_path / "silent"
+    write_synthetic_video(silent / "quiet.mp4", seconds=2.0, audio="silent")
+    assert main(["prepare", str(silent), str(tmp_path / "q"), "--workers", "1", "--no-progress"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.strip() == "done 0 / skipped 0 / failed 1"
+    assert "no clip could be prepared" in captured.err and str(tmp_path / "q") in captured.err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..audio import CLIP_SECONDS
 from ..data.prepare import LAYOUTS, merge_shards, parse_shard, prepare
@@ -79,4 +80,11 @@ def run(args: argparse.Namespace) -> int:
     print(summary)
     if summary.merged:
         print(f"all shards finished: merged into {summary.out / 'manifest.csv'}")
+    if summary.failed and not summary.done and not summary.skipped:
+        print(
+            f"error: no clip could be prepared; each clip's reason is in the error column of the manifest "
+            f"in {summary.out}",
+            file=sys.stderr,
+        )
+        return 1
     return 0

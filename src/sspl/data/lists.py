@@ -33,6 +33,7 @@ __all__ = [
     "BUNDLED_LISTS",
     "OVERLAP_BENCHMARKS",
     "ListRow",
+    "canonical_id",
     "check_overlap",
     "find_overlap",
     "flickr_id",
@@ -75,6 +76,7 @@ _VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov")
 _MEDIA_SUFFIXES = frozenset(_IMAGE_SUFFIXES + _AUDIO_SUFFIXES + _VIDEO_SUFFIXES)
 _HEADER_WORDS = frozenset({"id", "ids", "video", "file", "filename", "name", "ytid", "youtube_id"})
 _YTID_LEN = 11
+_LIST_SPLITS = frozenset({"train", "val", "test"})
 _EXAMPLES_IN_MESSAGE = 5
 
 
@@ -128,7 +130,8 @@ def parse_rows(text: str, source: str = "<text>") -> list[ListRow]:
     ``ytid,start...`` header keeps that reading); otherwise the first field is the id (so ``id,<anything>``
     works, e.g. the official ``flickr_test249_in5k.csv``). Folders and media extensions are stripped
     from ids, and a VGG-Sound id ``<ytid>_<start>`` gets its start zero-padded (``abc..._30`` and
-    ``abc..._000030`` are one clip).
+    ``abc..._000030`` are one clip). In a file of VGG-Sound rows every row must be one: a row whose
+    start is not a whole number (``ytid,ten,dog,train``) is an error, not another clip's id.
 
     Args:
         text: the file contents.
@@ -138,10 +141,11 @@ def parse_rows(text: str, source: str = "<text>") -> list[ListRow]:
         The rows in file order (duplicates kept), each with its line number.
 
     Raises:
-        DataError: when no id is found.
+        DataError: when no id is found, or a row breaks the file's VGG-Sound format (names the line).
     """
     rows: list[ListRow] = []
-    vggsound_rows, first = True, True
+    other: list[tuple[int, list[str]]] = []  # rows read as plain ids, checked below
+    vggsound_rows, first, seen_vggsound = True, True, False
     for line, row in enumerate(csv.reader(io.StringIO(text)), start=1):
         fields = [f.strip() for f in row]
         if not fields or not fields[0] or fields[0].startswith("#"):
@@ -154,12 +158,23 @@ def parse_rows(text: str, source: str = "<text>") -> list[ListRow]:
         if vggsound_rows and len(fields) >= 3 and fields[1].isdigit():
             split = fields[3] if len(fields) > 3 else ""
             rows.append(ListRow(f"{_stem(fields[0])}_{int(fields[1]):06d}", fields[2], split, line))
+            seen_vggsound = True
         else:
             rows.append(ListRow(_padded(_stem(fields[0])), line=line))
+            other.append((line, fields))
     if not rows:
         raise DataError(
             f"{source}: no ids found (expected one id per line or `ytid,start,label,split` CSV rows)"
         )
+    for line, fields in other:
+        # A row that breaks the file's VGG-Sound format would otherwise be read as another clip's id.
+        split_like = len(fields) == 4 and fields[3] in _LIST_SPLITS
+        if vggsound_rows and (seen_vggsound or split_like):
+            start = repr(fields[1]) if len(fields) > 1 else "missing"
+            raise DataError(
+                f"{source}:{line}: not a `ytid,start,label[,split]` row like the others (start {start} "
+                f"is not a whole number of seconds): {','.join(fields)}"
+            )
     return rows
 
 
@@ -168,6 +183,12 @@ def _padded(clip_id: str) -> str:
     if len(clip_id) > _YTID_LEN + 1 and clip_id[_YTID_LEN] == "_" and clip_id[_YTID_LEN + 1 :].isdigit():
         return f"{clip_id[:_YTID_LEN]}_{int(clip_id[_YTID_LEN + 1 :]):06d}"
     return clip_id
+
+
+def canonical_id(clip_id: str) -> str:
+    """A clip id in the conventions above: a VGG-Sound ``<ytid>_<start>`` gets its start zero-padded
+    (``gEvCUcZ6w88_30`` -> ``gEvCUcZ6w88_000030``); any other id is returned as given."""
+    return _padded(clip_id)
 
 
 def parse_ids(text: str, source: str = "<text>") -> list[str]:

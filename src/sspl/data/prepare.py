@@ -78,6 +78,7 @@ __all__ = [
     "FRAME_SIZE",
     "JPEG_QUALITY",
     "LAYOUTS",
+    "MIN_AUDIO_SECONDS",
     "SILENT_PEAK_TO_PEAK",
     "ClipSource",
     "ListEntry",
@@ -100,6 +101,8 @@ SPECT_PATCHES = 3
 # A track whose peak-to-peak amplitude is below this (about 3 steps of 16-bit audio) is silence: its
 # normalised clip would be a constant and teach nothing.
 SILENT_PEAK_TO_PEAK = 1e-4
+# Less audio than this is a damaged file, not a clip: tiled to 3 s it would be a buzz of one period.
+MIN_AUDIO_SECONDS = 0.1
 _EXIF_ORIENTATION = 0x0112  # the EXIF tag of how a photo is turned for display
 # Audio decoded past the end of the window a video clip needs, so the resampler's filter never sees
 # the cut and the kept samples equal those of the fully decoded track.
@@ -334,23 +337,41 @@ def read_clip_list(path: str | os.PathLike) -> list[ListEntry]:
     (``flickr_10k``, ``vggss_144k``, ...; see :data:`sspl.data.lists.BUNDLED_LISTS`).
 
     The rows are read by :func:`sspl.data.lists.parse_rows`, as ``data.train_list`` is, so the two give
-    the same ids; ``.gz`` files are read too. Repeated ids keep their first row.
+    the same ids; ``.gz`` files are read too. An id repeated with the same label and split keeps its first
+    row; one repeated with another label or split is an error (which row is right cannot be guessed).
 
     Raises:
-        DataError: the file is missing, not UTF-8, holds no ids, or names an unknown split.
+        DataError: the file is missing, not UTF-8, holds no ids, names an unknown split, or gives one id
+            two labels or splits.
     """
     text, source = read_list_text(path)
     entries: dict[str, ListEntry] = {}
+    lines: dict[str, int] = {}
     for row in parse_rows(text, source):
         if row.split not in SPLITS:
             raise DataError(f"{source}:{row.line}: unknown split {row.split!r} (use one of {SPLITS[:-1]})")
-        entries.setdefault(row.id, ListEntry(row.id, row.label, row.split))
+        entry = ListEntry(row.id, row.label, row.split)
+        first = entries.setdefault(row.id, entry)
+        if first != entry:
+            raise DataError(
+                f"{source}:{row.line}: {row.id} is listed again with label {row.label!r} and split "
+                f"{row.split!r}; line {lines[row.id]} gives {first.label!r} and {first.split!r}"
+            )
+        lines.setdefault(row.id, row.line)
     return list(entries.values())
 
 
-def _check_list_overlap(list_file: str | os.PathLike, ids: list[str], allow_overlap: bool) -> None:
-    """A list that is a test set (every id a benchmark test id) is prepared as one; a list that holds
-    some test ids among others is a training list that leaks them, refused unless allowed."""
+def _check_list_overlap(
+    list_file: str | os.PathLike, entries: Sequence[ListEntry], allow_overlap: bool
+) -> None:
+    """Rows the list itself marks ``test`` are its test split (the official VGG-Sound CSV holds the VGG-SS
+    clips that way) and are not checked, as ``sspl train`` never trains on them. Of the other rows, a list
+    that is a test set (every id a benchmark test id) is prepared as one; a list that holds some test ids
+    among others is a training list that leaks them, refused unless allowed."""
+    ids = [e.id for e in entries if e.split != "test"]
+    if not ids:
+        log.info("%s: every row is marked test: preparing a test set", list_file)
+        return
     hits = set().union(*find_overlap(ids).values())
     if hits and hits >= set(ids):
         log.info("%s: every id is a benchmark test id: preparing a test set", list_file)
@@ -406,6 +427,14 @@ def select_sources(
 # --------------------------------------------------------------------------------------------------
 # One clip
 # --------------------------------------------------------------------------------------------------
+
+
+def _check_long_enough(native: np.ndarray, rate: int, path: str) -> None:
+    if native.shape[0] < MIN_AUDIO_SECONDS * rate:
+        raise AudioDecodeError(
+            f"{path}: only {native.shape[0]} audio samples ({1000 * native.shape[0] / rate:.0f} ms at {rate} Hz); "
+            f"at least {MIN_AUDIO_SECONDS:g} s are needed (a truncated file?)"
+        )
 
 
 def _check_not_silent(wave: np.ndarray, path: str) -> None:
@@ -548,12 +577,14 @@ def _read_clip(source: ClipSource, audio_seconds: float):
         image, t = decode_frame_at(source.visual, info.middle, threads=1)
         centre = max(t - info.audio_start, 0.0)
         wave, duration, native = _video_audio(source.visual, centre, need, info)
+        _check_long_enough(native, info.audio_rate or SAMPLE_RATE_HZ, source.visual)
         _check_not_silent(native, source.visual)
         _check_not_silent(_kept_audio(wave, centre, CLIP_SECONDS), source.visual)
         return image, None, wave, centre, duration, info.audio_rate
     image_path = _frames_folder_middle(source.visual) if source.kind == _KIND_FRAMES else source.visual
     image = _load_image(image_path)
     native, rate = load_audio(source.audio, None)
+    _check_long_enough(native, rate, source.audio)
     _check_not_silent(native, source.audio)
     wave = resample(native, rate, SAMPLE_RATE_HZ)
     _check_not_silent(_kept_audio(wave, None, CLIP_SECONDS), source.audio)  # the 3 s that are kept
@@ -782,7 +813,8 @@ def prepare(
         out: dataset folder (created; an existing one is resumed).
         workers: processes (default: all cores); 1 runs in this process.
         list_file: plain id list or VGG-Sound CSV selecting and labelling clips (see
-            :func:`read_clip_list`); its ids are checked against the benchmark test sets first.
+            :func:`read_clip_list`); its ids, except rows marked ``test``, are checked against the
+            benchmark test sets first.
         shard: ``(i, n)`` or ``"i/n"`` with ``0 <= i < n``: prepare only that slice (see module docstring).
         audio_seconds: seconds of audio kept per clip; 3 (default) stores the official normalised clip.
         layout: ``"auto"``, ``"videos"``, ``"flickr"`` or ``"pairs"``.
@@ -810,7 +842,7 @@ def prepare(
 
     entries = read_clip_list(list_file) if list_file is not None else None
     if entries is not None:
-        _check_list_overlap(list_file, [e.id for e in entries], allow_overlap)
+        _check_list_overlap(list_file, entries, allow_overlap)
     kind, sources = find_sources(src, layout, exclude=out)
     if entries is not None:
         sources = select_sources(sources, entries, src)
