@@ -179,3 +179,7 @@ def test_subset_annotations_names_missing_ids():
     assert len(subset) == 4692
     with pytest.raises(DataError, match=r"2 sample\(s\) have no ground-truth annotation: nope_1, nope_2"):
         ann.subset_annotations(vggss, ["zpWuikVorYg_000032", "nope_1", "nope_2"])
+    # A clip prepared from `gEvCUcZ6w88_30.mp4` keeps that id and finds the boxes of gEvCUcZ6w88_000030.
+    short = ann.subset_annotations(vggss, ["gEvCUcZ6w88_30"])
+    assert list(short) == ["gEvCUcZ6w88_30"] and short["gEvCUcZ6w88_30"].id == "gEvCUcZ6w88_30"
+    np.testing.assert_array_equal(short["gEvCUcZ6w88_30"].boxes, vggss["gEvCUcZ6w88_000030"].boxes)

@@ -412,6 +412,7 @@ def test_cli_train_then_evaluate(synth_dir, tmp_path, capsys, monkeypatch):
         assert (out_dir / "success_curve.png").stat().st_size > 1000
         # the whole-image baseline predicts everything: cIoU = box area / image area, below 0.5 here
         assert report["baselines"]["whole"]["ciou@0.5"] == 0.0
+        assert report["benchmark_coverage"] is None  # SynthAV has no published test set to cover
 
 
 def test_evaluate_names_samples_without_ground_truth(synth_dir, tmp_path):
@@ -484,6 +485,26 @@ def test_evaluate_refuses_what_would_not_be_the_benchmarks_number(synth_dir, tmp
         assert cli_main([*base, *extra]) == 1
         assert words in capsys.readouterr().err
     assert not (tmp_path / "ev5").exists()
+
+
+def test_benchmark_coverage_counts_the_papers_test_clips():
+    from sspl.data.lists import test_ids
+    from sspl.engine.evaluate import benchmark_coverage
+
+    flickr = test_ids("flickr", "full")
+    assert benchmark_coverage("flickr", [*flickr[:3], "123"]) == {
+        "test_ids": 250,
+        "evaluated_test_ids": 3,
+        "sspl_test_ids": 249,
+        "evaluated_sspl_test_ids": len(set(flickr[:3]) & set(test_ids("flickr", "sspl"))),
+    }
+    assert benchmark_coverage("flickr", flickr)["evaluated_sspl_test_ids"] == 249
+    # VGG-Sound ids count whether their start is padded or not.
+    unpadded = [f"{t[:11]}_{int(t[12:])}" for t in test_ids("vggss", "sspl")]
+    coverage = benchmark_coverage("vggss", unpadded)
+    assert (coverage["evaluated_sspl_test_ids"], coverage["sspl_test_ids"]) == (4692, 4692)
+    assert coverage["evaluated_test_ids"] == 4692 and coverage["test_ids"] == 5158
+    assert benchmark_coverage("synth", ["a"]) is None
 
 
 def test_loaded_run_localizes_like_the_trained_model(synth_dir, tmp_path):

@@ -423,6 +423,7 @@ def evaluate_maps(
     protocol: Protocol | None = None,
     *,
     expected_count: int | None = None,
+    warn_empty: bool = True,
 ) -> EvalResult:
     """Score raw localization maps against ground-truth boxes.
 
@@ -436,6 +437,8 @@ def evaluate_maps(
         protocol: the benchmark protocol (default ``BENCHMARKS["flickr"]``, the SSPL protocol).
         expected_count: the dataset size; a different number of samples is an error, so an evaluation
             that silently skipped samples cannot be reported.
+        warn_empty: log the samples whose boxes cover no pixel (off for the baselines of a run that
+            already logged them).
 
     Returns:
         An ``EvalResult``.
@@ -496,7 +499,7 @@ def evaluate_maps(
             else:
                 scores[i] = 0.0
                 empty_gt.append(i)
-    if empty_gt:
+    if empty_gt and warn_empty:
         log.warning(
             "%d sample(s) have boxes covering no pixel and score cIoU 0: %s",
             len(empty_gt),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from ..errors import SSPLError
 from . import parse_device
@@ -81,5 +82,12 @@ def run(args: argparse.Namespace) -> int:
         f"{args.benchmark} ({args.protocol}, {r['num_samples']} samples): ciou@0.5 {r['ciou@0.5']:.4f}  "
         f"auc {r['auc']:.4f}   [baselines ciou@0.5/auc: {floors}]"
     )
+    coverage = r.get("benchmark_coverage")
+    if coverage and coverage["evaluated_sspl_test_ids"] < coverage["sspl_test_ids"]:
+        print(
+            f"warning: only {coverage['evaluated_sspl_test_ids']} of the {coverage['sspl_test_ids']} "
+            f"{args.benchmark} test clips the paper evaluates are here; not comparable with published numbers",
+            file=sys.stderr,
+        )
     print(json.dumps({"report": str(report.out_dir / "report.json")}))
     return 0

@@ -28,14 +28,14 @@ import math
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
 from ..errors import DataError
-from .lists import read_asset_text, test_ids
+from .lists import canonical_id, read_asset_text, test_ids
 
 __all__ = [
     "BUNDLED_ANNOTATIONS",
@@ -308,12 +308,17 @@ def load_annotations(benchmark_or_path: str | os.PathLike) -> dict[str, Annotati
 def subset_annotations(annotations: dict[str, Annotation], ids: Iterable[str]) -> dict[str, Annotation]:
     """The annotations of the given ids, e.g. the clips of a prepared test set (VGG-SS: 4,692 of 5,158).
 
+    An id is looked up as given, then in its canonical form (:func:`sspl.data.lists.canonical_id`), so a
+    clip prepared from ``gEvCUcZ6w88_30.mp4`` finds the VGG-SS boxes of ``gEvCUcZ6w88_000030``; the
+    result is keyed by the ids as given.
+
     Raises:
         DataError: listing the ids that have no annotation (never a silent zero map).
     """
     ids = list(dict.fromkeys(ids))
-    missing = [i for i in ids if i not in annotations]
+    found = {i: annotations.get(i, annotations.get(canonical_id(i))) for i in ids}
+    missing = [i for i, a in found.items() if a is None]
     if missing:
         shown = ", ".join(missing[:10]) + (f", ... ({len(missing)} in all)" if len(missing) > 10 else "")
         raise DataError(f"{len(missing)} sample(s) have no ground-truth annotation: {shown}")
-    return {i: annotations[i] for i in ids}
+    return {i: a if a.id == i else replace(a, id=i) for i, a in found.items()}

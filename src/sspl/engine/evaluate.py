@@ -23,12 +23,13 @@ from torch.utils.data import DataLoader
 from ..api import load
 from ..data.annotations import BUNDLED_ANNOTATIONS, load_annotations, subset_annotations
 from ..data.datasets import PreparedDataset, load_samples
+from ..data.lists import canonical_id, test_ids
 from ..data.manifest import ANNOTATIONS_NAME, read_manifest
 from ..errors import DataError
 from ..io import atomic_save_json, atomic_write_text
 from ..metrics import BASELINE_KINDS, BENCHMARKS, EvalResult, baseline_maps, evaluate_maps
 
-__all__ = ["EvaluationReport", "compute_maps", "evaluate"]
+__all__ = ["EvaluationReport", "benchmark_coverage", "compute_maps", "evaluate"]
 
 log = logging.getLogger(__name__)
 
@@ -201,9 +202,21 @@ def evaluate(
     result = evaluate_maps(maps, gt, proto, expected_count=len(samples))
     ids = [s.id for s in samples]
     baselines = {
-        kind: evaluate_maps(baseline_maps(ids, kind), gt, proto, expected_count=len(samples))
+        kind: evaluate_maps(
+            baseline_maps(ids, kind), gt, proto, expected_count=len(samples), warn_empty=False
+        )
         for kind in BASELINE_KINDS
     }
+    coverage = benchmark_coverage(benchmark, ids)
+    if coverage and coverage["evaluated_sspl_test_ids"] < coverage["sspl_test_ids"]:
+        log.warning(
+            "%s: %d of the %d %s test clips the paper evaluates are in this evaluation; the score is not "
+            "the benchmark's and cannot be compared with published numbers",
+            data_dir,
+            coverage["evaluated_sspl_test_ids"],
+            coverage["sspl_test_ids"],
+            benchmark,
+        )
     report = {
         **result.summary(),
         "benchmark": benchmark,
@@ -212,6 +225,7 @@ def evaluate(
         "split": split,
         "pcm_cycles": cycles,
         "not_evaluated": not_prepared,
+        "benchmark_coverage": coverage,
         "baselines": {k: {b.ciou_name: b.ciou_success_rate, "auc": b.auc} for k, b in baselines.items()},
     }
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -223,6 +237,26 @@ def evaluate(
     _plots(out_dir, result, baselines, maps, samples, gt, proto, save_overlays, benchmark)
     atomic_save_json(out_dir / "report.json", report)  # last: its presence means the evaluation finished
     return EvaluationReport(result, baselines, report, out_dir)
+
+
+def benchmark_coverage(benchmark: str, ids: list[str]) -> dict | None:
+    """How much of a benchmark's test set a list of clip ids covers (Flickr and VGG-SS; else None).
+
+    Returns:
+        ``test_ids`` / ``sspl_test_ids``: the sizes of the full test set and of the subset the SSPL paper
+        evaluates (Flickr 250 / 249, VGG-SS 5,158 / 4,692); ``evaluated_test_ids`` /
+        ``evaluated_sspl_test_ids``: how many of each are among ``ids`` (VGG-Sound starts padded or not).
+    """
+    if benchmark not in ("flickr", "vggss"):
+        return None
+    have = {canonical_id(i) for i in ids}
+    full, sspl = test_ids(benchmark, "full"), test_ids(benchmark, "sspl")
+    return {
+        "test_ids": len(full),
+        "evaluated_test_ids": sum(canonical_id(t) in have for t in full),
+        "sspl_test_ids": len(sspl),
+        "evaluated_sspl_test_ids": sum(canonical_id(t) in have for t in sspl),
+    }
 
 
 def _plots(out_dir, result, baselines, maps, samples, gt, proto, save_overlays: int, benchmark: str) -> None:
