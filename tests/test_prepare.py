@@ -639,6 +639,32 @@ def test_pairs_layout(data_dir, tmp_path):
     assert "voice.wav: no image with the same stem" in rows["voice"].error
 
 
+def test_frames_of_a_video_share_its_audio_file_as_in_avsbench(tmp_path):
+    # AVSBench-S4: visual_frames/test/<category>/<ytid>/<ytid>_<k>.png and audio_wav/test/<category>/<ytid>.wav
+    src = tmp_path / "s4_data"
+    frames = src / "visual_frames" / "test" / "helicopter" / "0d9u2CymIxc"
+    frames.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for k in (1, 2):
+        Image.fromarray(rng.integers(0, 256, (224, 224, 3), np.uint8)).save(frames / f"0d9u2CymIxc_{k}.png")
+    Image.fromarray(rng.integers(0, 256, (224, 224, 3), np.uint8)).save(frames / "orphan_3.png")
+    audio = src / "audio_wav" / "test" / "helicopter"
+    audio.mkdir(parents=True)
+    sf.write(audio / "0d9u2CymIxc.wav", 0.3 * rng.standard_normal(5 * 16000), 16000)
+
+    out = tmp_path / "out"
+    assert str(_run(src, out)) == "done 2 / skipped 0 / failed 1"
+    rows = _rows(out)
+    assert sorted(rows) == ["0d9u2CymIxc_1", "0d9u2CymIxc_2", "orphan_3"]  # the ids of the S4 boxes
+    assert np.array_equal(
+        np.load(out / rows["0d9u2CymIxc_1"].spect), np.load(out / rows["0d9u2CymIxc_2"].spect)
+    )
+    assert "orphan_3.png: no audio file" in rows["orphan_3"].error
+    from sspl.data.annotations import load_annotations
+
+    assert {"0d9u2CymIxc_1", "0d9u2CymIxc_2"} <= set(load_annotations("avsbench"))
+
+
 def test_pairs_are_read_as_shown_and_heard(tmp_path):
     src = tmp_path / "src"
     src.mkdir()

@@ -9,7 +9,8 @@ paper's (Song et al., CVPR 2022, Sec. 4.1; official ``eval_cal_ciou`` / ``testse
 2. It is min-max normalised to [0, 1].
 3. It is thresholded into a mask: ``fixed`` keeps pixels ``>= 0.5`` (SSPL, Attention); ``median``
    keeps pixels ``>=`` the value at index ``size * size // 2`` of the sorted map (LVS, HardWay,
-   EZ-VSL), i.e. about half of the image.
+   EZ-VSL), i.e. about half of the image. That is the reference goldens' rule; LVS / HardWay's code
+   keeps the pixels strictly above the value, which differs only by the few pixels equal to it.
 4. The ground-truth map is built from boxes: Flickr ``consensus`` (every annotator's box adds 1, the
    sum is divided by 2 and capped at 1, so a pixel two annotators agree on counts fully), VGG-SS,
    AVSBench and SynthAV ``union`` (binary union of the boxes).

@@ -118,6 +118,7 @@ FLICKR_AUDIO_DIRS = ("audio", "mp3")
 SHARDS_DIR = "shards"
 
 _KIND_VIDEO, _KIND_FRAMES, _KIND_IMAGE = "video", "frames", "image"
+_FRAME_OF_VIDEO = re.compile(r"(.+)_(\d+)")  # `<video>_<k>`: frame k of a video
 
 
 @dataclass(frozen=True)
@@ -259,16 +260,28 @@ def _pair_sources(src: Path, exclude: Path | None) -> list[ClipSource]:
             doubles.setdefault(key, [kind[key]]).append(path)
         else:
             kind[key] = path
+    # A video's frames share its audio: `<name>_<k>.png` without an audio file of its own takes the one
+    # `<name>.wav` under SRC (AVSBench: visual_frames/.../<ytid>/<ytid>_<k>.png + audio_wav/.../<ytid>.wav).
+    by_stem: dict[str, list[tuple[Path, str]]] = {}
+    for key in audios:
+        by_stem.setdefault(key[1], []).append(key)
+    shared: dict[tuple[Path, str], tuple[Path, str]] = {}
+    for key in images:
+        frame = _FRAME_OF_VIDEO.fullmatch(key[1])
+        if key not in audios and frame and len(by_stem.get(frame.group(1), [])) == 1:
+            shared[key] = by_stem[frame.group(1)][0]
+    used = set(shared.values()) - set(images)
     sources = []
-    for key in sorted(set(images) | set(audios)):
-        image, audio = images.get(key), audios.get(key)
+    for key in sorted((set(images) | set(audios)) - used):
+        image = images.get(key)
+        audio = audios.get(key) or (audios[shared[key]] if key in shared else None)
         if key in doubles:
             names = ", ".join(p.name for p in doubles[key])
             error = f"{doubles[key][0]}: {names} share a stem; which one is this clip's? rename or remove one"
         elif image is None:
             error = f"{audio}: no image with the same stem for this audio file"
         elif audio is None:
-            error = f"{image}: no audio file with the same stem for this image"
+            error = f"{image}: no audio file with the same stem for this image (nor one video audio file)"
         else:
             error = ""
         sources.append(ClipSource(key[1], _KIND_IMAGE, str(image or ""), str(audio or ""), error=error))
@@ -283,7 +296,9 @@ def find_sources(
     Layouts: ``"flickr"`` when ``src/frames`` (a folder of frames per id, or one ``<id>.jpg`` per id) and
     ``src/audio`` (or ``src/mp3``) exist; ``"videos"`` when
     the folder (recursively) holds video files (``VIDEO_SUFFIXES``); ``"pairs"`` for images and audio
-    files that share a stem in the same folder. ``"auto"`` tries them in that order.
+    files that share a stem in the same folder, where an image ``<name>_<k>`` without its own audio file
+    is frame ``k`` of a video and takes the one ``<name>`` audio file anywhere under ``src`` (AVSBench's
+    ``<ytid>_<k>.png`` frames and ``<ytid>.wav``). ``"auto"`` tries them in that order.
 
     Args:
         src: the source folder.
