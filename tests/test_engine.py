@@ -413,6 +413,13 @@ def test_cli_train_then_evaluate(synth_dir, tmp_path, capsys, monkeypatch):
         # the whole-image baseline predicts everything: cIoU = box area / image area, below 0.5 here
         assert report["baselines"]["whole"]["ciou@0.5"] == 0.0
         assert report["benchmark_coverage"] is None  # SynthAV has no published test set to cover
+    ezvsl = ["--protocol", "median", "--upsample", "align-corners", "--out", str(tmp_path / "eval_ezvsl")]
+    code = cli_main(
+        ["evaluate", "--checkpoint", str(run), "--data", str(synth_dir), "--benchmark", "synth", *ezvsl]
+    )
+    assert code == 0
+    protocol = json.loads((tmp_path / "eval_ezvsl" / "report.json").read_text())["protocol"]
+    assert protocol["align_corners"] is True and protocol["threshold"] == "median"
 
 
 def test_evaluate_names_samples_without_ground_truth(synth_dir, tmp_path):

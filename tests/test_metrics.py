@@ -264,3 +264,24 @@ def test_random_baseline_is_seeded_per_sample():
     assert result.mean_ciou == pytest.approx(1 / 3, abs=0.03)
     with pytest.raises(ValueError, match="unknown baseline"):
         metrics.baseline_maps(ids, "oracle")
+
+
+def test_align_corners_upsampling_keeps_the_corner_values():
+    raw = np.arange(16, dtype=np.float32).reshape(4, 4)
+    aligned = metrics.upsample_map(raw, 8, align_corners=True)
+    # align_corners=True puts output corners on input corners, and steps by (4 - 1) / (8 - 1) input pixels.
+    assert aligned[0, 0] == 0 and aligned[-1, -1] == 15 and aligned[0, -1] == 3
+    np.testing.assert_allclose(aligned[0, 1], 3 / 7, rtol=1e-6)
+    half = metrics.upsample_map(raw, 8)  # half-pixel: output pixel 0 sits at input -0.25, clamped to 0
+    assert half[0, 0] == 0 and half[0, 1] == pytest.approx(0.25) and half[0, -1] == 3
+    # the protocol switch reaches the mask, and the default is unchanged
+    proto = metrics.BENCHMARKS["vggss"]
+    assert not proto.align_corners and proto.describe()["align_corners"] is False
+    peak = np.zeros((14, 14), np.float32)
+    peak[0, 0] = 1
+    default_mask = proto.mask(peak)
+    aligned_mask = replace(proto, align_corners=True).mask(peak)
+    assert default_mask.sum() != aligned_mask.sum()
+    np.testing.assert_array_equal(
+        aligned_mask, metrics.normalize_map(metrics.upsample_map(peak, 224, align_corners=True)) >= 0.5
+    )

@@ -5,7 +5,8 @@ paper's (Song et al., CVPR 2022, Sec. 4.1; official ``eval_cal_ciou`` / ``testse
 
 1. The raw similarity map (``h x w``, 14 x 14 for VGG16 conv5_3) is upsampled to ``size x size``
    (224) by bilinear interpolation with half-pixel centres, in float32 (what OpenCV's ``INTER_LINEAR``
-   computes; equality is proven on the official goldens in ``tests/test_metrics.py``).
+   computes; equality is proven on the official goldens in ``tests/test_metrics.py``);
+   ``Protocol.align_corners`` switches to ``align_corners=True``, as EZ-VSL's evaluation upsamples.
 2. It is min-max normalised to [0, 1].
 3. It is thresholded into a mask: ``fixed`` keeps pixels ``>= 0.5`` (SSPL, Attention); ``median``
    keeps pixels ``>=`` the value at index ``size * size // 2`` of the sorted map (LVS, HardWay,
@@ -86,12 +87,16 @@ def _as_float32(maps: np.ndarray | torch.Tensor) -> np.ndarray:
     return np.asarray(maps, dtype=np.float32)
 
 
-def upsample_map(maps: np.ndarray | torch.Tensor, size: int = 224) -> np.ndarray:
-    """Bilinear upsampling with half-pixel centres, in float32 (OpenCV ``INTER_LINEAR`` semantics).
+def upsample_map(
+    maps: np.ndarray | torch.Tensor, size: int = 224, *, align_corners: bool = False
+) -> np.ndarray:
+    """Bilinear upsampling in float32, with half-pixel centres (OpenCV ``INTER_LINEAR`` semantics) by default.
 
     Args:
         maps: ``h x w`` or ``N x h x w`` raw maps (e.g. 14 x 14 cosine similarities).
         size: output side in pixels.
+        align_corners: map the corner pixels onto each other instead (``F.interpolate(...,
+            align_corners=True)``, what EZ-VSL's evaluation uses).
 
     Returns:
         ``size x size`` or ``N x size x size`` float32 array. A constant map stays exactly constant,
@@ -101,7 +106,7 @@ def upsample_map(maps: np.ndarray | torch.Tensor, size: int = 224) -> np.ndarray
     if m.ndim not in (2, 3):
         raise ValueError(f"maps must be h x w or N x h x w, got shape {m.shape}")
     x = torch.from_numpy(np.ascontiguousarray(m.reshape(-1, 1, *m.shape[-2:])))
-    y = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    y = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=align_corners)
     return y.numpy().reshape(*m.shape[:-2], size, size)
 
 
@@ -298,6 +303,8 @@ class Protocol:
         ciou_threshold: the cIoU above which a sample counts as localized (``ciou@0.5``).
         curve_points: points of the success curve.
         curve_step: spacing of the success-curve thresholds.
+        align_corners: upsample with ``align_corners=True`` (EZ-VSL's evaluation) instead of half-pixel
+            centres (SSPL's and LVS's OpenCV ``INTER_LINEAR``; see ``upsample_map``).
         empty_gt: a sample whose boxes are present but cover no pixel (VGG-SS publishes two such
             degenerate boxes, one of them in the 4,692 clips SSPL evaluated) scores cIoU 0 under
             ``"zero"``: the official code divides 0 by the predicted area and gets 0, and we keep its
@@ -314,6 +321,7 @@ class Protocol:
     ciou_threshold: float = 0.5
     curve_points: int = 21
     curve_step: float = 0.05
+    align_corners: bool = False
     empty_gt: str = "zero"
 
     def __post_init__(self) -> None:
@@ -336,7 +344,9 @@ class Protocol:
         """The masks cIoU scores: raw ``h x w`` (or ``N x h x w``) maps upsampled to ``size``, min-max
         normalised and thresholded by this protocol's policy."""
         return threshold_map(
-            normalize_map(upsample_map(maps, self.size)), self.threshold, self.threshold_value
+            normalize_map(upsample_map(maps, self.size, align_corners=self.align_corners)),
+            self.threshold,
+            self.threshold_value,
         )
 
     def describe(self) -> dict[str, Any]:

@@ -29,6 +29,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=["fixed", "median"],
         help="threshold: fixed (min-max >= 0.5, SSPL) or median (LVS/HardWay/EZ-VSL)",
     )
+    p.add_argument(
+        "--upsample",
+        default="half-pixel",
+        choices=["half-pixel", "align-corners"],
+        help="how the map is upsampled to 224: half-pixel (OpenCV bilinear, SSPL and LVS; default) or "
+        "align-corners (EZ-VSL)",
+    )
     p.add_argument("--split", default="test", help="manifest split to evaluate ('all' for every clip)")
     p.add_argument(
         "--annotations",
@@ -66,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         args.benchmark,
         args.out,
         protocol=args.protocol,
+        upsample=args.upsample,
         split=None if args.split == "all" else args.split,
         annotations=args.annotations,
         batch_size=args.batch_size,

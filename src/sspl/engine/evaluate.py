@@ -13,7 +13,7 @@ import io
 import logging
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,9 @@ from ..metrics import BASELINE_KINDS, BENCHMARKS, EvalResult, baseline_maps, eva
 __all__ = ["EvaluationReport", "benchmark_coverage", "compute_maps", "evaluate"]
 
 log = logging.getLogger(__name__)
+
+#: ``--upsample`` choices: OpenCV's half-pixel bilinear (SSPL, LVS) or ``align_corners=True`` (EZ-VSL).
+UPSAMPLING = ("half-pixel", "align-corners")
 
 
 @dataclass
@@ -142,6 +145,7 @@ def evaluate(
     out_dir: str | os.PathLike,
     *,
     protocol: str = "fixed",
+    upsample: str = "half-pixel",
     split: str | None = "test",
     annotations: str | os.PathLike | None = None,
     batch_size: int = 32,
@@ -160,6 +164,8 @@ def evaluate(
         benchmark: ``flickr``, ``vggss``, ``avsbench`` or ``synth`` (sets the GT rule and box format).
         out_dir: where ``report.json``, ``per_sample.csv`` and the plots go.
         protocol: threshold policy, ``fixed`` (min-max >= 0.5: SSPL) or ``median`` (LVS/HardWay/EZ-VSL).
+        upsample: ``half-pixel`` (OpenCV's bilinear: SSPL, LVS) or ``align-corners`` (EZ-VSL), how the
+            map is upsampled to 224 before thresholding.
         split: manifest split to evaluate (``None``: every clip).
         annotations: boxes file/folder; default: the prepared folder's ``annotations.json``, else the
             bundled boxes of the benchmark.
@@ -179,6 +185,8 @@ def evaluate(
         raise DataError(f"unknown benchmark {benchmark!r}; choose from {', '.join(BENCHMARKS)}")
     if protocol not in ("fixed", "median"):
         raise DataError(f"unknown protocol {protocol!r}; choose fixed or median")
+    if upsample not in UPSAMPLING:
+        raise DataError(f"unknown upsampling {upsample!r}; choose {' or '.join(UPSAMPLING)}")
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     samples = _pick_split(data_dir, split)
     not_prepared = _not_prepared(data_dir, split)
@@ -198,7 +206,7 @@ def evaluate(
     missing = sorted({s.id for s in samples} - set(maps))
     if missing:
         raise DataError(f"{len(missing)} clip(s) produced no map: {', '.join(missing[:10])}")
-    proto = BENCHMARKS[benchmark].with_threshold(protocol)
+    proto = replace(BENCHMARKS[benchmark].with_threshold(protocol), align_corners=upsample == "align-corners")
     result = evaluate_maps(maps, gt, proto, expected_count=len(samples))
     ids = [s.id for s in samples]
     baselines = {
