@@ -213,6 +213,27 @@ def test_non_finite_loss_stops_training(synth_dir, tmp_path, monkeypatch):
         train(small_config("train.epochs=1"), synth_dir, tmp_path / "run", progress=False)
 
 
+def test_a_validation_batch_of_one_has_no_collapse_statistic():
+    import warnings
+
+    cfg = small_config()
+    method = get_method("sspl")
+    model = method.build(cfg, pretrained=False).eval()
+    size = cfg.data.image_size
+    one = {
+        "frame_view1": torch.randn(1, 3, size, size),
+        "frame_view2": torch.randn(1, 3, size, size),
+        "spect": torch.randn(1, 3, 96, 64),
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns on the std of one sample
+        loss, extra = method.loss(model, one, cfg)
+    assert torch.isfinite(loss) and math.isnan(extra["z_std"])
+    # two copies of one sample: identical projections, so no spread (up to float rounding)
+    _, extra = method.loss(model, {k: torch.cat([v, v]) for k, v in one.items()}, cfg)
+    assert extra["z_std"] == pytest.approx(0.0, abs=1e-6)
+
+
 def test_batch_larger_than_the_data_is_refused(synth_dir, tmp_path):
     with pytest.raises(TrainingError, match="fewer than one batch"):
         train(small_config("train.batch_size=512"), synth_dir, tmp_path / "run", progress=False)

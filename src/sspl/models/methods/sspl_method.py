@@ -41,9 +41,11 @@ class SSPLMethod:
             visual_features=features,
         )
         loss = simsiam_loss(out.p1, out.p2, out.z1, out.z2)
-        with torch.no_grad():
-            # SimSiam's collapse indicator: the std of the normalised projections (1/sqrt(d) when healthy)
-            z_std = torch.nn.functional.normalize(out.z1.detach(), dim=1).std(dim=0).mean().item()
+        z_std = float("nan")  # undefined for one sample (a last validation batch of 1)
+        if size > 1:
+            with torch.no_grad():
+                # SimSiam's collapse indicator: the std of the normalised projections (1/sqrt(d) when healthy)
+                z_std = torch.nn.functional.normalize(out.z1.detach(), dim=1).std(dim=0).mean().item()
         return loss, {"z_std": z_std}
 
     def param_groups(self, model: SSPL, optim: OptimConfig) -> list[dict]:
