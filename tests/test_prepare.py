@@ -135,6 +135,40 @@ def test_video_helpers_name_the_file_on_bad_input(tmp_path):
         decode_middle_frame(tmp_path / "missing.mp4")
 
 
+def test_a_truncated_video_keeps_the_frames_before_the_damage(data_dir, tmp_path, caplog):
+    # The real clip remuxed with its index first (faststart), then cut in half: the file opens, and
+    # decoding fails where its data runs out.
+    whole = tmp_path / "whole.mp4"
+    with av.open(str(data_dir / "prepare" / REAL_VIDEO)) as inp:
+        with av.open(str(whole), "w", options={"movflags": "faststart"}) as out:
+            streams = {
+                s.index: out.add_stream_from_template(s) for s in (inp.streams.video[0], inp.streams.audio[0])
+            }
+            for packet in inp.demux(*inp.streams.video, *inp.streams.audio):
+                if packet.dts is not None:
+                    packet.stream = streams[packet.stream.index]
+                    out.mux(packet)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    total = len(list(iter_frames(whole)))
+    with caplog.at_level("WARNING", logger="sspl.data.video"):
+        frames = list(iter_frames(cut))
+    assert 0 < len(frames) < total
+    times = [t for t, _ in frames]
+    assert times[0] == 0 and times == sorted(set(times))
+    assert f"cut.mp4: decoding stopped after the frame at {times[-1]:.2f} s" in caplog.text
+
+
+def test_matroska_video_duration_is_the_pictures_not_the_longer_sound(tmp_path):
+    # Matroska declares no stream duration; the container's is the longest stream's, here the audio's.
+    clip = write_synthetic_video(tmp_path / "clip.mkv", seconds=2.0, audio_seconds=3.0)
+    info = video_info(clip)
+    assert info.duration == pytest.approx(2.0, abs=0.05) and info.audio_duration == pytest.approx(
+        3.0, abs=0.05
+    )
+    assert decode_middle_frame(clip)[1] == pytest.approx(1.0, abs=0.05)
+
+
 def test_real_video(data_dir, tmp_path):
     src = tmp_path / "src"
     src.mkdir()

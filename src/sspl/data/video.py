@@ -13,6 +13,7 @@ pixels) is applied to every decoded frame, and :class:`VideoInfo` reports the si
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Iterator
@@ -39,8 +40,12 @@ __all__ = [
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov")
 
+log = logging.getLogger(__name__)
+
 # Timestamps within this many seconds of a target count as "at" it (pts rounding in coarse time bases).
 _TIME_EPS_SECONDS = 1e-6
+# A file whose packets end this close to its declared duration is whole, not truncated.
+_WHOLE_FILE_SLACK_SECONDS = 0.1
 # Decoders whose packets each hold one frame stamped with that frame's own timestamp, so the
 # non-reference frames of packets before a target can be skipped without changing any later frame.
 _SKIP_NONREF_CODECS = frozenset({"h264", "hevc"})
@@ -55,12 +60,11 @@ class VideoInfo:
     """Facts about a video file, read from the container (only the first frame is decoded, for its rotation).
 
     Attributes:
-        duration: seconds of the video stream (container duration when the stream does not say; measured
-            from the packet timestamps when neither does).
+        duration: seconds of the video stream: as the stream declares it, else measured from its packet
+            timestamps (Matroska / WebM declare none), else the container's duration.
         start: timestamp of the first video frame in seconds.
         fps: average frame rate (0 when unknown).
-        width, height: frame size as displayed, i.e. after ``rotation``.
-        width, height: frame size in pixels.
+        width, height: frame size in pixels as displayed, i.e. after ``rotation``.
         video_codec: FFmpeg decoder name of the video stream.
         has_audio: whether the file has an audio stream.
         audio_codec: FFmpeg decoder name of the first audio stream ("" without audio, or when FFmpeg
@@ -156,29 +160,52 @@ def _seconds(value: int | None, time_base: Fraction | None) -> float | None:
 
 
 def _stream_duration(container: av.container.InputContainer, stream: av.VideoStream) -> float | None:
+    """The video stream's own duration: as declared, else measured from its packets, else the container's.
+
+    Matroska / WebM declare no stream duration, and their container duration is the longest stream's, which
+    is the audio's when the sound outlasts the picture: when the packets of the file reach the end the
+    container declares, the file is whole and the video's packets give its length. When they stop short,
+    the file is truncated and the declared length is kept, so the missing frames are found missing.
+    """
     duration = _seconds(stream.duration, stream.time_base)
-    if duration is None and container.duration is not None:
-        duration = container.duration / av.time_base
+    if duration is not None and duration > 0:
+        return duration
+    declared = container.duration / av.time_base if container.duration is not None else None
+    measured, file_end = _measure_duration(container, stream)
+    whole = declared is None or (file_end is not None and file_end >= declared - _WHOLE_FILE_SLACK_SECONDS)
+    duration = measured if whole and measured is not None and measured > 0 else declared
     return duration if duration is not None and duration > 0 else None
 
 
-def _measure_duration(container: av.container.InputContainer, stream: av.VideoStream) -> float | None:
-    """Duration from the packet timestamps (demuxing only) for containers that do not declare one."""
+def _measure_duration(
+    container: av.container.InputContainer, stream: av.VideoStream
+) -> tuple[float | None, float | None]:
+    """The video's duration from its packet timestamps, and where the last packet of any stream ends
+    (seconds from the container's start), by demuxing only; then back to the start."""
     first = last = None
     last_dur = 0
+    file_end = None
+    origin = (container.start_time or 0) / av.time_base
     try:
-        for packet in container.demux(stream):
-            if packet.pts is None:
+        for packet in container.demux():
+            if packet.pts is None or packet.stream.type not in ("video", "audio"):
+                continue
+            end = float((packet.pts + (packet.duration or 0)) * packet.time_base) - origin
+            file_end = end if file_end is None else max(file_end, end)
+            if packet.stream.index != stream.index:
                 continue
             first = packet.pts if first is None else min(first, packet.pts)
             if last is None or packet.pts >= last:
                 last, last_dur = packet.pts, packet.duration or 0
-        container.seek(0)
     except av.FFmpegError:
         pass  # a damaged tail: keep the timestamps read so far
+    try:
+        container.seek(0)
+    except av.FFmpegError:
+        pass  # an unseekable file: later reads decode from where they are, as for any such file
     if first is None:
-        return None
-    return float((last + last_dur - first) * stream.time_base)
+        return None, file_end
+    return float((last + last_dur - first) * stream.time_base), file_end
 
 
 def video_info(path: str | os.PathLike) -> VideoInfo:
@@ -197,8 +224,6 @@ def video_info(path: str | os.PathLike) -> VideoInfo:
 def _info(container: av.container.InputContainer, stream: av.VideoStream, path: Path) -> VideoInfo:
     start = _seconds(stream.start_time, stream.time_base) or 0.0
     duration = _stream_duration(container, stream)
-    if duration is None:
-        duration = _measure_duration(container, stream)
     if duration is None:
         raise VideoDecodeError(f"{path}: the video stream holds no frames")
     rotation = _first_rotation(container, stream, path)
@@ -370,6 +395,9 @@ def iter_frames(
     Yields:
         ``(timestamp, image)``: the frame's own timestamp in seconds and the RGB frame at native size.
 
+    A file that cannot be decoded past some frame (truncated, damaged) ends there, with a logged
+    warning; one that yields no frame at all raises.
+
     Raises:
         FileNotFoundError, VideoDecodeError: as :func:`decode_frame_at` (raised when reached).
     """
@@ -380,18 +408,31 @@ def iter_frames(
         stream = _video_stream(container, path, threads)
         native_fps = float(stream.average_rate or stream.guessed_rate or 0)
         next_time: float | None = None
-        for i, frame in enumerate(_decode(container, stream, path, 0.0)):
-            t = _frame_time(frame, stream, i, native_fps)
-            if fps is None:
-                yield t, _upright(frame)
-                continue
-            if next_time is None:
-                next_time = t
-            if t >= next_time - _TIME_EPS_SECONDS:
-                yield t, _upright(frame)
-                # Skip sample times this frame already covers (fps above the native rate).
-                steps = math.floor((t - next_time) * fps + _TIME_EPS_SECONDS) + 1
-                next_time += steps / fps
+        last: float | None = None  # time of the last decoded frame
+        try:
+            for i, frame in enumerate(_decode(container, stream, path, 0.0)):
+                t = last = _frame_time(frame, stream, i, native_fps)
+                if fps is None:
+                    yield t, _upright(frame)
+                    continue
+                if next_time is None:
+                    next_time = t
+                if t >= next_time - _TIME_EPS_SECONDS:
+                    yield t, _upright(frame)
+                    # Skip sample times this frame already covers (fps above the native rate).
+                    steps = math.floor((t - next_time) * fps + _TIME_EPS_SECONDS) + 1
+                    next_time += steps / fps
+        except VideoDecodeError as e:
+            if last is None:
+                raise
+            # A truncated or damaged file: the frames before the damage are good, and callers that know
+            # how many to expect (sspl localize) say how many came.
+            log.warning(
+                "%s: decoding stopped after the frame at %.2f s (%s); the frames before it are kept",
+                path,
+                last,
+                _reason(e.__cause__) if isinstance(e.__cause__, av.FFmpegError) else e,
+            )
 
 
 # --------------------------------------------------------------------------------------------------
