@@ -509,6 +509,7 @@ def test_evaluate_refuses_what_would_not_be_the_benchmarks_number(synth_dir, tmp
         (["--workers", "-1"], "--workers must be at least 0"),
         (["--cycles", "-1"], "--cycles must be at least 0"),
         (["--device", "gpu"], "--device gpu: not a device name"),
+        *([] if torch.backends.mps.is_available() else [(["--device", "mps"], "no Apple MPS device")]),
     ):
         assert cli_main([*base, *extra]) == 1
         assert words in capsys.readouterr().err
@@ -533,6 +534,18 @@ def test_benchmark_coverage_counts_the_papers_test_clips():
     assert (coverage["evaluated_sspl_test_ids"], coverage["sspl_test_ids"]) == (4692, 4692)
     assert coverage["evaluated_test_ids"] == 4692 and coverage["test_ids"] == 5158
     assert benchmark_coverage("synth", ["a"]) is None
+
+
+def test_find_checkpoint_reads_a_run_or_its_checkpoints_folder(synth_dir, tmp_path):
+    from sspl.engine.checkpoint import find_checkpoint
+
+    run = tmp_path / "run"
+    train(small_config("train.epochs=1"), synth_dir, run, progress=False)
+    best = run / "checkpoints" / "best.pt"
+    assert find_checkpoint(run) == find_checkpoint(run / "checkpoints") == find_checkpoint(best) == best
+    assert find_checkpoint(run, prefer="last.pt") == run / "checkpoints" / "last.pt"
+    with pytest.raises(WeightsError, match=r"no checkpoint found \(expected .*empty/checkpoints/best\.pt"):
+        find_checkpoint(tmp_path / "empty")
 
 
 def test_loaded_run_localizes_like_the_trained_model(synth_dir, tmp_path):

@@ -166,6 +166,24 @@ def test_localize_image_from_files_and_checkpoint(model, run_dir, media):
         localize_image(model, None, media["image"], media["wav"])
 
 
+def test_silent_or_tiny_audio_is_localized_with_a_warning(model, media, tmp_path, caplog):
+    image = media["image"]
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(48000, np.float32), 16000)
+    with caplog.at_level("WARNING", logger="sspl.localize"):
+        result = localize_image(model, Preprocess(), image, silent)
+    assert result.raw_map.shape == (14, 14)
+    assert f"{silent}: silent audio (constant signal); the map cannot show" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="sspl.localize"):
+        localize_image(model, Preprocess(), image, (np.ones(80, np.float32), 16000))
+    assert "the audio array: only 80 audio samples (5 ms at 16000 Hz)" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="sspl.localize"):
+        localize_image(model, Preprocess(), image, media["wav"])
+    assert caplog.text == ""
+
+
 def test_localize_image_pcm_steps(model, media):
     result = localize_image(model, Preprocess(), media["image"], media["wav"], pcm_steps=True)
     assert result.step_maps.shape == (model.config.cycles + 1, 14, 14)
@@ -444,8 +462,15 @@ def _bad_inputs(tmp: Path, media: dict[str, Path]) -> dict[str, tuple[list[str],
     zero = write_synthetic_video(tmp / "zero.mkv", seconds=0, audio_seconds=1.0)
     not_image = tmp / "notes.jpg"
     not_image.write_text("not an image")
+    nan_wav = tmp / "nan.wav"
+    sf.write(nan_wav, np.full(16000, np.nan, np.float32), 16000, subtype="FLOAT")
     image, wav = str(media["image"]), str(media["wav"])
     return {
+        "audio with NaN samples": (
+            ["--image", image, "--audio", str(nan_wav)],
+            nan_wav,
+            "non-finite samples",
+        ),
         "missing video": (["--video", str(tmp / "nope.mp4")], tmp / "nope.mp4", "no such video file"),
         "not a container": (["--video", str(garbage)], garbage, "cannot open"),
         "truncated container": (["--video", str(truncated)], truncated, "cannot open"),
@@ -504,6 +529,14 @@ def test_cli_output_folder_that_is_a_file_or_unwritable(run_dir, media, tmp_path
     argv += ["--audio", str(media["wav"])]
     assert main([*argv, "--out", str(media["wav"])]) == 1
     assert f"{media['wav']}: is a file, not a folder for the outputs" in capsys.readouterr().err
+    assert main([*argv, "--out", str(media["wav"] / "sub")]) == 1  # a file further up the path
+    assert f"{media['wav']}: is a file, not a folder for the outputs (--out) (in " in capsys.readouterr().err
+    # --overwrite replaces files, not a folder in an output's place; nothing is written before it says so
+    blocked = tmp_path / "blocked"
+    (blocked / f"{media['image'].stem}_map.npy").mkdir(parents=True)
+    assert main([*argv, "--out", str(blocked), "--overwrite"]) == 1
+    assert "_map.npy: is a folder; --overwrite replaces output files only" in capsys.readouterr().err
+    assert sorted(p.name for p in blocked.iterdir()) == [f"{media['image'].stem}_map.npy"]
 
     def refused(self, *args, **kwargs):  # what a read-only folder does, even to root in a container
         raise PermissionError(13, "Permission denied", str(self))

@@ -29,12 +29,15 @@ __all__ = [
     "LOG_OFFSET",
     "MEL_MAX_HZ",
     "MEL_MIN_HZ",
+    "MIN_AUDIO_SECONDS",
     "NUM_MEL_BINS",
     "SAMPLE_RATE_HZ",
+    "SILENT_PEAK_TO_PEAK",
     "AudioDecodeError",
     "centre_window",
     "clip_at",
     "encode_wav_float32",
+    "is_silent",
     "load_audio",
     "load_clip",
     "log_mel_spectrogram",
@@ -43,6 +46,7 @@ __all__ = [
     "official_clip",
     "resample",
     "tile_to_length",
+    "too_short",
     "waveform_to_examples",
 ]
 
@@ -60,6 +64,11 @@ MEL_HIGH_FREQUENCY_Q = 1127.0
 
 CLIP_SECONDS = 3.0
 NORMALIZE_EPS = 1e-3  # the official ``normalize_audio`` divides by max + 1e-3
+# A track whose peak-to-peak amplitude is below this (about 3 steps of 16-bit audio) is silence: its
+# normalised clip would be a constant and teach nothing.
+SILENT_PEAK_TO_PEAK = 1e-4
+# Less audio than this is a damaged file, not a clip: tiled to 3 s it would be a buzz of one period.
+MIN_AUDIO_SECONDS = 0.1
 
 STFT_WINDOW_SAMPLES = int(round(SAMPLE_RATE_HZ * STFT_WINDOW_LENGTH_SECONDS))  # 400
 STFT_HOP_SAMPLES = int(round(SAMPLE_RATE_HZ * STFT_HOP_LENGTH_SECONDS))  # 160
@@ -173,7 +182,7 @@ def load_audio(
 
     Raises:
         FileNotFoundError: the file does not exist.
-        AudioDecodeError: the file holds no decodable audio.
+        AudioDecodeError: the file holds no decodable audio, or samples that are NaN or infinite.
     """
     path = Path(path)
     if not path.is_file():
@@ -200,10 +209,27 @@ def load_audio(
     wave = data.mean(axis=0) if data.shape[0] > 1 else data[0]
     if wave.size == 0:
         raise AudioDecodeError(f"{path}: audio stream holds no samples")
+    if not np.isfinite(wave).all():
+        raise AudioDecodeError(f"{path}: audio holds non-finite samples (NaN or infinity)")
     if sample_rate is not None and rate != sample_rate:
         wave = resample(wave, rate, sample_rate)
         rate = sample_rate
     return np.ascontiguousarray(wave, dtype=np.float32), int(rate)
+
+
+def too_short(num_samples: int, rate: int) -> str | None:
+    """Why ``num_samples`` at ``rate`` Hz are too little audio to stand for a sound, or None."""
+    if num_samples >= MIN_AUDIO_SECONDS * rate:
+        return None
+    return (
+        f"only {num_samples} audio samples ({1000 * num_samples / rate:.0f} ms at {rate} Hz); "
+        f"at least {MIN_AUDIO_SECONDS:g} s are needed (a truncated file?)"
+    )
+
+
+def is_silent(wave: np.ndarray) -> bool:
+    """Whether a waveform is silence: peak-to-peak below :data:`SILENT_PEAK_TO_PEAK`."""
+    return float(np.ptp(wave)) < SILENT_PEAK_TO_PEAK
 
 
 # --------------------------------------------------------------------------------------------------

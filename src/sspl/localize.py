@@ -46,7 +46,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import nn
 
 from .api import Preprocess, load, to_rgb
-from .audio import SAMPLE_RATE_HZ, AudioDecodeError, load_audio
+from .audio import SAMPLE_RATE_HZ, AudioDecodeError, is_silent, load_audio, too_short
 from .data.transforms import CropMapping
 from .data.video import VideoDecodeError, VideoInfo, iter_frames, video_info
 from .errors import DataError
@@ -198,12 +198,24 @@ def _audio(audio: AudioArg) -> tuple[np.ndarray, int]:
         if len(audio) != 2:
             raise ValueError("audio must be a file path or a (wave, sample_rate) pair")
         wave, rate = np.asarray(audio[0], dtype=np.float32), int(audio[1])
-        if wave.ndim != 1 or wave.size == 0 or not np.all(np.isfinite(wave)):
-            raise ValueError(f"wave must be a non-empty finite 1-D array, got shape {wave.shape}")
+        if wave.ndim != 1 or wave.size == 0:
+            raise ValueError(f"wave must be a non-empty 1-D array, got shape {wave.shape}")
+        if not np.all(np.isfinite(wave)):
+            raise ValueError(f"wave holds {int((~np.isfinite(wave)).sum())} NaN or infinite sample(s)")
         if rate <= 0:
             raise ValueError(f"sample rate must be positive, got {rate}")
+        _warn_if_no_sound(wave, rate, "the audio array")
         return wave, rate
-    return load_audio(audio, SAMPLE_RATE_HZ)
+    wave, rate = load_audio(audio, SAMPLE_RATE_HZ)
+    _warn_if_no_sound(wave, rate, audio)
+    return wave, rate
+
+
+def _warn_if_no_sound(wave: np.ndarray, rate: int, source: object) -> None:
+    """A map is still computed for silence or a few samples, but it cannot show where a sound is."""
+    why = too_short(wave.shape[0], rate) or ("silent audio (constant signal)" if is_silent(wave) else None)
+    if why:
+        log.warning("%s: %s; the map cannot show where a sound comes from", source, why)
 
 
 def _resolve(
@@ -372,7 +384,8 @@ def _check_audio_source(path: Path, info: VideoInfo, audio_path: str | os.PathLi
 
 def _load_video_audio(path: Path, info: VideoInfo, audio: Path) -> tuple[np.ndarray, float]:
     """The 16 kHz waveform and the time (on the video's timeline) of its first sample."""
-    wave, _ = load_audio(audio, SAMPLE_RATE_HZ)
+    wave, rate = load_audio(audio, SAMPLE_RATE_HZ)
+    _warn_if_no_sound(wave, rate, audio)
     # A separate sound file is taken to start with the video's first frame.
     return wave, info.audio_start if audio == path else info.start
 
@@ -564,6 +577,9 @@ class _Outputs:
         _check_output_folder(next(iter(folders)))
         if not overwrite:
             check_outputs_free(paths)
+        for path in paths.values():  # checked now: a rename failing at the end would leave a mixed set
+            if path.is_dir():
+                raise IsADirectoryError(f"{path}: is a folder; --overwrite replaces output files only")
         self.folder = folders.pop()
         self.final = dict(paths)
         self._created = not self.folder.exists()
@@ -624,8 +640,14 @@ def video_output_paths(out_dir: str | os.PathLike, stem: str) -> dict[str, Path]
 
 
 def _check_output_folder(folder: Path) -> None:
-    if folder.exists() and not folder.is_dir():
-        raise NotADirectoryError(f"{folder}: is a file, not a folder for the outputs (--out)")
+    for existing in (folder, *folder.parents):  # the nearest part of the path that exists
+        if existing.exists():
+            if not existing.is_dir():
+                where = "" if existing == folder else f" (in {folder})"
+                raise NotADirectoryError(
+                    f"{existing}: is a file, not a folder for the outputs (--out){where}"
+                )
+            return
 
 
 def check_outputs_free(paths: dict[str, Path]) -> None:

@@ -37,6 +37,10 @@ def parse_device(name: str | None):
         raise SSPLError(f"--device {name}: not a device name ({e})") from e
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SSPLError(f"--device {name}: no CUDA device is available (use --device cpu)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise SSPLError(
+            f"--device {name}: no Apple MPS device in this PyTorch build or machine (use --device cpu)"
+        )
     return device
 
 

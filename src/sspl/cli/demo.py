@@ -28,7 +28,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--scenes", type=int, default=d.scenes, help=f"main SynthAV scenes ({d.scenes})")
     p.add_argument("--epochs", type=int, default=d.epochs, help=f"SSPL training epochs ({d.epochs})")
-    p.add_argument("--pcm", action=argparse.BooleanOptionalAction, default=d.pcm, help="SSPL with PCM")
+    p.add_argument(
+        "--pcm",
+        action=argparse.BooleanOptionalAction,
+        default=d.pcm,
+        help=f"SSPL with PCM or without ({'with' if d.pcm else 'without'})",
+    )
     p.add_argument("--seed", type=int, default=d.seed, help=f"seed ({d.seed})")
     p.add_argument("--workers", type=int, default=None, help="processes for scene generation (all cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

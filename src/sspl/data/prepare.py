@@ -47,15 +47,19 @@ from tqdm.auto import tqdm
 
 from ..audio import (
     CLIP_SECONDS,
+    MIN_AUDIO_SECONDS,
     SAMPLE_RATE_HZ,
+    SILENT_PEAK_TO_PEAK,
     AudioDecodeError,
     centre_window,
     clip_at,
     encode_wav_float32,
+    is_silent,
     load_audio,
     official_clip,
     resample,
     tile_to_length,
+    too_short,
     waveform_to_examples,
 )
 from ..errors import DataError
@@ -98,11 +102,6 @@ log = logging.getLogger(__name__)
 FRAME_SIZE = 256
 JPEG_QUALITY = 95
 SPECT_PATCHES = 3
-# A track whose peak-to-peak amplitude is below this (about 3 steps of 16-bit audio) is silence: its
-# normalised clip would be a constant and teach nothing.
-SILENT_PEAK_TO_PEAK = 1e-4
-# Less audio than this is a damaged file, not a clip: tiled to 3 s it would be a buzz of one period.
-MIN_AUDIO_SECONDS = 0.1
 _EXIF_ORIENTATION = 0x0112  # the EXIF tag of how a photo is turned for display
 # Audio decoded past the end of the window a video clip needs, so the resampler's filter never sees
 # the cut and the kept samples equal those of the fully decoded track.
@@ -445,17 +444,15 @@ def select_sources(
 
 
 def _check_long_enough(native: np.ndarray, rate: int, path: str) -> None:
-    if native.shape[0] < MIN_AUDIO_SECONDS * rate:
-        raise AudioDecodeError(
-            f"{path}: only {native.shape[0]} audio samples ({1000 * native.shape[0] / rate:.0f} ms at {rate} Hz); "
-            f"at least {MIN_AUDIO_SECONDS:g} s are needed (a truncated file?)"
-        )
+    why = too_short(native.shape[0], rate)
+    if why:
+        raise AudioDecodeError(f"{path}: {why}")
 
 
 def _check_not_silent(wave: np.ndarray, path: str) -> None:
     if not np.isfinite(wave).all():
         raise AudioDecodeError(f"{path}: audio holds non-finite samples (NaN or infinity)")
-    if float(np.ptp(wave)) < SILENT_PEAK_TO_PEAK:
+    if is_silent(wave):
         raise AudioDecodeError(f"{path}: silent audio (constant signal around the frame)")
 
 

@@ -150,11 +150,12 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 
 def find_checkpoint(run_or_file: str | os.PathLike, prefer: str = BEST) -> Path:
-    """The checkpoint file of a run directory (``best.pt``, else ``last.pt``) or the file itself."""
+    """The checkpoint file of a run directory (``best.pt``, else ``last.pt``) or the file itself; the
+    run's ``checkpoints`` folder is read like the run directory."""
     p = Path(run_or_file)
     if p.is_file():
         return p
-    folder = p / CHECKPOINT_DIR
+    folder = p if p.name == CHECKPOINT_DIR and not (p / CHECKPOINT_DIR).is_dir() else p / CHECKPOINT_DIR
     for name in (prefer, LAST if prefer == BEST else BEST):
         if (folder / name).is_file():
             return folder / name
