@@ -693,7 +693,8 @@ def test_frames_of_a_video_share_its_audio_file_as_in_avsbench(tmp_path):
     assert np.array_equal(
         np.load(out / rows["0d9u2CymIxc_1"].spect), np.load(out / rows["0d9u2CymIxc_2"].spect)
     )
-    assert "orphan_3.png: no audio file" in rows["orphan_3"].error
+    assert "orphan_3.png: no audio file with the same stem" in rows["orphan_3"].error
+    assert "nor a single orphan.* audio file" in rows["orphan_3"].error
     from sspl.data.annotations import load_annotations
 
     assert {"0d9u2CymIxc_1", "0d9u2CymIxc_2"} <= set(load_annotations("avsbench"))

@@ -280,7 +280,12 @@ def _pair_sources(src: Path, exclude: Path | None) -> list[ClipSource]:
         elif image is None:
             error = f"{audio}: no image with the same stem for this audio file"
         elif audio is None:
-            error = f"{image}: no audio file with the same stem for this image (nor one video audio file)"
+            error = f"{image}: no audio file with the same stem for this image"
+            frame = _FRAME_OF_VIDEO.fullmatch(key[1])
+            if frame:
+                error += (
+                    f" (nor a single {frame.group(1)}.* audio file under the source, as for a video frame)"
+                )
         else:
             error = ""
         sources.append(ClipSource(key[1], _KIND_IMAGE, str(image or ""), str(audio or ""), error=error))
