@@ -365,8 +365,12 @@ def test_ddp_two_processes_equal_one_process(synth_dir, tmp_path):
     initial = get_method("sspl").build(apply_overrides(Config(), overrides), pretrained=False).state_dict()
     # Two ranks sum the batch statistics in another order than one process: float noise of ~1e-5 relative
     # reaches the BN running stats after three steps, so the tolerance is 1e-4 (an untrained model is far off).
+    # A running mean near 0 among channels of magnitude ~10 is a difference of large sums: its noise is
+    # relative to the buffer's scale, not to the value (seen with one OpenMP thread: 0.037204 vs 0.037242).
     for key in a:
-        assert torch.allclose(a[key].float(), b[key].float(), rtol=1e-4, atol=1e-5), key
+        x, y = a[key].float(), b[key].float()
+        scale = max(1.0, float(x.abs().max())) if key.endswith(("running_mean", "running_var")) else 1.0
+        assert torch.allclose(x, y, rtol=1e-4, atol=1e-5 * scale), key
         moved += int(not torch.equal(a[key], initial[key]))
     assert moved > 10  # the comparison is not between two untrained models
     la = [json.loads(x) for x in (single / "log.jsonl").read_text().splitlines() if '"train"' in x]
