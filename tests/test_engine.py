@@ -115,6 +115,38 @@ def test_resume_is_bit_for_bit(synth_dir, tmp_path):
     assert a["trainer"]["history"] == b["trainer"]["history"]
 
 
+@pytest.mark.slow
+def test_a_killed_run_resumes_bit_for_bit(synth_dir, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def cli(run: Path, *extra: str) -> list[str]:
+        args = ["train", "--data", str(synth_dir), "--run-dir", str(run), "--epochs", "2", "--no-progress"]
+        return [sys.executable, "-m", "sspl.cli", *args, *extra, *SMALL, "train.max_steps_per_epoch=6"]
+
+    full, part = tmp_path / "full", tmp_path / "part"
+    subprocess.run(cli(full), check=True, capture_output=True)
+    # SIGKILL as soon as epoch 1's checkpoint is on disk, i.e. in the middle of epoch 2.
+    proc = subprocess.Popen(cli(part), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = part / "checkpoints" / "last.pt"
+    deadline = time.monotonic() + 300
+    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert load_checkpoint(last)["epoch"] == 1, "the run finished before it could be killed"
+    subprocess.run(cli(part, "--resume"), check=True, capture_output=True)
+    a, b = load_checkpoint(full / "checkpoints/last.pt"), load_checkpoint(last)
+    assert a["epoch"] == b["epoch"] == 2 and a["step"] == b["step"] == 8
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert torch.equal(sa["exp_avg"], sb["exp_avg"]) and torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
+    assert a["trainer"]["history"] == b["trainer"]["history"]
+
+
 def _without(synth_dir: Path, dest: Path, drop) -> Path:
     """A copy of the set whose manifest lacks the rows ``drop(row)`` selects."""
     shutil.copytree(synth_dir, dest)
@@ -176,6 +208,25 @@ def test_early_stopping_needs_validation_clips(synth_dir, tmp_path):
         train(
             small_config("train.patience=2", "data.val_fraction=0"), no_val, tmp_path / "run", progress=False
         )
+
+
+def test_tensorboard_gets_every_logged_scalar_once_across_a_resume(synth_dir, tmp_path):
+    pytest.importorskip("tensorboard")  # in the test extras; optional for users
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    train(small_config("train.epochs=1"), synth_dir, run, progress=False)
+    train(small_config("train.epochs=2"), synth_dir, run, resume=True, progress=False)
+    events = EventAccumulator(str(run / "tb"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/pairs_per_s", "val/val_loss", "val/val_ciou@0.5"} <= tags
+    assert any(t.startswith("train/lr") for t in tags)
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3, 4]
+    assert [e.step for e in events.Scalars("val/val_loss")] == [0, 2, 4]
+    records = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if r["type"] == "train"]
+    assert [e.value for e in events.Scalars("train/loss")] == pytest.approx(losses, rel=1e-6)
 
 
 def test_a_resumed_run_logs_each_step_once(synth_dir, tmp_path, monkeypatch):

@@ -226,6 +226,21 @@ def test_training_with_cache_visual_runs_and_resumes_bit_for_bit(synth_dir, tmp_
         assert torch.equal(a[key], b[key]), key
 
 
+def test_training_with_cache_audio_is_the_exact_run(synth_dir, tmp_path):
+    # The frozen audio encoder's embeddings are computed once: the same numbers, so the same run.
+    exact = apply_overrides(Config(), [*SMALL, "train.epochs=2"])
+    train(exact, synth_dir, tmp_path / "exact", progress=False)
+    cached = train(
+        apply_overrides(exact, ["data.cache_audio=true"]), synth_dir, tmp_path / "cached", progress=False
+    )
+    assert any((tmp_path / "cached" / "cache").rglob("*")) and not (tmp_path / "exact" / "cache").exists()
+    a = load_checkpoint(tmp_path / "exact" / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "cached" / "checkpoints" / "last.pt")
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert a["trainer"]["history"] == b["trainer"]["history"] == cached.history
+
+
 def test_cached_training_differs_from_exact_training(synth_dir, tmp_path):
     # The feature views are an approximation: a run with the flag is not the exact run.
     exact = train(
