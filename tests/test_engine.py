@@ -437,6 +437,27 @@ def test_ddp_two_processes_equal_one_process(synth_dir, tmp_path):
 # --------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize(("amp", "tolerance"), [("none", 1e-3), ("fp16", 2e-2), ("bf16", 5e-2)])
+def test_gpu_training_with_mixed_precision_follows_the_cpu_run(synth_dir, tmp_path, amp, tolerance):
+    # Same seed, data order and initialisation: the first step's loss is the CPU's up to the precision.
+    cpu = train(
+        small_config("train.epochs=1", "train.device=cpu"), synth_dir, tmp_path / "cpu", progress=False
+    )
+    cfg = small_config("train.epochs=1", "train.device=cuda", f"train.amp={amp}", "train.channels_last=true")
+    gpu = train(cfg, synth_dir, tmp_path / "gpu", progress=False)
+    assert gpu.steps == cpu.steps
+
+    def losses(run: Path) -> list[float]:
+        return [json.loads(x)["loss"] for x in (run / "log.jsonl").read_text().splitlines() if '"train"' in x]
+
+    on_cpu, on_gpu = losses(tmp_path / "cpu"), losses(tmp_path / "gpu")
+    assert all(math.isfinite(v) for v in on_gpu) and len(on_gpu) == len(on_cpu)
+    assert on_gpu[0] == pytest.approx(on_cpu[0], abs=tolerance)
+    final = params(tmp_path / "gpu" / "checkpoints" / "last.pt")
+    assert all(torch.isfinite(t.float()).all() for t in final.values())
+
+
 def test_cli_train_then_evaluate(synth_dir, tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
     code = cli_main(
