@@ -15,7 +15,8 @@ dropped, workers started afresh every epoch. For each ``--workers`` value and ea
 Reported: samples/s in steady state (after each epoch's first batch, which includes starting the workers)
 and including that start-up. The step's throughput is ``--step-pairs-per-s`` (e.g. the ``ours`` pairs/s of
 bench_train_step.py on the same machine) or else measured here on the full-size default model (VGG16 +
-VGGish + PCM, random weights, the trainer's step, ``--step-steps`` steps after a warm-up).
+VGGish + PCM, random weights, the trainer's step, ``--step-steps`` steps after a warm-up): on the GPU with
+bf16 at batch 128 when CUDA is present (the step the loader must feed there), else on the CPU.
 Target (issue 7): the loader at least 2x the training step's throughput, so it does not starve it.
 
     python bench/bench_loader.py [--scenes 200] [--workers 0 1 2] [--epochs 2] [--step-pairs-per-s X] [--no-record]
@@ -43,6 +44,7 @@ from sspl.data.synth import generate_synth, synth_config
 from sspl.engine.train import _collate, _worker_init
 
 TARGET_RATIO = 2.0
+GPU_STEP_BATCH = 128  # the GPU training setting of the performance issue
 
 
 class StandIn(nn.Module):
@@ -88,20 +90,28 @@ def loader_throughput(dataset: PreparedDataset, workers: int, batch_size: int, e
     }
 
 
-def step_pairs_per_s(batch_size: int, steps: int) -> float:
-    """The trainer's step on the full-size default model (random weights), median of ``steps``."""
+def step_pairs_per_s(batch_size: int, steps: int) -> tuple[float, str]:
+    """The trainer's step on the full-size default model (random weights), median of ``steps``: on the
+    GPU when there is one (bf16 autocast, batch ``GPU_STEP_BATCH``, the setting the loader must feed),
+    else on the CPU at ``batch_size``. Returns the pairs/s and how they were measured."""
     from bench_train_step import OursStep, make_batch, time_interleaved
     from sspl.config import Config, SSPLConfig
     from sspl.models.sspl import SSPL
 
     torch.manual_seed(0)
     model = SSPL(SSPLConfig(visual_weights=None, audio_weights=None))
-    cpu = torch.device("cpu")
-    step = OursStep(model, Config(), cpu, cached_audio=False, amp=None)
-    batch = step.prepare(make_batch(batch_size, cpu, torch.Generator().manual_seed(0)))
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
+    batch_size = GPU_STEP_BATCH if cuda else batch_size
+    step = OursStep(model, Config(), device, cached_audio=False, amp=torch.bfloat16 if cuda else None)
+    batch = step.prepare(make_batch(batch_size, device, torch.Generator().manual_seed(0)))
     step(batch)  # warm-up
-    seconds = time_interleaved({"ours": lambda: step(batch)}, steps, cpu)["ours"]
-    return batch_size / seconds
+    seconds = time_interleaved({"ours": lambda: step(batch)}, steps, device)["ours"]
+    where = f"{torch.cuda.get_device_name()}, bf16" if cuda else "CPU, float32"
+    return (
+        batch_size / seconds,
+        f"measured: full-size default model, trainer's step on {where}, batch {batch_size}",
+    )
 
 
 def main() -> None:
@@ -153,8 +163,8 @@ def main() -> None:
     if args.step_pairs_per_s is not None:
         step, source = args.step_pairs_per_s, "given (--step-pairs-per-s)"
     else:
-        step = step_pairs_per_s(args.batch_size, args.step_steps)
-        source = f"measured: full-size default model, trainer's step, median of {args.step_steps}"
+        step, source = step_pairs_per_s(args.batch_size, args.step_steps)
+        source += f", median of {args.step_steps}"
     result["step_pairs_per_s"] = round(step, 2)
     result["step_source"] = source
     result["ratio_loader_to_step"] = {
