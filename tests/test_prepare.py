@@ -797,6 +797,35 @@ def test_cli_end_to_end(videos, tmp_path, capsys):
     assert capsys.readouterr().out.strip() == "done 0 / skipped 3 / failed 0"
 
 
+@pytest.mark.slow
+def test_a_sigkilled_prepare_keeps_the_clips_it_finished(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    src = tmp_path / "src"
+    for i in range(24):
+        write_synthetic_video(src / f"clip{i:02d}.mp4", seconds=1.0, seed=i)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "sspl.cli", "prepare", str(src), str(out), "--workers", "1", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    journal = out / prep.JOURNAL_NAME
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        if journal.is_file() and journal.read_text().count("\n") >= 3:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)  # no Ctrl-C handler runs: only what is on disk survives
+    proc.wait()
+    assert not (out / "manifest.csv").exists()  # killed before the first manifest flush (10 s)
+    finished = journal.read_text().count("\n")
+    assert 3 <= finished < 24
+    summary = _run(src, out)
+    assert (summary.skipped, summary.done, summary.failed) == (finished, 24 - finished, 0)
+    assert len(_rows(out)) == 24 and not journal.exists()
+
+
 def test_cli_errors(videos, tmp_path, capsys):
     assert main(["prepare", str(tmp_path / "nowhere"), str(tmp_path / "out")]) == 1
     assert "source folder not found" in capsys.readouterr().err

@@ -16,10 +16,11 @@ The output follows the contract of :mod:`sspl.data.manifest`. Per clip:
 Robustness: each clip is prepared independently and any failure (corrupt file, no audio or video
 stream, unknown codec, silent track, unreadable frame) becomes a ``failed`` manifest row with the
 reason, never an abort. Files are written atomically and recorded in the manifest only after all three
-exist; the manifest is rewritten atomically every ``MANIFEST_FLUSH_SECONDS`` and at the end (also on
-Ctrl-C), so a killed run loses at most the clips finished since the last flush, whose files are redone
-on the next run. A rerun skips clips whose row is ``done`` and whose files are all present, and retries
-failed ones.
+exist. Each finished clip's row is appended to ``manifest.journal.jsonl`` at once, and the manifest is
+rewritten atomically from all rows every ``MANIFEST_FLUSH_SECONDS`` and at the end (also on Ctrl-C),
+which empties the journal: a killed run (even SIGKILL) loses only the clips it was working on. A rerun
+reads the manifest and the journal, skips clips whose row is ``done`` and whose files are all present,
+and retries failed ones.
 
 Sharding: ``shard=(i, n)`` with ``0 <= i < n`` takes every n-th id of the sorted selection starting at
 ``i`` and records its rows in ``shards/<i>-of-<n>/manifest.csv``; ``manifest.csv`` is merged from the
@@ -30,6 +31,7 @@ parts automatically by the shard that finds every selected id recorded, or on de
 from __future__ import annotations
 
 import concurrent.futures as cf
+import json
 import logging
 import multiprocessing
 import os
@@ -37,7 +39,7 @@ import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +109,7 @@ _EXIF_ORIENTATION = 0x0112  # the EXIF tag of how a photo is turned for display
 # the cut and the kept samples equal those of the fully decoded track.
 AUDIO_MARGIN_SECONDS = 0.25
 MANIFEST_FLUSH_SECONDS = 10.0
+JOURNAL_NAME = "manifest.journal.jsonl"
 # Jobs queued per worker: enough to keep processes busy, few enough that a crash has few suspects.
 JOBS_PER_WORKER = 4
 
@@ -738,12 +741,50 @@ def _shard_dir(out: Path, shard: tuple[int, int]) -> Path:
 
 
 def _read_rows(folder: Path) -> dict[str, ManifestRow]:
-    if not (folder / MANIFEST_NAME).is_file():
+    """The rows recorded in ``folder``: its manifest, then the journal of clips finished since."""
+    rows: dict[str, ManifestRow] = {}
+    if (folder / MANIFEST_NAME).is_file():
+        try:
+            rows = {row.id: row for row in read_manifest(folder)}
+        except ValueError as e:
+            raise DataError(str(e)) from e
+    return _merge_rows(rows, _read_journal(folder))
+
+
+def _read_journal(folder: Path) -> dict[str, ManifestRow]:
+    path = folder / JOURNAL_NAME
+    if not path.is_file():
         return {}
-    try:
-        return {row.id: row for row in read_manifest(folder)}
-    except ValueError as e:
-        raise DataError(str(e)) from e
+    rows: dict[str, ManifestRow] = {}
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = ManifestRow(**json.loads(line))
+        except (json.JSONDecodeError, TypeError):
+            continue  # the last line of a run killed while writing it
+        rows[row.id] = row
+    return rows
+
+
+class _Journal:
+    """Append-only record of finished clips, so a run killed between manifest flushes loses none."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / JOURNAL_NAME
+        self._file = open(self.path, "a", encoding="utf-8")  # closed by close()
+
+    def add(self, row: ManifestRow) -> None:
+        self._file.write(json.dumps(asdict(row)) + "\n")
+        self._file.flush()  # in the OS's hands: survives the process being killed
+
+    def clear(self) -> None:
+        """After the manifest was rewritten with every row: the journal holds nothing new."""
+        self._file.seek(0)
+        self._file.truncate()
+
+    def close(self) -> None:
+        self._file.close()
+        if self.path.is_file() and self.path.stat().st_size == 0:
+            self.path.unlink()
 
 
 def _files_present(out: Path, row: ManifestRow) -> bool:
@@ -765,7 +806,7 @@ def _part_dirs(out: Path) -> list[Path]:
     root = out / SHARDS_DIR
     if not root.is_dir():
         return []
-    return sorted(d for d in root.iterdir() if (d / MANIFEST_NAME).is_file())
+    return sorted(d for d in root.iterdir() if (d / MANIFEST_NAME).is_file() or (d / JOURNAL_NAME).is_file())
 
 
 def merge_shards(out: str | os.PathLike) -> PrepareSummary:
@@ -905,18 +946,24 @@ def prepare(
     bar = tqdm(total=len(todo), disable=not progress, unit="clip", desc="prepare", dynamic_ncols=True)
     fn = _ClipJob(str(out), float(audio_seconds))
     last_flush = time.monotonic()
+    record_dir.mkdir(parents=True, exist_ok=True)
+    journal = _Journal(record_dir)
     try:
         for row in _run_jobs(todo, fn, min(workers, max(len(todo), 1))):
             rows[row.id] = row
+            journal.add(row)
             done += row.ok
             failed += not row.ok
             bar.update(1)
             if time.monotonic() - last_flush >= MANIFEST_FLUSH_SECONDS:
                 _write_rows(record_dir, rows, ids if shard is not None else None)
+                journal.clear()
                 last_flush = time.monotonic()
     finally:
         bar.close()
         _write_rows(record_dir, rows, ids if shard is not None else None)
+        journal.clear()
+        journal.close()
 
     merged = False
     if shard is not None:
