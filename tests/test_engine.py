@@ -519,6 +519,22 @@ def test_cli_train_then_evaluate(synth_dir, tmp_path, capsys, monkeypatch):
     assert protocol["align_corners"] is True and protocol["threshold"] == "median"
 
 
+def test_cli_val_fraction_sets_the_held_out_share(synth_dir, tmp_path, capsys, caplog):
+    import yaml
+
+    base = ["train", "--data", str(synth_dir), "--epochs", "1", "--no-progress", *SMALL]
+    assert cli_main([*base, "--run-dir", str(tmp_path / "bad"), "--val-fraction", "1.5"]) == 1
+    assert "data.val_fraction=1.5: must be in [0, 1)" in capsys.readouterr().err
+    # SynthAV has its own val split, which wins; a folder without one holds out the given share.
+    no_val = _without(synth_dir, tmp_path / "no_val", lambda r: r.split == "val")
+    run = tmp_path / "run"
+    with caplog.at_level("INFO", logger="sspl.engine.train"):
+        assert cli_main([*base, "--data", str(no_val), "--run-dir", str(run), "--val-fraction", "0.25"]) == 0
+    assert yaml.safe_load((run / "config.yaml").read_text())["data"]["val_fraction"] == 0.25
+    train_ids = [r.id for r in read_manifest(no_val) if r.split in ("train", "")]
+    assert f"({round(len(train_ids) * 0.25)} val" in caplog.text
+
+
 def test_evaluate_names_samples_without_ground_truth(synth_dir, tmp_path):
     run = tmp_path / "run"
     train(small_config("train.epochs=1"), synth_dir, run, progress=False)

@@ -28,6 +28,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, help="number of epochs (overrides train.epochs)")
     p.add_argument("--method", help="sspl (default), attention or hardway (overrides method)")
     p.add_argument(
+        "--val-fraction",
+        type=float,
+        help="share of the training clips held out for model selection when the data has no val split "
+        "(default 0.05; overrides data.val_fraction)",
+    )
+    p.add_argument(
         "--negatives",
         choices=["all", "exclude-same-class"],
         help="negatives of the contrastive baselines (attention, hardway): all other clips of the batch, or "
@@ -67,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.epochs is not None:
         overrides.append(f"train.epochs={args.epochs}")
+    if args.val_fraction is not None:
+        overrides.append(f"data.val_fraction={args.val_fraction}")
     if args.method:
         overrides.append(f"method={args.method}")
     if args.negatives:
