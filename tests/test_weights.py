@@ -30,9 +30,12 @@ def cache(tmp_path, monkeypatch):
 
 
 def register(monkeypatch, name: str, path, **changes):
-    """Pretend ``path`` is the published file of ``name`` (its digest prefix becomes the expected one)."""
+    """Pretend ``path`` is the published file of ``name`` (its digest becomes the expected one)."""
     digest = weights.sha256_file(path)
-    known = dataclasses.replace(weights.KNOWN_WEIGHTS[name], sha256_prefix=digest[:8], **changes)
+    pinned = {"sha256": digest} if weights.KNOWN_WEIGHTS[name].sha256 else {}
+    known = dataclasses.replace(
+        weights.KNOWN_WEIGHTS[name], sha256_prefix=digest[:8], **{**pinned, **changes}
+    )
     monkeypatch.setitem(weights.KNOWN_WEIGHTS, name, known)
     return known
 
@@ -249,3 +252,12 @@ def test_cli_lists_and_fetches(cache, monkeypatch, vggish_file, tmp_path, capsys
     assert "Offline?" in capsys.readouterr().out
     assert main(["weights", "nonsense"]) == 1
     assert "unknown weights nonsense" in capsys.readouterr().err
+
+
+def test_the_published_vgg16_digest_is_pinned_in_full():
+    known = weights.KNOWN_WEIGHTS["imagenet"]
+    # torchvision names the file after the first 8 hex digits of this SHA-256 (553,433,881 bytes)
+    assert known.sha256 == "397923af8e79cdbb6a7127f12361acd7a2f83e06b05044ddf496e83de57a5bf0"
+    assert (
+        known.sha256.startswith(known.sha256_prefix) and known.filename == f"vgg16-{known.sha256_prefix}.pth"
+    )

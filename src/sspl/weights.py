@@ -83,6 +83,7 @@ KNOWN_WEIGHTS: dict[str, KnownWeights] = {
         sha256_prefix="397923af",
         env_var="SSPL_VGG16_WEIGHTS",
         description="torchvision VGG16 trained on ImageNet (VGG16_Weights.IMAGENET1K_V1), 528 MB",
+        sha256="397923af8e79cdbb6a7127f12361acd7a2f83e06b05044ddf496e83de57a5bf0",
     ),
     "audioset": KnownWeights(
         name="audioset",
