@@ -261,3 +261,30 @@ def test_the_published_vgg16_digest_is_pinned_in_full():
     assert (
         known.sha256.startswith(known.sha256_prefix) and known.filename == f"vgg16-{known.sha256_prefix}.pth"
     )
+
+
+def test_cli_listing_fails_on_a_broken_file_not_on_one_never_fetched(cache, monkeypatch, vggish_file, capsys):
+    from sspl.cli import main
+
+    register(monkeypatch, "audioset", vggish_file)
+    assert main(["weights", "audioset"]) == 0  # never fetched: a normal state
+    assert not weights.misconfigured("audioset")
+    monkeypatch.setenv("SSPL_VGGISH_WEIGHTS", str(cache / "nowhere.pth"))
+    assert main(["weights", "audioset"]) == 1  # the variable names a file that is not there
+    assert "SSPL_VGGISH_WEIGHTS=" in capsys.readouterr().out and weights.misconfigured("audioset")
+    monkeypatch.delenv("SSPL_VGGISH_WEIGHTS")
+    cache.mkdir(parents=True)
+    (cache / "vggish-10086976.pth").write_bytes(b"truncated")
+    assert main(["weights", "audioset"]) == 1  # a corrupt cached copy
+    assert "does not match" in capsys.readouterr().out
+    (cache / "vggish-10086976.pth").write_bytes(vggish_file.read_bytes())
+    assert main(["weights", "audioset"]) == 0
+
+
+def test_status_says_when_the_cache_folder_is_a_file(cache, monkeypatch, tmp_path):
+    not_a_folder = tmp_path / "cache-file"
+    not_a_folder.write_text("x")
+    monkeypatch.setenv("SSPL_CACHE", str(not_a_folder))
+    path, message = weights.status("audioset")
+    assert path is None and f"{not_a_folder} is a file, not a folder" in message
+    assert weights.misconfigured("audioset")

@@ -10,7 +10,8 @@ Resolution order for a known weight file (first hit wins):
 
 Every file is checked by SHA-256: both releases name their files with the first 8 hex digits of the
 file's SHA-256 (the torch hub convention: ``vgg16-397923af.pth``, ``vggish-10086976.pth``), and that
-digest prefix is what is verified (the full digest is checked too where it is pinned). When nothing is
+digest prefix is what is verified; VGG16's full published digest is pinned and checked in full. VGGish's
+release publishes no full digest, so only its 8-digit prefix is checked. When nothing is
 found and the download fails (offline), the error names the file, the URL, and the ways to provide it.
 """
 
@@ -41,6 +42,7 @@ __all__ = [
     "cached_path",
     "load_audio_encoder_weights",
     "load_visual_encoder_weights",
+    "misconfigured",
     "resolve",
     "sha256_file",
     "status",
@@ -173,22 +175,41 @@ def status(name: str) -> tuple[Path | None, str]:
         ``(path, message)``: the verified local file (``None`` when there is none) and a sentence saying
         where it is, or why it is unusable and how to get it.
     """
+    path, message, _ = _status(name)
+    return path, message
+
+
+def misconfigured(name: str) -> bool:
+    """Whether a known weight file is unusable because of what is there, not because it was never fetched.
+
+    True when ``$<env var>`` names a missing or corrupt file, a cached copy is corrupt and no good one is
+    found, or the cache folder is not a folder. Not fetching is a normal state; these are mistakes to fix.
+    """
+    return _status(name)[2]
+
+
+def _status(name: str) -> tuple[Path | None, str, bool]:
     known = KNOWN_WEIGHTS[name]
     env = os.environ.get(known.env_var)
-    try:
-        if env:
-            path = Path(env).expanduser()
-            if not path.is_file():
-                what = "is a folder, not a file" if path.is_dir() else "does not exist"
-                return None, f"${known.env_var}={env} {what}; {_how_to_get(known)}"
+    if env:
+        path = Path(env).expanduser()
+        if not path.is_file():
+            what = "is a folder, not a file" if path.is_dir() else "does not exist"
+            return None, f"${known.env_var}={env} {what}; {_how_to_get(known)}", True
+        try:
             _verify(path, known)
-            return path, f"{path} (from ${known.env_var}, SHA-256 checked)"
-    except WeightsError as e:
-        return None, str(e)
+        except WeightsError as e:
+            return None, str(e), True
+        return path, f"{path} (from ${known.env_var}, SHA-256 checked)", False
     found, problems = _cached(name)
-    if found is None:
-        return None, "; ".join(problems) if problems else f"not cached; {_how_to_get(known)}"
-    return found, f"{found} (cached, SHA-256 checked)"
+    if found is not None:
+        return found, f"{found} (cached, SHA-256 checked)", False
+    cache = cache_dir()
+    if cache.exists() and not cache.is_dir():
+        problems.append(f"the cache folder {cache} is a file, not a folder; set SSPL_CACHE to a folder")
+    if problems:
+        return None, "; ".join(problems), True
+    return None, f"not cached; {_how_to_get(known)}", False
 
 
 class _CacheError(OSError):

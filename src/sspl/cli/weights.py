@@ -15,7 +15,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "`sspl weights [NAME ...]` lists each known weight file with where it was found (SHA-256 checked) "
             "or how to get it; `sspl weights --fetch [NAME ...]` downloads the missing ones into the cache "
-            "($SSPL_CACHE, else ~/.cache/sspl), checked before use."
+            "($SSPL_CACHE, else $XDG_CACHE_HOME/sspl, else ~/.cache/sspl), checked before use. Exit status: "
+            "1 when a fetch fails, or when a file that is there is unusable (corrupt, or an SSPL_*_WEIGHTS "
+            "variable naming a missing file); a file never fetched is not an error when listing."
         ),
     )
     p.add_argument("--fetch", action="store_true", help="download the missing files into the cache")
@@ -25,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..weights import KNOWN_WEIGHTS, resolve, status
+    from ..weights import KNOWN_WEIGHTS, misconfigured, resolve, status
 
     names = args.names or list(KNOWN_WEIGHTS)
     unknown = [n for n in names if n not in KNOWN_WEIGHTS]
@@ -43,12 +45,12 @@ def run(args: argparse.Namespace) -> int:
                 path, message = None, str(e)
         else:
             path, message = status(name)
-        if path is None:
+        if path is None and (args.fetch or misconfigured(name)):
             failed.append(name)
         report[name] = {"file": known.filename, "path": str(path) if path else None, "message": message}
         if not args.json:
             print(f"{name:9s} {known.description}\n          {message}")
     if args.json:
         print(json.dumps(report))
-    # listing is informational; a fetch that could not provide every file is a failure
-    return 1 if failed and args.fetch else 0
+    # a file never fetched is a normal state when listing; a broken one, or a failed fetch, is not
+    return 1 if failed else 0
