@@ -179,8 +179,11 @@ def test_overwrite_keeps_the_old_run_until_the_new_one_is_checked(synth_dir, tmp
     train(small_config("train.epochs=1"), synth_dir, run, progress=False)
     with pytest.raises(TrainingError, match="fewer than one batch"):
         train(small_config("train.batch_size=512"), synth_dir, run, overwrite=True, progress=False)
-    with pytest.raises(DataError, match="no meta.json"):
+    with pytest.raises(DataError, match="no_data: no such folder"):
         train(small_config(), tmp_path / "no_data", run, overwrite=True, progress=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no meta.json"):
+        train(small_config(), tmp_path / "empty", run, overwrite=True, progress=False)
     assert load_checkpoint(run / "checkpoints/last.pt")["epoch"] == 1
 
 

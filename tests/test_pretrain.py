@@ -123,6 +123,23 @@ def test_pretraining_needs_a_synth_set(tmp_path):
         load_synth_encoders(tmp_path)
 
 
+def test_pretraining_says_how_to_fix_an_unfinished_set_or_one_without_pretraining_scenes(tmp_path):
+    import shutil
+
+    none = tmp_path / "none"
+    generate_synth(none, synth_config("easy", num=4, seed=1, pretrain_num=0), workers=1, progress=False)
+    with pytest.raises(DataError, match="made with --pretrain-num 0; .* at least 2 pretraining scenes"):
+        pretrain_synth_encoders(none, tmp_path / "enc", epochs=1, progress=False)
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(none, unfinished)
+    (unfinished / "manifest.csv").unlink()
+    with pytest.raises(DataError, match="unfinished .* rerun the `sspl synth` command that made it"):
+        pretrain_synth_encoders(unfinished, tmp_path / "enc", epochs=1, progress=False)
+    with pytest.raises(FileNotFoundError, match="nowhere: no such folder"):
+        pretrain_synth_encoders(tmp_path / "nowhere", tmp_path / "enc", epochs=1, progress=False)
+    assert not (tmp_path / "enc").exists()
+
+
 def test_a_kill_between_the_encoder_files_leaves_no_mixed_pair(
     synth_dir, encoders_dir, tmp_path, monkeypatch
 ):

@@ -267,7 +267,7 @@ def test_resume_and_refusals(tmp_path, tiny):
     (out / "manifest.csv").unlink()
     generate_synth(out, config, workers=1, progress=False)
     assert _file_digests(out) == before
-    with pytest.raises(DataError, match="other settings"):
+    with pytest.raises(DataError, match=r"other settings \(--snr-db 10.0 there, 3.0 now\)"):
         generate_synth(out, synth_config("easy", num=3, seed=2, pretrain_num=1, snr_db=3.0), progress=False)
     other = tmp_path / "other"
     other.mkdir()
@@ -275,6 +275,26 @@ def test_resume_and_refusals(tmp_path, tiny):
     with pytest.raises(DataError, match="not empty"):
         generate_synth(other, config, progress=False)
     assert (other / "notes.txt").read_text() == "mine"
+
+
+def test_resume_rewrites_damaged_scenes_and_drops_stale_temporaries(tmp_path):
+    config = synth_config("easy", num=4, seed=5, pretrain_num=2)
+    out = tmp_path / "set"
+    generate_synth(out, config, workers=1, progress=False)
+    before = _file_digests(out)
+    (out / "manifest.csv").unlink()  # unfinished, and damaged since by hand or by a full disk:
+    (out / "frames/synth_000000.jpg").write_bytes(b"")
+    spect = out / "spect/synth_000001.npy"
+    spect.write_bytes(spect.read_bytes()[:100])
+    audio = out / "audio/synthpre_000001.wav"
+    audio.write_bytes(audio.read_bytes()[:1000])
+    frame = out / "frames/synth_000002.jpg"
+    frame.write_bytes(frame.read_bytes()[:-10])
+    stale = out / "spect/.synth_000003.npy.x1y2z3.tmp"  # left by a run killed mid-write
+    stale.write_bytes(b"partial")
+    generate_synth(out, config, workers=1, progress=False)
+    assert not stale.exists()
+    assert _file_digests(out) == before
 
 
 @pytest.mark.parametrize(

@@ -35,7 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         nargs=2,
         metavar=("MIN", "MAX"),
-        help="object box side as a fraction of the frame side (default 0.15 0.35)",
+        help=(
+            "object box side as a fraction of the frame side (default 0.15 0.35); an object with no room "
+            "left beside the others is shrunk, 10%% at a time, until it fits"
+        ),
     )
     p.add_argument("--snr-db", type=float, help="sound-to-background-noise ratio in dB (default 10)")
     p.add_argument(
@@ -47,7 +50,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--num-categories", type=int, help="use the first K of the 8 categories (default 8)")
     p.add_argument("--val-fraction", type=float, help="share of scenes in val (default 0.1)")
     p.add_argument("--test-fraction", type=float, help="share of scenes in test (default 0.2)")
-    p.add_argument("--pretrain-num", type=int, help="scenes of the encoder-pretraining split (default 1000)")
+    p.add_argument(
+        "--pretrain-num",
+        type=int,
+        help="scenes of the encoder-pretraining split (default 1000; 0 for none, and then no synth-pretrain)",
+    )
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)

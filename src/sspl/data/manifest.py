@@ -150,6 +150,11 @@ def write_meta(root: str | os.PathLike, kind: str, **extra: object) -> None:
 def read_meta(root: str | os.PathLike) -> dict:
     """Read ``root/meta.json``; raises with a hint if absent or of another format."""
     path = Path(root) / META_NAME
+    if not Path(root).is_dir():
+        what = "is a file, not a folder" if Path(root).exists() else "no such folder"
+        raise FileNotFoundError(
+            f"{root}: {what}; expected a folder written by `sspl prepare` or `sspl synth`"
+        )
     if not path.is_file():
         raise FileNotFoundError(
             f"{path}: no meta.json; is {root} a folder written by `sspl prepare` or `sspl synth`?"

@@ -49,6 +49,7 @@ import io
 import json
 import math
 import os
+import signal
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -611,10 +612,8 @@ def _make_scene(out_dir: str, config: SynthConfig, stream: str, index: int) -> _
     root = Path(out_dir)
     frame_path, audio_path, spect_path = (root / p for p in _relative_paths(sid))
     scene = render_scene(config, stream, index)
-    if frame_path.is_file() and audio_path.is_file() and spect_path.is_file():
-        jpeg = frame_path.read_bytes()
-    else:
-        jpeg = _encode_jpeg(scene.image)
+    jpeg = _encode_jpeg(scene.image)
+    if not _scene_files_intact(frame_path, audio_path, spect_path, jpeg):
         clip = official_clip(scene.mix)
         spect = waveform_to_examples(clip).numpy()  # 3 x 96 x 64
         atomic_save_npy(spect_path, spect)
@@ -636,6 +635,22 @@ def _make_scene(out_dir: str, config: SynthConfig, stream: str, index: int) -> _
     )
 
 
+#: size of a SynthAV clip's WAV file
+_WAV_BYTES = len(encode_wav_float32(np.zeros(int(round(CLIP_SECONDS * SAMPLE_RATE_HZ)), np.float32)))
+
+
+def _scene_files_intact(frame: Path, audio: Path, spect: Path, jpeg: bytes) -> bool:
+    """Whether a scene written before (resume) can be kept: its frame is the one rendered now, its clip
+    has the right size and its log-mel reads as 3 x 96 x 64. Anything damaged since is rewritten."""
+    try:
+        if frame.read_bytes() != jpeg or audio.stat().st_size != _WAV_BYTES:
+            return False
+        array = np.load(spect, mmap_mode="r", allow_pickle=False)
+        return array.shape == (3, 96, 64) and array.dtype == np.float32
+    except (OSError, ValueError, EOFError):
+        return False
+
+
 def _make_scene_star(args: tuple) -> _SceneRecord:
     return _make_scene(*args)
 
@@ -645,6 +660,9 @@ def _worker_init() -> None:
 
     # Each worker is one of ``workers`` processes: one thread each avoids oversubscribing the cores.
     torch.set_num_threads(1)
+    # Ctrl-C is the parent's to handle (it stops the pool); workers printing their own tracebacks of the
+    # same KeyboardInterrupt would bury the one line that matters.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _relative_paths(sid: str) -> tuple[str, str, str]:
@@ -668,11 +686,24 @@ def _check_output_dir(out_dir: Path, config: SynthConfig) -> None:
     previous = meta.get("synth")
     if meta.get("kind") != "synth" or previous is None:
         raise DataError(f"{out_dir}: holds a prepared set of kind {meta.get('kind')!r}; choose a new folder")
-    if previous != config.to_json() or meta.get("generator_version") != GENERATOR_VERSION:
+    wanted = config.to_json()
+    differ = [
+        f"{_option_name(k)} {previous.get(k)!r} there, {wanted[k]!r} now"
+        for k in wanted
+        if previous.get(k) != wanted[k]
+    ]
+    if meta.get("generator_version") != GENERATOR_VERSION:
+        differ.append(f"generator version {meta.get('generator_version')!r} there, {GENERATOR_VERSION!r} now")
+    if differ:
         raise DataError(
-            f"{out_dir}: holds a SynthAV set made with other settings ({out_dir / META_NAME}); "
-            "choose a new folder or repeat the same settings to resume"
+            f"{out_dir}: holds a SynthAV set made with other settings ({'; '.join(differ)}); "
+            "choose a new folder, or repeat that set's settings to resume it"
         )
+
+
+def _option_name(field_name: str) -> str:
+    """The `sspl synth` option of a :class:`SynthConfig` field (``object_size`` -> ``--object-size``)."""
+    return "--" + field_name.replace("_", "-")
 
 
 def generate_synth(
@@ -731,6 +762,8 @@ def generate_synth(
     )
     for sub in ("frames", "audio", "spect", PRETRAIN_DIR):
         (out / sub).mkdir(exist_ok=True)
+        for stale in (out / sub).glob(".*.tmp"):  # left by an interrupted run (see sspl.io.atomic_open)
+            stale.unlink(missing_ok=True)
 
     tasks = [(str(out), config, "main", i) for i in range(config.num)]
     tasks += [(str(out), config, "pretrain", i) for i in range(config.pretrain_num)]

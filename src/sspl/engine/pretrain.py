@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from ..data.manifest import ANNOTATIONS_NAME, read_manifest, read_meta
+from ..data.manifest import ANNOTATIONS_NAME, MANIFEST_NAME, read_manifest, read_meta
 from ..data.synth import (
     IGNORE_LABEL,
     LABEL_GRID,
@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 VISUAL_WEIGHTS_NAME = "visual_encoder.pt"
 AUDIO_WEIGHTS_NAME = "audio_encoder.pt"
 ENCODERS_JSON_NAME = "encoders.json"
+#: pretraining scenes a set needs: at least one to learn from and one held out
+MIN_PRETRAIN_SCENES = 2
 EVAL_SIZE = 224
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -202,16 +204,28 @@ def _load_pretrain_data(root: Path) -> dict:
     meta = read_meta(root)
     if meta.get("kind") != "synth":
         raise DataError(f"{root}: kind {meta.get('kind')!r} is not a SynthAV set; make one with `sspl synth`")
+    if not (root / MANIFEST_NAME).is_file():
+        raise DataError(
+            f"{root}: the SynthAV set is unfinished (no {MANIFEST_NAME}); rerun the `sspl synth` command that "
+            "made it, with the same settings, to finish it"
+        )
+    made_with = int((meta.get("synth") or {}).get("pretrain_num", MIN_PRETRAIN_SCENES))
+    if made_with < MIN_PRETRAIN_SCENES:
+        raise DataError(
+            f"{root}: made with --pretrain-num {made_with}; encoder pretraining needs at least "
+            f"{MIN_PRETRAIN_SCENES} pretraining scenes. Make a set with --pretrain-num {MIN_PRETRAIN_SCENES} "
+            "or more (default 1000)"
+        )
     for rel in (PRETRAIN_IDS, PRETRAIN_LOCATION_COVERAGE, PRETRAIN_LOCATION_LABELS, PRETRAIN_SOUND_LABELS):
         if not (root / rel).is_file():
-            raise DataError(f"{root / rel}: missing; regenerate the set with `sspl synth`")
+            raise DataError(f"{root / rel}: missing; make the set again with `sspl synth` in a new folder")
     ids = (root / PRETRAIN_IDS).read_text(encoding="utf-8").split()
     coverage = _load_npy(root / PRETRAIN_LOCATION_COVERAGE)
     locations = _load_npy(root / PRETRAIN_LOCATION_LABELS)
     sounds = _load_npy(root / PRETRAIN_SOUND_LABELS)
     grid = (LABEL_GRID, LABEL_GRID)
     if (
-        len(ids) < 2
+        len(ids) < MIN_PRETRAIN_SCENES
         or locations.shape != (len(ids), *grid)
         or coverage.ndim != 4
         or coverage.shape[0] != len(ids)
@@ -219,7 +233,7 @@ def _load_pretrain_data(root: Path) -> dict:
         or sounds.shape != (len(ids),)
     ):
         raise DataError(
-            f"{root / 'pretrain'}: expected at least 2 scenes with {LABEL_GRID} x {LABEL_GRID} location "
+            f"{root / 'pretrain'}: expected at least {MIN_PRETRAIN_SCENES} scenes with {LABEL_GRID} x {LABEL_GRID} location "
             f"coverage and labels and one sound label each; got {len(ids)} ids, coverage "
             f"{coverage.shape}, labels {locations.shape}, sound labels {sounds.shape}"
         )
