@@ -288,3 +288,16 @@ def test_status_says_when_the_cache_folder_is_a_file(cache, monkeypatch, tmp_pat
     path, message = weights.status("audioset")
     assert path is None and f"{not_a_folder} is a file, not a folder" in message
     assert weights.misconfigured("audioset")
+
+
+def test_encoder_weights_of_another_size_name_the_shapes_and_the_setting(tmp_path):
+    from sspl.models.encoders import build_visual_encoder
+
+    path = tmp_path / "visual_encoder.pt"
+    torch.save(build_visual_encoder("small_cnn", 64).state_dict(), path)
+    with pytest.raises(WeightsError) as e:
+        weights.load_visual_encoder_weights(build_visual_encoder("small_cnn", 128), str(path))
+    message = str(e.value)
+    assert message.startswith(f"{path}: shape mismatch (visual encoder): ")
+    assert "features.4.0.weight is 64 x 64 x 3 x 3 in the file, 128 x 64 x 3 x 3 in the model" in message
+    assert "model.visual_channels=N" in message

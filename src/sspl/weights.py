@@ -313,8 +313,19 @@ def _load_into(module: nn.Module, state: dict[str, torch.Tensor], source: Path, 
         )
     bad = [k for k, v in picked.items() if tuple(v.shape) != tuple(own[k].shape)]
     if bad:
-        raise WeightsError(f"{source}: shape mismatch for {bad[:3]} ({what})")
+        shapes = "; ".join(
+            f"{k} is {_shape(picked[k])} in the file, {_shape(own[k])} in the model" for k in bad[:3]
+        )
+        raise WeightsError(
+            f"{source}: shape mismatch ({what}): {shapes}. The file was made for another feature size: "
+            f"encoders from `sspl synth-pretrain --visual-channels N --audio-dim D` need "
+            f"model.visual_channels=N model.audio_dim=D"
+        )
     module.load_state_dict(picked, strict=True)
+
+
+def _shape(t: torch.Tensor) -> str:
+    return " x ".join(map(str, t.shape)) or "a scalar"
 
 
 def load_visual_encoder_weights(encoder: nn.Module, weights: str, *, download: bool = True) -> Path:

@@ -23,8 +23,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=5, help="passes over the pretraining scenes (default 5)")
     p.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    p.add_argument("--visual-channels", type=int, default=128, help="visual feature channels (default 128)")
-    p.add_argument("--audio-dim", type=int, default=128, help="audio embedding size (default 128)")
+    p.add_argument(
+        "--visual-channels",
+        type=int,
+        default=128,
+        help="visual feature channels (default 128; another N needs model.visual_channels=N in training)",
+    )
+    p.add_argument(
+        "--audio-dim",
+        type=int,
+        default=128,
+        help="audio embedding size (default 128; another D needs model.audio_dim=D in training)",
+    )
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty DIR")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
