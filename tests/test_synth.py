@@ -297,6 +297,19 @@ def test_resume_rewrites_damaged_scenes_and_drops_stale_temporaries(tmp_path):
     assert _file_digests(out) == before
 
 
+def test_a_path_below_a_file_and_an_empty_split_are_reported(tmp_path, caplog):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(DataError, match="afile/sub: cannot be made, .*afile is a file, not a folder"):
+        generate_synth(tmp_path / "afile/sub", synth_config("easy", num=3), progress=False)
+    with caplog.at_level("WARNING", logger="sspl.data.synth"):
+        summary = generate_synth(
+            tmp_path / "small", synth_config("easy", num=3, pretrain_num=0), workers=1, progress=False
+        )
+    assert summary["scenes"]["val"] == 0
+    assert "the val split is empty (3 scenes are too few for its share 0.1)" in caplog.text
+    assert "train split" not in caplog.text and "test split" not in caplog.text
+
+
 @pytest.mark.parametrize(
     "bad",
     [

@@ -47,6 +47,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import math
 import os
 import signal
@@ -85,6 +86,8 @@ __all__ = [
     "split_assignment",
     "synth_config",
 ]
+
+log = logging.getLogger(__name__)
 
 
 FRAME_SIZE = 256  # pixels, the prepared-format frame side
@@ -672,6 +675,9 @@ def _relative_paths(sid: str) -> tuple[str, str, str]:
 def _check_output_dir(out_dir: Path, config: SynthConfig) -> None:
     """Refuse a non-empty folder unless it is a SynthAV set of the same settings (which is resumed)."""
     if not out_dir.exists():
+        above = next((p for p in out_dir.parents if p.exists()), None)
+        if above is not None and not above.is_dir():
+            raise DataError(f"{out_dir}: cannot be made, {above} is a file, not a folder")
         return
     if not out_dir.is_dir():
         raise DataError(f"{out_dir}: exists and is not a folder")
@@ -813,6 +819,16 @@ def generate_synth(
     write_manifest(out, rows)  # last: a set with a manifest is complete
 
     counts = {s: sum(1 for v in split_of.values() if v == s) for s in ("train", "val", "test", "pretrain")}
+    fractions = {"train": 1.0, "val": config.val_fraction, "test": config.test_fraction}
+    for split, fraction in fractions.items():
+        if fraction > 0 and counts[split] == 0:
+            log.warning(
+                "SynthAV %s: the %s split is empty (%d scenes are too few for its share %g); use a larger --num",
+                out,
+                split,
+                config.num,
+                fraction if split != "train" else 1 - config.val_fraction - config.test_fraction,
+            )
     return {"out_dir": str(out), "scenes": counts, "seconds": round(time.perf_counter() - start, 2)}
 
 
