@@ -121,7 +121,8 @@ class DataConfig:
     Attributes:
         augmentations: names of the Table S2 augmentations (official default: crop + horizontal flip).
         image_size: network input size.
-        val_fraction: share of the training ids held out for model selection (never the test set).
+        val_fraction: share of the training ids held out for model selection when the prepared folder has no
+            ``val`` split (never the test set).
         split_seed: seed of the train/val split.
         train_list: a bundled list name (e.g. ``flickr_10k``) or a file restricting the training ids.
         max_train: deterministic subsample of the training ids (``None`` = all).
