@@ -12,6 +12,7 @@ from torch import nn
 from sspl.cli import main
 from sspl.data.synth import generate_synth, synth_config
 from sspl.engine.pretrain import (
+    _object_cell_loss,
     load_synth_encoders,
     load_synth_split,
     oracle_query_maps,
@@ -233,3 +234,42 @@ def test_cli_synth_pretrain_end_to_end(synth_dir, tmp_path, capsys):
     assert main(argv) == 1
     assert "not empty" in capsys.readouterr().err
     assert main([*argv, "--overwrite"]) == 0
+
+
+def test_object_cell_loss_hand_computed():
+    # Two cells, background first then categories 0 and 1: cell 0 all background, cell 1 covered 0.5 by
+    # category 0, 0.25 by category 1, 0.25 by background.
+    coverage = torch.tensor([[1.0, 0.25], [0.0, 0.5], [0.0, 0.25]]).view(1, 3, 1, 2)
+    logits = torch.tensor([[5.0, 1.0], [-3.0, 0.0]]).view(1, 2, 1, 2).requires_grad_()
+    loss = _object_cell_loss(logits, coverage)
+    # only cell 1 counts, against its object share renormalised to (2/3, 1/3)
+    log_p = torch.log_softmax(torch.tensor([1.0, 0.0]), 0)
+    expected = -(2 / 3 * log_p[0] + 1 / 3 * log_p[1])
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    loss.backward()
+    assert logits.grad[..., 0].abs().max() == 0  # the background cell is never trained towards a class
+    # a second object cell of half the coverage weighs half as much
+    coverage2 = torch.tensor([[0.5, 0.0], [0.5, 1.0], [0.0, 0.0]]).view(1, 3, 1, 2)
+    logits2 = torch.tensor([[0.0, 2.0], [1.0, 0.0]]).view(1, 2, 1, 2)
+    ce = [
+        -torch.log_softmax(torch.tensor([0.0, 1.0]), 0)[0],
+        -torch.log_softmax(torch.tensor([2.0, 0.0]), 0)[0],
+    ]
+    assert _object_cell_loss(logits2, coverage2).item() == pytest.approx(
+        ((0.5 * ce[0] + 1.0 * ce[1]) / 1.5).item(), rel=1e-6
+    )
+    assert _object_cell_loss(logits2, torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1).expand(1, 3, 1, 2)) == 0
+
+
+def test_pretraining_without_a_background_class(synth_dir, encoders_dir, tmp_path, capsys):
+    out = tmp_path / "enc"
+    argv = ["synth-pretrain", "--data", str(synth_dir), "--out", str(out), "--epochs", "1", "--no-progress"]
+    assert main([*argv, "--visual-channels", "16", "--audio-dim", "8", "--no-background-class"]) == 0
+    metrics = json.loads(capsys.readouterr().out)["metrics"]
+    assert metrics["visual_location_accuracy"] is None  # background cells have no class to be right about
+    assert 0.0 <= metrics["visual_object_location_accuracy"] <= 1.0
+    saved = json.loads((out / "encoders.json").read_text())
+    assert saved["background_class"] is False
+    visual, _ = load_synth_encoders(out)
+    assert visual.out_channels == 16
+    assert encoders_dir[1]["background_class"] is True  # the default

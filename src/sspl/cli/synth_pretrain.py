@@ -35,6 +35,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=128,
         help="audio embedding size (default 128; another D needs model.audio_dim=D in training)",
     )
+    p.add_argument(
+        "--no-background-class",
+        dest="background_class",
+        action="store_false",
+        help="train the visual CNN on object pixels only, over the object categories (as ImageNet has no "
+        "background class), instead of also labelling the background as one class",
+    )
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty DIR")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -52,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             visual_channels=args.visual_channels,
             audio_dim=args.audio_dim,
+            background_class=args.background_class,
             overwrite=args.overwrite,
             progress=not args.no_progress,
         )

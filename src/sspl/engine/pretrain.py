@@ -276,19 +276,40 @@ def _cosine_lr(optimizer: torch.optim.Optimizer, base_lr: float, step: int, tota
         group["lr"] = 0.5 * base_lr * (1 + math.cos(math.pi * step / max(total, 1)))
 
 
+def _object_cell_loss(logits: torch.Tensor, coverage: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over the object categories only, each cell weighted by its object coverage.
+
+    Args:
+        logits: ``b x K x h x w`` (no background class).
+        coverage: ``b x (1 + K) x h x w`` soft targets, background first.
+
+    Returns:
+        The mean over object pixels: a cell half covered by an object counts half, background counts
+        nothing, so the features of the background are never trained towards any class (0 when the
+        batch holds no object).
+    """
+    objects = coverage[:, 1:]
+    weight = objects.sum(1)  # b x h x w
+    target = objects / weight.clamp_min(1e-8).unsqueeze(1)
+    per_cell = -(target * F.log_softmax(logits, 1)).sum(1)
+    return (weight * per_cell).sum() / weight.sum().clamp_min(1e-8)
+
+
 def _train_visual(
     data: dict,
     train_idx: torch.Tensor,
-    num_classes: int,
+    num_categories: int,
     channels: int,
     epochs: int,
     batch_size: int,
     lr: float,
     generator: torch.Generator,
     progress: bool,
+    background_class: bool = True,
 ) -> tuple[SmallVisualCNN, nn.Conv2d]:
     from tqdm import tqdm
 
+    num_classes = num_categories + 1 if background_class else num_categories
     encoder, head = SmallVisualCNN(channels), nn.Conv2d(channels, num_classes, 1)
     params = [*encoder.parameters(), *head.parameters()]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
@@ -304,8 +325,12 @@ def _train_visual(
                 flip = (torch.rand(len(idx), generator=generator) < 0.5).view(-1, 1, 1, 1)
                 frames = torch.where(flip, frames.flip(-1), frames)
                 target = torch.where(flip, target.flip(-1), target)
-                logits = head(encoder(normalize_frames(frames)))  # b x K+1 x 14 x 14
-                loss = _finite(F.cross_entropy(logits, target), "visual", epoch)
+                logits = head(encoder(normalize_frames(frames)))  # b x K(+1) x 14 x 14
+                if background_class:
+                    loss = F.cross_entropy(logits, target)
+                else:
+                    loss = _object_cell_loss(logits, target)
+                loss = _finite(loss, "visual", epoch)
                 _cosine_lr(optimizer, lr, step, steps)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -351,13 +376,25 @@ def _train_audio(
 
 
 @torch.no_grad()
-def _visual_metrics(encoder: nn.Module, head: nn.Module, frames: torch.Tensor, labels: torch.Tensor) -> dict:
+def _visual_metrics(
+    encoder: nn.Module,
+    head: nn.Module,
+    frames: torch.Tensor,
+    labels: torch.Tensor,
+    background_class: bool = True,
+) -> dict:
+    """Held-out per-location accuracy (all labelled cells) and on object cells; without a background class
+    only the latter exists (``visual_location_accuracy`` is ``None``)."""
     preds = torch.cat([head(encoder(normalize_frames(f))).argmax(1) for f in frames.split(64)])  # N x 14 x 14
+    if not background_class:
+        preds = preds + 1  # category k is label k + 1 (0 is the background)
     valid = labels != IGNORE_LABEL
     objects = valid & (labels != 0)
     correct = preds == labels
     return {
-        "visual_location_accuracy": round(float(correct[valid].float().mean()), 4),
+        "visual_location_accuracy": round(float(correct[valid].float().mean()), 4)
+        if background_class
+        else None,
         "visual_object_location_accuracy": round(float(correct[objects].float().mean()), 4),
         "visual_object_location_cells": int(objects.sum()),
     }
@@ -381,6 +418,7 @@ def pretrain_synth_encoders(
     audio_dim: int = 128,
     lr: float = 2e-3,
     heldout_fraction: float = 0.1,
+    background_class: bool = True,
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict:
@@ -402,6 +440,10 @@ def pretrain_synth_encoders(
         audio_dim: ``D`` of :class:`SmallAudioCNN`.
         lr: peak learning rate of both encoders.
         heldout_fraction: share of pretraining scenes used only for the reported accuracies.
+        background_class: train the visual CNN to label background cells as one more class (default). Without
+            it only object pixels carry a loss, over the object categories alone, as ImageNet classification
+            has no background class: the background's features are then whatever the object training makes
+            of them, not one learned cluster.
         overwrite: write into a non-empty ``out_dir`` (replacing the three output files only).
         progress: show progress bars.
 
@@ -433,13 +475,24 @@ def pretrain_synth_encoders(
     ):  # parameter initialisation is seeded without touching global state
         torch.manual_seed(seed)
         visual, visual_head = _train_visual(
-            data, train_idx, num_categories + 1, visual_channels, epochs, batch_size, lr, generator, progress
+            data,
+            train_idx,
+            num_categories,
+            visual_channels,
+            epochs,
+            batch_size,
+            lr,
+            generator,
+            progress,
+            background_class,
         )
         visual_seconds = time.perf_counter() - start
         audio, audio_head = _train_audio(
             data, train_idx, num_categories, audio_dim, epochs, batch_size, lr, generator, progress
         )
-    metrics = _visual_metrics(visual, visual_head, data["frames"][held_idx], data["locations"][held_idx])
+    metrics = _visual_metrics(
+        visual, visual_head, data["frames"][held_idx], data["locations"][held_idx], background_class
+    )
     metrics["audio_accuracy"] = _audio_accuracy(
         audio, audio_head, data["spects"][held_idx], data["sounds"][held_idx]
     )
@@ -476,14 +529,15 @@ def pretrain_synth_encoders(
         "batch_size": batch_size,
         "lr": lr,
         "seed": seed,
+        "background_class": background_class,
         "seconds": {"visual": round(visual_seconds, 1), "total": round(seconds, 1)},
         "torch_threads": torch.get_num_threads(),
     }
     atomic_save_json(out / ENCODERS_JSON_NAME, info)
     log.info(
-        "pretrained encoders in %.0f s: per-location accuracy %.3f (object cells %.3f), audio accuracy %.3f",
+        "pretrained encoders in %.0f s: per-location accuracy %s (object cells %.3f), audio accuracy %.3f",
         seconds,
-        metrics["visual_location_accuracy"],
+        "-" if metrics["visual_location_accuracy"] is None else f"{metrics['visual_location_accuracy']:.3f}",
         metrics["visual_object_location_accuracy"],
         metrics["audio_accuracy"],
     )
