@@ -142,3 +142,12 @@ def test_synthav_configs_match_the_library_settings(tmp_path):
         assert shipped == built
     scaled = synthav_config(enc, pcm=False, lr_scale=10)  # what the demo trains with
     assert (scaled.optim.lr, scaled.optim.lr_head) == pytest.approx((5e-3, 2e-2))
+
+
+def test_a_config_that_is_a_folder_or_not_text_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="is a folder; give a YAML config file"):
+        load_config(tmp_path)
+    binary = tmp_path / "bin.yaml"
+    binary.write_bytes(b"method: sspl\n\xff\xfe\x00")
+    with pytest.raises(ConfigError, match=r"bin.yaml: not a YAML text file \(byte 13 is not UTF-8\)"):
+        load_config(binary)

@@ -668,3 +668,179 @@ def test_an_unreadable_checkpoint_says_why(tmp_path):
         load_checkpoint(empty)
     with pytest.raises(WeightsError, match=r"notes\.pt: cannot read checkpoint \(not a PyTorch checkpoint"):
         load_checkpoint(text)
+
+
+# --------------------------------------------------------------------------------------------------
+# bad input and interruptions (review findings)
+# --------------------------------------------------------------------------------------------------
+
+
+def test_overwrite_keeps_the_old_run_when_an_encoder_file_is_missing(synth_dir, tmp_path):
+    run = tmp_path / "run"
+    train(small_config("train.epochs=1"), synth_dir, run, progress=False)
+    missing = tmp_path / "nope.pt"
+    with pytest.raises(WeightsError, match="nope.pt"):
+        train(small_config(f"model.visual_weights={missing}"), synth_dir, run, overwrite=True, progress=False)
+    assert load_checkpoint(run / "checkpoints/last.pt")["epoch"] == 1 and (run / "history.json").is_file()
+
+
+def test_a_run_stopped_before_its_first_checkpoint_says_to_overwrite(synth_dir, tmp_path):
+    from sspl.config import save_config
+
+    run = tmp_path / "run"
+    run.mkdir()
+    save_config(small_config(), run / "config.yaml")  # what a run killed during its first epoch leaves
+    (run / "log.jsonl").write_text("")
+    with pytest.raises(TrainingError, match="stopped before its first checkpoint .*pass --overwrite"):
+        train(small_config("train.epochs=1"), synth_dir, run, progress=False)
+    with pytest.raises(TrainingError, match="pass --overwrite instead of --resume"):
+        train(small_config("train.epochs=1"), synth_dir, run, resume=True, progress=False)
+    assert train(
+        small_config("train.epochs=1"), synth_dir, run, overwrite=True, progress=False
+    ).epochs_completed
+
+
+def test_resume_reads_stored_encoders_from_the_checkpoint_not_their_files(synth_dir, tmp_path):
+    from sspl.engine.train import saved_config
+    from sspl.models.small import SmallAudioCNN, SmallVisualCNN
+
+    torch.manual_seed(0)
+    enc = tmp_path / "enc"
+    enc.mkdir()
+    torch.save(SmallVisualCNN(128).state_dict(), enc / "v.pt")
+    torch.save(SmallAudioCNN(128).state_dict(), enc / "a.pt")
+    paths = [f"model.visual_weights={enc / 'v.pt'}", f"model.audio_weights={enc / 'a.pt'}"]
+    full, part = tmp_path / "full", tmp_path / "part"
+    train(small_config("train.epochs=2", *paths), synth_dir, full, progress=False)
+    train(small_config("train.epochs=1", *paths), synth_dir, part, progress=False)
+    enc.rename(tmp_path / "moved")  # the encoder files are gone from where the run found them
+    config = apply_overrides(saved_config(part), ["train.epochs=2"])
+    train(config, synth_dir, part, resume=True, progress=False)
+    a, b = params(full / "checkpoints/last.pt"), params(part / "checkpoints/last.pt")
+    for key, value in a.items():
+        assert torch.equal(value, b[key]), key  # still bit for bit
+    # naming their new place is not a change to what the run computes, and is saved for later resumes
+    moved = [p.replace(str(enc), str(tmp_path / "moved")) for p in paths]
+    train(small_config("train.epochs=3", *moved), synth_dir, part, resume=True, progress=False)
+    assert str(tmp_path / "moved") in (part / "config.yaml").read_text()
+
+
+def test_resume_from_a_checkpoint_without_training_state_is_refused(synth_dir, tmp_path):
+    run = tmp_path / "run"
+    train(small_config("train.epochs=1"), synth_dir, run, progress=False)
+    shutil.copy(run / "checkpoints/best.pt", run / "checkpoints/last.pt")
+    with pytest.raises(TrainingError, match=r"last.pt: has no optimizer state, .*a best.pt copied over it"):
+        train(small_config("train.epochs=2"), synth_dir, run, resume=True, progress=False)
+
+
+def test_a_damaged_audio_cache_says_to_delete_it(synth_dir, tmp_path):
+    run = tmp_path / "run"
+    train(small_config("train.epochs=1", "data.cache_audio=true"), synth_dir, run, progress=False)
+    cache = run / "cache" / "audio_embeddings.pt"
+    cache.write_bytes(cache.read_bytes()[:100])
+    with pytest.raises(
+        TrainingError, match="audio_embeddings.pt: damaged audio cache .*delete it to rebuild"
+    ):
+        train(
+            small_config("train.epochs=2", "data.cache_audio=true"),
+            synth_dir,
+            run,
+            resume=True,
+            progress=False,
+        )
+
+
+def test_resuming_a_finished_run_says_there_is_nothing_to_do(synth_dir, tmp_path, caplog):
+    run = tmp_path / "run"
+    train(small_config("train.epochs=1"), synth_dir, run, progress=False)
+    before = load_checkpoint(run / "checkpoints/last.pt")["step"]
+    with caplog.at_level("INFO", logger="sspl.engine.train"):
+        result = train(small_config("train.epochs=1"), synth_dir, run, resume=True, progress=False)
+    assert "already trained 1 of 1 epochs, nothing to do" in caplog.text
+    assert result.steps == before == load_checkpoint(run / "checkpoints/last.pt")["step"]
+
+
+def test_a_damaged_manifest_row_is_named_not_dropped(synth_dir, tmp_path):
+    from sspl.data.datasets import load_samples
+
+    for name, damage, words in (
+        ("short", lambda ln: ",".join(ln.split(",")[:2]), "row has 2 of 10 fields"),
+        ("long", lambda ln: ln + ",extra", "row has 11 of 10 fields"),
+    ):
+        bad = tmp_path / name
+        shutil.copytree(synth_dir, bad)
+        lines = (bad / "manifest.csv").read_text().splitlines()
+        lines[5] = damage(lines[5])
+        (bad / "manifest.csv").write_text("\n".join(lines) + "\n")
+        with pytest.raises(DataError, match=f"manifest.csv:6: {words}"):
+            load_samples(bad)
+    binary = tmp_path / "binary"
+    shutil.copytree(synth_dir, binary)
+    (binary / "manifest.csv").write_bytes((binary / "manifest.csv").read_bytes() + b"\xff\xfe,\n")
+    with pytest.raises(DataError, match=r"binary/manifest.csv: not UTF-8 text"):
+        load_samples(binary)
+
+
+def test_cli_takes_overrides_between_options_and_rejects_other_strays(synth_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = ["train", "--data", str(synth_dir), "--run-dir", str(run), "train.epochs=1", "--no-progress"]
+    assert cli_main([*argv, *SMALL]) == 0
+    assert (
+        "epochs: 1" in (run / "config.yaml").read_text()
+        and "batch_size: 4" in (run / "config.yaml").read_text()
+    )
+    r2 = ["train", "--data", str(synth_dir), "--run-dir", str(tmp_path / "r2")]
+    with pytest.raises(SystemExit):
+        cli_main([*r2, "train.epochs=1", "--bogus", "--no-progress"])
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+    assert cli_main([*r2, "--no-progress", "stray"]) == 1
+    assert "override 'stray' is not of the form section.key=value" in capsys.readouterr().err
+    assert not (tmp_path / "r2").exists()
+
+
+def test_cli_shows_a_data_loader_workers_error_without_its_traceback(synth_dir, tmp_path, capsys):
+    from sspl.cli import error_message
+
+    bad = tmp_path / "bad"
+    shutil.copytree(synth_dir, bad)
+    frame = next(r.frame for r in read_manifest(bad) if r.split == "train")
+    (bad / frame).write_bytes((bad / frame).read_bytes()[:200])
+    argv = ["train", "--data", str(bad), "--run-dir", str(tmp_path / "run"), "--epochs", "1", "--no-progress"]
+    overrides = [*SMALL, "data.num_workers=1", "train.max_steps_per_epoch=null", "train.batch_size=2"]
+    assert cli_main([*argv, *overrides]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err and frame in err, err
+    # the message of a worker's error is the original one
+    wrapped = DataError(
+        "Caught DataError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in f\n    raise DataError(msg)\nsspl.errors.DataError: frames/a.jpg: truncated\n'
+    )
+    assert error_message(wrapped) == "frames/a.jpg: truncated"
+    assert error_message(DataError("plain: message")) == "plain: message"
+
+
+def test_evaluate_checks_its_output_folder_and_options_before_the_model_pass(
+    synth_dir, tmp_path, monkeypatch
+):
+    from sspl.engine import evaluate as evaluate_module
+
+    run = tmp_path / "run"
+    train(small_config("train.epochs=1"), synth_dir, run, progress=False)
+    monkeypatch.setattr(evaluate_module, "compute_maps", lambda *a, **k: pytest.fail("model pass ran"))
+    afile = tmp_path / "afile"
+    afile.write_text("keep")
+    with pytest.raises(DataError, match="afile: is a file, not a folder$"):
+        evaluate_module.evaluate(run, synth_dir, "synth", afile, progress=False)
+    with pytest.raises(
+        DataError, match="afile: is a file, not a folder, so the output folder .*sub cannot be made"
+    ):
+        evaluate_module.evaluate(run, synth_dir, "synth", afile / "sub", progress=False)
+    with pytest.raises(DataError, match="--save-overlays. must be at least 0, got -3"):
+        evaluate_module.evaluate(run, synth_dir, "synth", tmp_path / "ev", save_overlays=-3, progress=False)
+    with pytest.raises(
+        DataError,
+        match=r"annotations.json: boxes are 'normalized', but --benchmark flickr "
+        r"expects 'pixels256'; evaluate with --benchmark vggss or synth",
+    ):
+        evaluate_module.evaluate(run, synth_dir, "flickr", tmp_path / "ev", progress=False)
+    assert afile.read_text() == "keep" and not (tmp_path / "ev").exists()

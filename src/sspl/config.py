@@ -379,10 +379,14 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
     data: dict = {}
     if path is not None:
         p = Path(path)
+        if p.is_dir():
+            raise ConfigError(f"{p}: is a folder; give a YAML config file (shipped ones live in configs/)")
         if not p.is_file():
             raise ConfigError(f"{p}: config file not found (ship configs live in configs/)")
         try:
             data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{p}: not a YAML text file (byte {e.start} is not UTF-8)") from e
         except yaml.YAMLError as e:
             raise ConfigError(f"{p}: invalid YAML ({e})") from e
         if not isinstance(data, dict):

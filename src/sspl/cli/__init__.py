@@ -60,21 +60,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def error_message(e: BaseException) -> str:
+    """The message of ``e``; for an error re-raised from a data loader worker, the original message
+    without the worker's traceback (PyTorch puts the whole traceback in the message)."""
+    text = str(e)
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        for name in (f"{type(e).__module__}.{type(e).__qualname__}", type(e).__qualname__):
+            at = text.rfind(f"\n{name}: ")
+            if at >= 0:
+                return text[at + len(name) + 3 :].strip()
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may come before, between or after options (`train.epochs=1 --no-progress x=2`)
+    if extra and hasattr(args, "overrides") and all("=" in a and not a.startswith("-") for a in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", stream=sys.stderr
     )
     try:
         return int(args.func(args) or 0)
     except (SSPLError, FileNotFoundError, NotADirectoryError, FileExistsError) as e:
-        print(f"sspl {args.command}: error: {e}", file=sys.stderr)
+        print(f"sspl {args.command}: error: {error_message(e)}", file=sys.stderr)
         return 1
     except OSError as e:  # unwritable output, full disk, ...: the message names the path
         if args.verbose:
             raise
-        print(f"sspl {args.command}: error: {e}", file=sys.stderr)
+        print(f"sspl {args.command}: error: {error_message(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"sspl {args.command}: interrupted", file=sys.stderr)

@@ -92,21 +92,42 @@ def read_manifest(root: str | os.PathLike) -> list[ManifestRow]:
 
     Raises:
         FileNotFoundError: with a hint when ``root`` is not a prepared folder.
-        ValueError: when a column is missing, a number does not parse (names the line) or an id is
-            listed twice (names it).
+        ValueError: when a column is missing, a row has too few or too many fields, a number does not
+            parse (names the line), the file is not UTF-8 text, or an id is listed twice (names it).
     """
     path = Path(root) / MANIFEST_NAME
     if not path.is_file():
         raise FileNotFoundError(
             f"{path}: no manifest; is {root} a folder written by `sspl prepare` or `sspl synth`?"
         )
+    try:
+        rows = _read_rows(path)
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); the file is damaged") from e
+    repeated = sorted(i for i, n in Counter(row.id for row in rows).items() if n > 1)
+    if repeated:
+        raise ValueError(f"{path}: id(s) listed more than once: {', '.join(repeated[:10])}")
+    return rows
+
+
+def _read_rows(path: Path) -> list[ManifestRow]:
     rows: list[ManifestRow] = []
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        missing = [c for c in MANIFEST_FIELDS if c not in (reader.fieldnames or [])]
+        columns = reader.fieldnames or []
+        missing = [c for c in MANIFEST_FIELDS if c not in columns]
         if missing:
             raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
-        for line, rec in enumerate(reader, start=2):
+        for rec in reader:
+            line = reader.line_num
+            # DictReader pads a short row with None and gathers a long row's extras under None
+            given = len(columns) - sum(v is None for k, v in rec.items() if k is not None)
+            given += len(rec.get(None) or [])
+            if given != len(columns):
+                raise ValueError(
+                    f"{path}:{line}: row has {given} of {len(columns)} fields; the file is damaged "
+                    "(cut short or edited by hand)"
+                )
             try:
                 rows.append(
                     ManifestRow(
@@ -124,9 +145,6 @@ def read_manifest(root: str | os.PathLike) -> list[ManifestRow]:
                 )
             except ValueError as e:
                 raise ValueError(f"{path}:{line}: {e}") from e
-    repeated = sorted(i for i, n in Counter(row.id for row in rows).items() if n > 1)
-    if repeated:
-        raise ValueError(f"{path}: id(s) listed more than once: {', '.join(repeated[:10])}")
     return rows
 
 

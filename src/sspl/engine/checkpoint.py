@@ -33,9 +33,11 @@ __all__ = [
     "capture_rng",
     "find_checkpoint",
     "load_checkpoint",
+    "load_published_encoders",
     "restore_model",
     "restore_rng",
     "save_checkpoint",
+    "stored_encoder_settings",
 ]
 
 FORMAT = "sspl-checkpoint"
@@ -162,17 +164,31 @@ def find_checkpoint(run_or_file: str | os.PathLike, prefer: str = BEST) -> Path:
     raise WeightsError(f"{p}: no checkpoint found (expected {folder / BEST} or {folder / LAST})")
 
 
+def load_published_encoders(model: nn.Module, ckpt: dict, *, download: bool = True) -> list[str]:
+    """Load into ``model`` the published encoder weights a checkpoint names instead of storing them
+    (from the weights cache); returns the state-dict prefixes they fill."""
+    dropped = []
+    for attr, source in ckpt.get("encoder_sources", {}).items():
+        loader = load_visual_encoder_weights if attr == "visual_encoder" else load_audio_encoder_weights
+        loader(getattr(_unwrap(model), attr), source["weights"], download=download)
+        dropped.append(attr + ".")
+    return dropped
+
+
+def stored_encoder_settings(ckpt: dict) -> set[str]:
+    """The ``model.*_weights`` settings whose encoders the checkpoint stores itself: their weight files are
+    not needed to restore it, so they may have moved or gone."""
+    sources = ckpt.get("encoder_sources", {})
+    return {f"model.{setting}" for attr, setting, _ in _ENCODERS if attr not in sources}
+
+
 def restore_model(ckpt: dict, *, download: bool = True) -> tuple[nn.Module, Config]:
     """Rebuild the model of a checkpoint (eval mode) and its config."""
     from ..models.methods import get_method
 
     config = config_from_dict(ckpt["config"])
     model = get_method(config.method).build(config, pretrained=False)
-    dropped = []
-    for attr, source in ckpt.get("encoder_sources", {}).items():
-        loader = load_visual_encoder_weights if attr == "visual_encoder" else load_audio_encoder_weights
-        loader(getattr(model, attr), source["weights"], download=download)
-        dropped.append(attr + ".")
+    dropped = load_published_encoders(model, ckpt, download=download)
     result = model.load_state_dict(ckpt["model"], strict=False)
     missing = [k for k in result.missing_keys if not k.startswith(tuple(dropped))]
     if missing or result.unexpected_keys:

@@ -94,6 +94,38 @@ def _annotations_for(benchmark: str, data_dir: Path, annotations: str | os.PathL
     )
 
 
+def _annotations_source(benchmark: str, data_dir: Path, annotations: str | os.PathLike | None) -> str:
+    if annotations is not None:
+        return str(annotations)
+    if (data_dir / ANNOTATIONS_NAME).is_file():
+        return str(data_dir / ANNOTATIONS_NAME)
+    return f"the bundled {benchmark} boxes"
+
+
+def _check_box_format(gt: dict, benchmark: str, source: str) -> None:
+    """Boxes in another benchmark's format mean the wrong ``--benchmark``: say which one fits."""
+    expected = BENCHMARKS[benchmark].box_format
+    found = sorted({getattr(a, "box_format", expected) for a in gt.values()} - {expected})
+    if found:
+        fits = [name for name, p in BENCHMARKS.items() if p.box_format in found]
+        raise DataError(
+            f"{source}: boxes are {' and '.join(map(repr, found))}, but --benchmark {benchmark} expects "
+            f"{expected!r}; evaluate with --benchmark {' or '.join(fits)}"
+        )
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """Fail before the model pass, not after it, when ``out_dir`` cannot be a folder."""
+    for path in (out_dir, *out_dir.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise DataError(
+                    f"{path}: is a file, not a folder"
+                    + ("" if path == out_dir else f", so the output folder {out_dir} cannot be made")
+                )
+            return
+
+
 def _pick_split(data_dir: Path, split: str | None) -> list:
     if split is None:
         return load_samples(data_dir)
@@ -187,7 +219,10 @@ def evaluate(
         raise DataError(f"unknown protocol {protocol!r}; choose fixed or median")
     if upsample not in UPSAMPLING:
         raise DataError(f"unknown upsampling {upsample!r}; choose {' or '.join(UPSAMPLING)}")
+    if save_overlays < 0:
+        raise DataError(f"save_overlays (--save-overlays) must be at least 0, got {save_overlays}")
     data_dir, out_dir = Path(data_dir), Path(out_dir)
+    _check_out_dir(out_dir)
     samples = _pick_split(data_dir, split)
     not_prepared = _not_prepared(data_dir, split)
     if not_prepared and not allow_missing:
@@ -197,6 +232,7 @@ def evaluate(
             "again, or pass --allow-missing to evaluate the rest (they are listed in report.json)"
         )
     gt = subset_annotations(_annotations_for(benchmark, data_dir, annotations), [s.id for s in samples])
+    _check_box_format(gt, benchmark, _annotations_source(benchmark, data_dir, annotations))
     model, preprocess = load(checkpoint, device=device)
     _check_cycles(model, cycles)
     dataset = PreparedDataset(samples, mode="eval", image_size=preprocess.image_size)

@@ -39,7 +39,16 @@ from ..errors import DataError, SSPLError
 from ..io import atomic_save_json, atomic_write_text
 from ..metrics import BENCHMARKS, evaluate_maps
 from ..models.methods import get_method
-from .checkpoint import BEST, CHECKPOINT_DIR, LAST, load_checkpoint, restore_rng, save_checkpoint
+from .checkpoint import (
+    BEST,
+    CHECKPOINT_DIR,
+    LAST,
+    load_checkpoint,
+    load_published_encoders,
+    restore_rng,
+    save_checkpoint,
+    stored_encoder_settings,
+)
 from .distributed import DistEnv, all_reduce_mean, convert_sync_batchnorm, init_distributed
 
 __all__ = [
@@ -203,6 +212,11 @@ def _check_run_dir(run_dir: Path, overwrite: bool) -> None:
     if run_dir.exists() and not run_dir.is_dir():
         raise TrainingError(f"{run_dir}: is a file, not a run directory")
     if _run_files(run_dir) and not overwrite:
+        if not (run_dir / CHECKPOINT_DIR / LAST).is_file():
+            raise TrainingError(
+                f"{run_dir}: holds the start of a training run that stopped before its first checkpoint "
+                "(nothing to resume); pass --overwrite to start it over"
+            )
         raise TrainingError(
             f"{run_dir}: already holds a training run; pass --resume to continue it or --overwrite to start over"
         )
@@ -235,6 +249,11 @@ def saved_config(run_dir: str | os.PathLike) -> Config:
     """
     last = Path(run_dir) / CHECKPOINT_DIR / LAST
     if not last.is_file():
+        if _run_files(Path(run_dir)):
+            raise TrainingError(
+                f"{run_dir}: nothing to resume ({CHECKPOINT_DIR}/{LAST} not found: the run stopped before its "
+                "first epoch ended); pass --overwrite instead of --resume to start it over"
+            )
         raise TrainingError(f"{run_dir}: nothing to resume ({CHECKPOINT_DIR}/{LAST} not found)")
     return _config_of(load_checkpoint(last))
 
@@ -258,9 +277,12 @@ def fixed_changes(saved: Config, requested: Config) -> dict[str, tuple[Any, Any]
     return {k: (old.get(k), new.get(k)) for k in keys if old.get(k) != new.get(k) and k not in RESUMABLE_KEYS}
 
 
-def _resumed_config(saved: Config, requested: Config, run_dir: Path, epochs_done: int) -> Config:
-    """The requested config, if it differs from the saved one only in :data:`RESUMABLE_KEYS`."""
-    changed = fixed_changes(saved, requested)
+def _resumed_config(
+    saved: Config, requested: Config, run_dir: Path, epochs_done: int, movable: set[str] = frozenset()
+) -> Config:
+    """The requested config, if it differs from the saved one only in :data:`RESUMABLE_KEYS` (and in
+    ``movable``: the weight files of encoders the checkpoint stores)."""
+    changed = {k: v for k, v in fixed_changes(saved, requested).items() if k not in movable}
     if changed:
         listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(changed.items())[:8])
         raise TrainingError(
@@ -412,8 +434,11 @@ def _audio_cache(
         atomic_save_torch(path, {"ids": ids, "embeddings": torch.stack([embeddings[i] for i in ids])})
     if env.distributed:
         dist.barrier()
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    table = dict(zip(saved["ids"], saved["embeddings"]))
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        table = dict(zip(saved["ids"], saved["embeddings"]))
+    except Exception as e:  # several exception types for damaged files
+        raise TrainingError(f"{path}: damaged audio cache ({e}); delete it to rebuild") from e
     missing = [i for i in ids if i not in table]
     if missing:
         raise TrainingError(
@@ -526,7 +551,15 @@ def _train(
     if resume:
         saved_config(run_dir)  # a clear error when there is nothing to resume
         ckpt = load_checkpoint(run_dir / CHECKPOINT_DIR / LAST)
-        config = _resumed_config(_config_of(ckpt), config, run_dir, ckpt["epoch"])
+        for key in ("optimizer", "scheduler", "rng"):
+            if key not in ckpt:
+                raise TrainingError(
+                    f"{run_dir / CHECKPOINT_DIR / LAST}: has no {key} state, so training cannot continue from "
+                    f"it (a {BEST} copied over it?); evaluate it, or start a new run"
+                )
+        config = _resumed_config(
+            _config_of(ckpt), config, run_dir, ckpt["epoch"], movable=stored_encoder_settings(ckpt)
+        )
     else:
         _check_run_dir(run_dir, overwrite)
     cfg = config
@@ -556,13 +589,16 @@ def _train(
             "with the --data it was started with, or start a new run"
         )
     select_key, select_mode = _select_key(cfg, splits)
+    _seed_everything(cfg.train.seed)
+    method = get_method(cfg.method)
+    # Built before the run dir is cleared, so a missing weights file costs nothing. On resume only
+    # published encoder weights are read; the checkpoint holds all others.
+    model = _resumed_model(method, cfg, ckpt) if ckpt is not None else method.build(cfg, pretrained=True)
+    model = model.to(env.device)
     if env.is_main and not resume:
         _clear_run_dir(run_dir)
     if env.distributed:
         dist.barrier()
-    _seed_everything(cfg.train.seed)
-    method = get_method(cfg.method)
-    model = method.build(cfg, pretrained=True).to(env.device)
     # On every device: oneDNN's CPU convolutions gain as much as cuDNN's (a full-size step at batch 8 on
     # the 2-core CPU: 8.2 s contiguous, 6.3 s channels-last; the SynthAV small CNN 1.35x).
     channels_last = cfg.train.channels_last
@@ -637,6 +673,13 @@ def _train(
         state["epoch"], state["step"] = ckpt["epoch"], ckpt["step"]
         restore_rng(ckpt["rng"])
         log.info("resumed %s at epoch %d (step %d)", run_dir, state["epoch"], state["step"])
+        if state["epoch"] >= cfg.train.epochs:
+            log.info(
+                "%s: already trained %d of %d epochs, nothing to do (ask for more with --epochs)",
+                run_dir,
+                state["epoch"],
+                cfg.train.epochs,
+            )
 
     logger = _Logger(run_dir, env.is_main, resume_step=state["step"] if ckpt is not None else None)
     if env.is_main:
@@ -823,6 +866,14 @@ def _config_of(ckpt: dict) -> Config:
     from ..config import config_from_dict
 
     return config_from_dict(ckpt["config"])
+
+
+def _resumed_model(method, cfg: Config, ckpt: dict) -> torch.nn.Module:
+    """The model of a run to resume, with published encoder weights loaded (from the weights cache);
+    everything else is loaded from the checkpoint afterwards."""
+    model = method.build(cfg, pretrained=False)
+    load_published_encoders(model, ckpt)
+    return model
 
 
 def _full_state(model: torch.nn.Module, saved: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
