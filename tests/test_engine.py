@@ -844,3 +844,30 @@ def test_evaluate_checks_its_output_folder_and_options_before_the_model_pass(
     ):
         evaluate_module.evaluate(run, synth_dir, "flickr", tmp_path / "ev", progress=False)
     assert afile.read_text() == "keep" and not (tmp_path / "ev").exists()
+
+
+def test_a_damaged_checkpoint_of_a_run_says_what_still_works(synth_dir, tmp_path):
+    from sspl.api import load
+    from sspl.engine.train import saved_config
+
+    run = tmp_path / "run"
+    train(small_config("train.epochs=1"), synth_dir, run, progress=False)
+    last, best = run / "checkpoints/last.pt", run / "checkpoints/best.pt"
+    good_last = last.read_bytes()
+    last.write_bytes(good_last[:1000])
+    for attempt in (
+        lambda: saved_config(run),
+        lambda: train(small_config("train.epochs=2"), synth_dir, run, resume=True, progress=False),
+    ):
+        with pytest.raises(TrainingError, match=r"last.pt: cannot read checkpoint .*--overwrite .*best.pt"):
+            attempt()
+    load(run)  # best.pt is intact: the run can still be evaluated
+    last.write_bytes(good_last)
+    best.write_bytes(b"")
+    with pytest.raises(
+        WeightsError,
+        match=r"best.pt: cannot read checkpoint \(empty file\); try its other "
+        r"checkpoint, --checkpoint .*last.pt",
+    ):
+        load(run)
+    load(last)

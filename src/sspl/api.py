@@ -93,7 +93,7 @@ def load(
         ``(model, preprocess)``; the model is in eval mode and has
         ``localize(frames, spect) -> B x h x w``.
     """
-    from .engine.checkpoint import find_checkpoint, load_checkpoint, restore_model
+    from .engine.checkpoint import BEST, LAST, find_checkpoint, load_checkpoint, restore_model
     from .models.sspl import OFFICIAL_FILES, SSPL
 
     path = Path(checkpoint)
@@ -105,7 +105,13 @@ def load(
         image_size = 224
     else:
         file = find_checkpoint(path)
-        ckpt = load_checkpoint(file)
+        try:
+            ckpt = load_checkpoint(file)
+        except WeightsError as e:
+            other = file.with_name(LAST if file.name == BEST else BEST)
+            if path.is_dir() and other.is_file():  # a run's best.pt is damaged: its last.pt may not be
+                raise WeightsError(f"{e}; try its other checkpoint, --checkpoint {other}") from e
+            raise
         try:
             model, cfg = restore_model(ckpt, download=download)
         except WeightsError as e:

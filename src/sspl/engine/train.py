@@ -35,7 +35,7 @@ from ..data.feature_cache import (
 )
 from ..data.lists import check_overlap, load_list, sample_ids, train_val_split
 from ..data.manifest import ANNOTATIONS_NAME, read_meta
-from ..errors import DataError, SSPLError
+from ..errors import DataError, SSPLError, WeightsError
 from ..io import atomic_save_json, atomic_write_text
 from ..metrics import BENCHMARKS, evaluate_maps
 from ..models.methods import get_method
@@ -255,7 +255,17 @@ def saved_config(run_dir: str | os.PathLike) -> Config:
                 "first epoch ended); pass --overwrite instead of --resume to start it over"
             )
         raise TrainingError(f"{run_dir}: nothing to resume ({CHECKPOINT_DIR}/{LAST} not found)")
-    return _config_of(load_checkpoint(last))
+    return _config_of(_load_last(Path(run_dir)))
+
+
+def _load_last(run_dir: Path) -> dict:
+    try:
+        return load_checkpoint(run_dir / CHECKPOINT_DIR / LAST)
+    except WeightsError as e:
+        raise TrainingError(
+            f"{e}; the run cannot continue from it: start it over with --overwrite (its {BEST}, when intact, "
+            "can still be evaluated)"
+        ) from e
 
 
 def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -550,7 +560,7 @@ def _train(
     ckpt = None
     if resume:
         saved_config(run_dir)  # a clear error when there is nothing to resume
-        ckpt = load_checkpoint(run_dir / CHECKPOINT_DIR / LAST)
+        ckpt = _load_last(run_dir)
         for key in ("optimizer", "scheduler", "rng"):
             if key not in ckpt:
                 raise TrainingError(
