@@ -370,8 +370,17 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
         try:
             node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError as e:
-            raise ConfigError(f"override {item!r}: cannot parse value ({e})") from e
+            raise ConfigError(f"override {item!r}: cannot parse value ({_yaml_problem(e)})") from e
     return config_from_dict(data)
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """PyYAML's multi-line message as one line: the problem and where it is."""
+    problem = getattr(e, "problem", None)
+    mark = getattr(e, "problem_mark", None)
+    if problem and mark is not None:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(e).split())
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> Config:
@@ -388,7 +397,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         except UnicodeDecodeError as e:
             raise ConfigError(f"{p}: not a YAML text file (byte {e.start} is not UTF-8)") from e
         except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: invalid YAML ({e})") from e
+            raise ConfigError(f"{p}: invalid YAML ({_yaml_problem(e)})") from e
         if not isinstance(data, dict):
             raise ConfigError(f"{p}: expected a mapping at the top level")
         try:
