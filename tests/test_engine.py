@@ -766,13 +766,18 @@ def test_a_damaged_manifest_row_is_named_not_dropped(synth_dir, tmp_path):
     for name, damage, words in (
         ("short", lambda ln: ",".join(ln.split(",")[:2]), "row has 2 of 10 fields"),
         ("long", lambda ln: ln + ",extra", "row has 11 of 10 fields"),
+        (
+            "noframe",
+            lambda ln: ",".join([ln.split(",")[0], "", *ln.split(",")[2:]]),
+            "its frame column is empty",
+        ),
     ):
         bad = tmp_path / name
         shutil.copytree(synth_dir, bad)
         lines = (bad / "manifest.csv").read_text().splitlines()
         lines[5] = damage(lines[5])
         (bad / "manifest.csv").write_text("\n".join(lines) + "\n")
-        with pytest.raises(DataError, match=f"manifest.csv:6: {words}"):
+        with pytest.raises(DataError, match=f"manifest.csv:6: .*{words}"):
             load_samples(bad)
     binary = tmp_path / "binary"
     shutil.copytree(synth_dir, binary)

@@ -145,6 +145,12 @@ def _read_rows(path: Path) -> list[ManifestRow]:
                 )
             except ValueError as e:
                 raise ValueError(f"{path}:{line}: {e}") from e
+            empty = [name for name in ("frame", "spect") if not getattr(rows[-1], name)]
+            if rows[-1].ok and empty:
+                raise ValueError(
+                    f"{path}:{line}: clip {rows[-1].id} is marked done but its {' and '.join(empty)} "
+                    "column is empty; the file is damaged"
+                )
     return rows
 
 
