@@ -701,6 +701,8 @@ def test_a_run_stopped_before_its_first_checkpoint_says_to_overwrite(synth_dir, 
 
 
 def test_resume_reads_stored_encoders_from_the_checkpoint_not_their_files(synth_dir, tmp_path):
+    from sspl.data.datasets import load_samples
+    from sspl.engine.checkpoint import restore_model
     from sspl.engine.train import saved_config
     from sspl.models.small import SmallAudioCNN, SmallVisualCNN
 
@@ -719,6 +721,17 @@ def test_resume_reads_stored_encoders_from_the_checkpoint_not_their_files(synth_
     a, b = params(full / "checkpoints/last.pt"), params(part / "checkpoints/last.pt")
     for key, value in a.items():
         assert torch.equal(value, b[key]), key  # still bit for bit
+    # an audio cache first made on resume holds the stored encoder's embeddings, not a fresh one's
+    cached_run = tmp_path / "cached"
+    shutil.copytree(part, cached_run)
+    config3 = apply_overrides(saved_config(cached_run), ["train.epochs=3", "data.cache_audio=true"])
+    before = restore_model(load_checkpoint(cached_run / "checkpoints/last.pt"))[0]
+    train(config3, synth_dir, cached_run, resume=True, progress=False)
+    cache = torch.load(cached_run / "cache/audio_embeddings.pt", weights_only=True)
+    sample = load_samples(synth_dir, ids=[cache["ids"][0]])[0]
+    with torch.no_grad():
+        expected = before.encode_audio(sample.load_spect()[None])[0]
+    torch.testing.assert_close(cache["embeddings"][0], expected)
     # naming their new place is not a change to what the run computes, and is saved for later resumes
     moved = [p.replace(str(enc), str(tmp_path / "moved")) for p in paths]
     train(small_config("train.epochs=3", *moved), synth_dir, part, resume=True, progress=False)

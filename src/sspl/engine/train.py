@@ -674,7 +674,6 @@ def _train(
 
     state = {"epoch": 0, "step": 0, "best_metric": None, "best_epoch": None, "bad_evals": 0, "history": []}
     if ckpt is not None:
-        core.load_state_dict(_full_state(core, ckpt["model"]), strict=True)
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         if "scaler" in ckpt.get("trainer", {}):
@@ -879,10 +878,11 @@ def _config_of(ckpt: dict) -> Config:
 
 
 def _resumed_model(method, cfg: Config, ckpt: dict) -> torch.nn.Module:
-    """The model of a run to resume, with published encoder weights loaded (from the weights cache);
-    everything else is loaded from the checkpoint afterwards."""
+    """The model of a run to resume in the checkpoint's state: published encoder weights from the
+    weights cache, everything else from the checkpoint (before any cache is built from its encoders)."""
     model = method.build(cfg, pretrained=False)
     load_published_encoders(model, ckpt)
+    model.load_state_dict(_full_state(model, ckpt["model"]), strict=True)
     return model
 
 
