@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import os
 import shutil
+import signal
+import time
 from pathlib import Path
 
 import av
@@ -324,6 +326,55 @@ def test_a_crashing_worker_fails_only_its_own_clip():
     assert sorted(rows) == ["a", "boom", "c", "d"]
     assert rows["boom"].status == "failed" and "crashed the worker" in rows["boom"].error
     assert all(rows[k].ok for k in ("a", "c", "d"))
+
+
+def _interrupt_self(source: ClipSource):
+    os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C in the terminal sends to every process
+    return prep.ManifestRow(id=source.id)
+
+
+def test_workers_leave_ctrl_c_to_the_parent():
+    jobs = [ClipSource(name, "video", f"{name}.mp4") for name in ("a", "b")]
+    try:
+        ids = sorted(row.id for row in prep._run_jobs(jobs, _interrupt_self, workers=2))
+    except KeyboardInterrupt:  # re-raised from a worker: it would abort pytest itself
+        pytest.fail("a worker raised KeyboardInterrupt")
+    assert ids == ["a", "b"]
+
+
+def _sleep_if_slow(source: ClipSource):
+    if source.id.startswith("slow"):
+        Path(source.visual).write_text(str(os.getpid()))
+        time.sleep(90)
+    return prep.ManifestRow(id=source.id)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] in ("Z", "X")
+    except (FileNotFoundError, IndexError):
+        return True
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads process states from /proc")
+def test_leaving_the_run_early_stops_the_workers_at_once(tmp_path):
+    # Ctrl-C lands in the caller's loop; closing the generator must not wait for a long clip to finish.
+    jobs = [ClipSource("a", "video", "a.mp4")]
+    jobs += [ClipSource(f"slow{i}", "video", str(tmp_path / f"slow{i}.pid")) for i in range(2)]
+    rows = prep._run_jobs(jobs, _sleep_if_slow, workers=2)
+    assert next(rows).id == "a"
+    pid_files = [tmp_path / f"slow{i}.pid" for i in range(2)]
+    deadline = time.monotonic() + 60
+    while not all(f.exists() and f.read_text() for f in pid_files) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pids = [int(f.read_text()) for f in pid_files]
+    started = time.monotonic()
+    rows.close()
+    assert time.monotonic() - started < 30
+    deadline = time.monotonic() + 10
+    while not all(_gone(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert all(_gone(pid) for pid in pids)
 
 
 def test_worker_processes_give_the_same_outputs(videos, tmp_path):

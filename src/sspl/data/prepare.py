@@ -36,6 +36,7 @@ import logging
 import multiprocessing
 import os
 import re
+import signal
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -619,6 +620,8 @@ def _read_clip(source: ClipSource, audio_seconds: float):
 def _init_worker() -> None:
     # One process per core: keep torch's intra-op pool (and FFmpeg, via threads=1) to one thread.
     torch.set_num_threads(1)
+    # Ctrl-C is the parent's to handle: it stops the pool (_stop_pool) and keeps what was recorded.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _crashed_row(source: ClipSource) -> ManifestRow:
@@ -646,11 +649,31 @@ def _pool(workers: int) -> cf.ProcessPoolExecutor:
     return cf.ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context(), initializer=_init_worker)
 
 
+def _stop_pool(pool: cf.ProcessPoolExecutor) -> None:
+    """Stop a pool now: pending jobs are cancelled and the clips being decoded are abandoned.
+
+    Used when the run ends early (Ctrl-C, an error): waiting for a long video to finish decoding would
+    make Ctrl-C seem to hang. An abandoned clip has no manifest row yet, so the next run redoes it.
+    """
+    terminate = getattr(pool, "terminate_workers", None)  # Python 3.14+
+    if terminate is not None:
+        terminate()
+        return
+    processes = list((pool._processes or {}).values())  # no public handle on the workers before 3.14
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(timeout=10)
+
+
 def _run_isolated(
     jobs: Iterable[ClipSource], fn: Callable[[ClipSource], ManifestRow]
 ) -> Iterator[ManifestRow]:
     """Run jobs one at a time in a one-process pool, so a crash points at the file that caused it."""
     pool = _pool(1)
+    completed = False
     try:
         for job in jobs:
             try:
@@ -659,8 +682,12 @@ def _run_isolated(
                 yield _crashed_row(job)
                 pool.shutdown(cancel_futures=True)
                 pool = _pool(1)
+        completed = True
     finally:
-        pool.shutdown(cancel_futures=True)
+        if completed:
+            pool.shutdown(cancel_futures=True)
+        else:
+            _stop_pool(pool)
 
 
 def _run_jobs(
@@ -670,6 +697,7 @@ def _run_jobs(
 
     A worker that dies (FFmpeg crashing on a damaged file) breaks the pool: the jobs then in flight are
     rerun one by one in isolation, the one that crashes again gets a failed row, and the rest continue.
+    Closing the generator early (Ctrl-C, an error in the caller) stops the workers at once.
     """
     if workers <= 1:
         previous = torch.get_num_threads()
@@ -685,6 +713,7 @@ def _run_jobs(
         pool = _pool(workers)
         in_flight: dict[cf.Future, ClipSource] = {}
         suspects: list[ClipSource] = []
+        completed = False
         try:
             while pending or in_flight:
                 while pending and len(in_flight) < workers * JOBS_PER_WORKER:
@@ -703,8 +732,13 @@ def _run_jobs(
                     suspects.extend(in_flight.values())
                     in_flight.clear()
                     break
+            completed = True
         finally:
-            pool.shutdown(cancel_futures=True)
+            # Left early (Ctrl-C in the caller's loop, an error): stop the workers rather than wait.
+            if completed:
+                pool.shutdown(cancel_futures=True)
+            else:
+                _stop_pool(pool)
         if suspects:
             log.warning("a worker process died; rerunning %d clip(s) one by one", len(suspects))
             yield from _run_isolated(suspects, fn)
