@@ -230,6 +230,18 @@ def test_output_formats(tmp_path):
     assert (meta["kind"], meta["audio_seconds"], meta["audio_normalized"]) == ("videos", 3.0, True)
 
 
+@pytest.mark.parametrize("seconds", ["0", "-1", "nan", "inf", "601"])
+def test_audio_seconds_out_of_range_is_refused_before_anything_is_written(tmp_path, capsys, seconds):
+    src, out = tmp_path / "src", tmp_path / "out"
+    write_synthetic_video(src / "a.mp4", seconds=2.0)
+    assert main(["prepare", "--no-progress", "--audio-seconds", seconds, str(src), str(out)]) == 1
+    assert (
+        f"--audio-seconds must be more than 0 and at most 600, got {float(seconds)}"
+        in capsys.readouterr().err
+    )
+    assert not out.exists()
+
+
 def test_audio_seconds_keeps_raw_audio_centred_on_the_frame(tmp_path):
     src = tmp_path / "src"
     video = write_synthetic_video(src / "clip.mkv", seconds=8.0, audio_codec="pcm_s16le", audio_rate=22050)

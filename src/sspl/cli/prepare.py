@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=CLIP_SECONDS,
         metavar="S",
         help="seconds of audio to keep, centred on the frame (default 3 = the official normalised clip; "
-        "other values keep raw 16 kHz audio)",
+        "other values, up to 600, keep raw 16 kHz audio)",
     )
     p.add_argument("--allow-overlap", action="store_true", help="only warn when --list ids are test ids")
     p.add_argument("--layout", choices=LAYOUTS, default="auto", help="source layout (default: detect)")

@@ -110,6 +110,8 @@ _EXIF_ORIENTATION = 0x0112  # the EXIF tag of how a photo is turned for display
 # the cut and the kept samples equal those of the fully decoded track.
 AUDIO_MARGIN_SECONDS = 0.25
 MANIFEST_FLUSH_SECONDS = 10.0
+#: most audio a clip may keep (``--audio-seconds``): ten minutes of 16 kHz float32 is 38 MB per clip
+MAX_AUDIO_SECONDS = 600.0
 JOURNAL_NAME = "manifest.journal.jsonl"
 # Jobs queued per worker: enough to keep processes busy, few enough that a crash has few suspects.
 JOBS_PER_WORKER = 4
@@ -922,8 +924,10 @@ def prepare(
     src, out = Path(src), Path(out)
     if out.resolve() == src.resolve():
         raise DataError(f"{out}: the output folder must differ from the source folder")
-    if not audio_seconds > 0:
-        raise DataError(f"--audio-seconds must be positive, got {audio_seconds}")
+    if not 0 < audio_seconds <= MAX_AUDIO_SECONDS:  # also refuses nan and inf
+        raise DataError(
+            f"--audio-seconds must be more than 0 and at most {MAX_AUDIO_SECONDS:g}, got {audio_seconds}"
+        )
     if isinstance(shard, str):
         shard = parse_shard(shard)
     elif shard is not None:
