@@ -270,6 +270,20 @@ def test_localize_video_separate_audio_matches_embedded_track(model, media, tmp_
     )
 
 
+def test_a_sound_file_much_shorter_than_the_video_is_warned_about(model, media, tmp_path, caplog):
+    video = write_synthetic_video(tmp_path / "long.mp4", seconds=4.0, fps=5, audio=None)
+    with caplog.at_level("WARNING", logger="sspl.localize"):
+        localize_video(model, Preprocess(), video, audio_path=media["wav"], progress=False)
+    assert (
+        f"{media['wav']}: its sound ends at 1.50 s of the 4.00 s video {video}; every later frame"
+        in caplog.text
+    )
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="sspl.localize"):  # 1.5 s of sound for 2 s: container slack
+        localize_video(model, Preprocess(), media["silent_video"], audio_path=media["wav"], progress=False)
+    assert caplog.text == ""
+
+
 def test_a_rate_above_the_source_gives_each_frame_once_without_a_warning(model, media, caplog):
     result = localize_video(model, Preprocess(), media["video"], fps=100, progress=False)
     assert result.fps == 25 and len(result.timestamps) == 50
@@ -436,7 +450,7 @@ def test_a_failure_mid_video_leaves_no_output(model, media, tmp_path, monkeypatc
 # --------------------------------------------------------------------------------------------------
 
 
-def test_cli_video_and_image(run_dir, media, tmp_path, capsys):
+def test_cli_video_and_image(run_dir, media, tmp_path, capsys, caplog):
     out = tmp_path / "out"
     argv = ["localize", "--checkpoint", str(run_dir), "--out", str(out), "--no-progress"]
     assert main([*argv, "--video", str(media["video"]), "--fps", "5", "--colorbar"]) == 0
@@ -451,6 +465,12 @@ def test_cli_video_and_image(run_dir, media, tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert Image.open(summary["outputs"]["overlay"]).size == (250, 170)
     assert np.load(summary["outputs"]["map"]).shape == (14, 14)
+
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(48000, np.float32), 16000)
+    with caplog.at_level("WARNING", logger="sspl.localize"):
+        assert main([*argv, "--image", str(media["image"]), "--audio", str(silent), "--overwrite"]) == 0
+    assert f"{silent}: silent audio (constant signal)" in caplog.text
 
 
 def _bad_inputs(tmp: Path, media: dict[str, Path]) -> dict[str, tuple[list[str], Path, str]]:
@@ -544,7 +564,9 @@ def test_cli_output_folder_that_is_a_file_or_unwritable(run_dir, media, tmp_path
     monkeypatch.setattr(Path, "mkdir", refused)
     assert main([*argv, "--out", str(tmp_path / "locked")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "Permission denied" in err[0] and str(tmp_path / "locked") in err[0]
+    assert err == [
+        f"sspl localize: error: {tmp_path / 'locked'}: cannot create the output folder (--out): Permission denied"
+    ]
 
 
 def test_an_image_too_large_to_decode_safely_is_refused_by_name(media, monkeypatch):

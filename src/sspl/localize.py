@@ -46,7 +46,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import nn
 
 from .api import Preprocess, load, to_rgb
-from .audio import SAMPLE_RATE_HZ, AudioDecodeError, is_silent, load_audio, too_short
+from .audio import CLIP_SECONDS, SAMPLE_RATE_HZ, AudioDecodeError, is_silent, load_audio, too_short
 from .data.transforms import CropMapping
 from .data.video import VideoDecodeError, VideoInfo, iter_frames, video_info
 from .errors import DataError
@@ -78,6 +78,8 @@ DEFAULT_BATCH_SIZE = {"cpu": 8, "cuda": 32}
 CONTACT_FRAMES = 8
 #: Batches decoded ahead of the model.
 PREFETCH_BATCHES = 2
+#: A sound ending this much before the video's last frame is warned about (container slack is less).
+AUDIO_SHORTFALL_WARN_SECONDS = 1.0
 # Timestamps this close count as equal (pts rounding).
 _TIME_EPS_SECONDS = 1e-6
 #: Audio codecs the MP4 muxer takes as they are; anything else is re-encoded to AAC.
@@ -387,7 +389,18 @@ def _load_video_audio(path: Path, info: VideoInfo, audio: Path) -> tuple[np.ndar
     wave, rate = load_audio(audio, SAMPLE_RATE_HZ)
     _warn_if_no_sound(wave, rate, audio)
     # A separate sound file is taken to start with the video's first frame.
-    return wave, info.audio_start if audio == path else info.start
+    t0 = info.audio_start if audio == path else info.start
+    audio_end, video_end = t0 + wave.shape[0] / rate, info.start + info.duration
+    if video_end - audio_end > AUDIO_SHORTFALL_WARN_SECONDS:
+        log.warning(
+            "%s: its sound ends at %.2f s of the %.2f s video %s; every later frame gets its last %g s",
+            audio,
+            audio_end - info.start,
+            info.duration,
+            path,
+            CLIP_SECONDS,
+        )
+    return wave, t0
 
 
 _T = TypeVar("_T")
@@ -586,7 +599,12 @@ class _Outputs:
         self._temps: dict[str, Path] = {}
 
     def __enter__(self) -> _Outputs:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise DataError(
+                f"{self.folder}: cannot create the output folder (--out): {e.strerror or e}"
+            ) from e
         return self
 
     def temp(self, key: str) -> Path:

@@ -97,8 +97,8 @@ def run(args: argparse.Namespace) -> int:
         if not args.overwrite:
             check_outputs_free(image_output_paths(args.out, Path(args.image).stem))
         image = read_image(args.image)
-        audio = load_audio(args.audio)
-        result = localize_image(args.checkpoint, None, image, audio, device=device)
+        load_audio(args.audio)  # an unreadable sound fails here; the library reads it again, by name
+        result = localize_image(args.checkpoint, None, image, args.audio, device=device)
         paths = write_image_outputs(
             result, args.out, Path(args.image).stem, colorbar=args.colorbar, overwrite=args.overwrite
         )
