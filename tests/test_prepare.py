@@ -748,11 +748,29 @@ def test_frames_of_a_video_share_its_audio_file_as_in_avsbench(tmp_path):
     audio = src / "audio_wav" / "test" / "helicopter"
     audio.mkdir(parents=True)
     sf.write(audio / "0d9u2CymIxc.wav", 0.3 * rng.standard_normal(5 * 16000), 16000)
+    # The real folder also holds the masks (named like the frames) and the other splits.
+    masks = src / "gt_masks" / "test" / "helicopter" / "0d9u2CymIxc"
+    masks.mkdir(parents=True)
+    Image.fromarray(np.zeros((224, 224), np.uint8)).save(masks / "0d9u2CymIxc_1.png")
+    (src / "visual_frames" / "train" / "dog" / "trainclip").mkdir(parents=True)
+    Image.fromarray(rng.integers(0, 256, (224, 224, 3), np.uint8)).save(
+        src / "visual_frames" / "train" / "dog" / "trainclip" / "trainclip_1.png"
+    )
+    (src / "audio_wav" / "train" / "dog").mkdir(parents=True)
+    sf.write(
+        src / "audio_wav" / "train" / "dog" / "trainclip.wav", 0.3 * rng.standard_normal(5 * 16000), 16000
+    )
 
     out = tmp_path / "out"
-    assert str(_run(src, out)) == "done 2 / skipped 0 / failed 1"
+    assert str(_run(src, out)) == "done 3 / skipped 0 / failed 1"
     rows = _rows(out)
-    assert sorted(rows) == ["0d9u2CymIxc_1", "0d9u2CymIxc_2", "orphan_3"]  # the ids of the S4 boxes
+    assert sorted(rows) == ["0d9u2CymIxc_1", "0d9u2CymIxc_2", "orphan_3", "trainclip_1"]
+    assert {k: r.split for k, r in rows.items()} == {
+        "0d9u2CymIxc_1": "test",
+        "0d9u2CymIxc_2": "test",
+        "orphan_3": "test",
+        "trainclip_1": "train",
+    }
     assert np.array_equal(
         np.load(out / rows["0d9u2CymIxc_1"].spect), np.load(out / rows["0d9u2CymIxc_2"].spect)
     )

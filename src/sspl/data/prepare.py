@@ -124,6 +124,10 @@ SHARDS_DIR = "shards"
 
 _KIND_VIDEO, _KIND_FRAMES, _KIND_IMAGE = "video", "frames", "image"
 _FRAME_OF_VIDEO = re.compile(r"(.+)_(\d+)")  # `<video>_<k>`: frame k of a video
+#: Folders the pairs layout leaves out: AVSBench's ground-truth masks are images named like its frames.
+PAIRS_SKIPPED_FOLDERS = frozenset({"gt_masks"})
+#: A pair under a folder of one of these names gets it as its split (AVSBench's visual_frames/test/...).
+PAIRS_SPLIT_FOLDERS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -190,12 +194,15 @@ def _natural_key(name: str) -> list[object]:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
-def _walk(root: Path, exclude: Path | None) -> Iterator[Path]:
-    """Files under ``root`` in sorted order, skipping hidden entries and the ``exclude`` folder."""
+def _walk(root: Path, exclude: Path | None, skip: frozenset[str] = frozenset()) -> Iterator[Path]:
+    """Files under ``root`` in sorted order, skipping hidden entries, the ``exclude`` folder and
+    folders named in ``skip``."""
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         here = Path(dirpath)
         dirnames[:] = sorted(
-            d for d in dirnames if not d.startswith(".") and (exclude is None or here / d != exclude)
+            d
+            for d in dirnames
+            if not d.startswith(".") and d not in skip and (exclude is None or here / d != exclude)
         )
         for name in sorted(filenames):
             if not name.startswith("."):
@@ -256,7 +263,7 @@ def _pair_sources(src: Path, exclude: Path | None) -> list[ClipSource]:
     images: dict[tuple[Path, str], Path] = {}
     audios: dict[tuple[Path, str], Path] = {}
     doubles: dict[tuple[Path, str], list[Path]] = {}
-    for path in _walk(src, exclude):
+    for path in _walk(src, exclude, PAIRS_SKIPPED_FOLDERS):
         key = (path.parent, path.stem)
         kind = images if path.suffix.lower() in IMAGE_SUFFIXES else audios
         if path.suffix.lower() not in IMAGE_SUFFIXES + AUDIO_SUFFIXES:
@@ -294,8 +301,16 @@ def _pair_sources(src: Path, exclude: Path | None) -> list[ClipSource]:
                 )
         else:
             error = ""
-        sources.append(ClipSource(key[1], _KIND_IMAGE, str(image or ""), str(audio or ""), error=error))
+        split = _split_folder(key[0].relative_to(src))
+        sources.append(
+            ClipSource(key[1], _KIND_IMAGE, str(image or ""), str(audio or ""), split=split, error=error)
+        )
     return _unique_by_id(sources)
+
+
+def _split_folder(folder: Path) -> str:
+    """The split a pair's folder names (its innermost ``train``/``val``/``test`` folder), else ""."""
+    return next((part for part in reversed(folder.parts) if part in PAIRS_SPLIT_FOLDERS), "")
 
 
 def find_sources(
@@ -308,7 +323,9 @@ def find_sources(
     the folder (recursively) holds video files (``VIDEO_SUFFIXES``); ``"pairs"`` for images and audio
     files that share a stem in the same folder, where an image ``<name>_<k>`` without its own audio file
     is frame ``k`` of a video and takes the one ``<name>`` audio file anywhere under ``src`` (AVSBench's
-    ``<ytid>_<k>.png`` frames and ``<ytid>.wav``). ``"auto"`` tries them in that order.
+    ``<ytid>_<k>.png`` frames and ``<ytid>.wav``); pairs leave out ``gt_masks`` folders (AVSBench's
+    masks) and take their split from a ``train``/``val``/``test`` folder on their path. ``"auto"`` tries
+    them in that order.
 
     Args:
         src: the source folder.
@@ -430,7 +447,7 @@ def select_sources(
             source = by_clip.get((ytid, start)) or (by_clip.get((ytid, None)) if start is not None else None)
         if source is None:
             source = ClipSource(entry.id, "", "", error=f"{src}: no source file for id {entry.id!r}")
-        selected.append(replace(source, id=entry.id, label=entry.label, split=entry.split))
+        selected.append(replace(source, id=entry.id, label=entry.label, split=entry.split or source.split))
     sharing: dict[str, list[str]] = {}
     for s in selected:
         if s.visual and not s.error:
