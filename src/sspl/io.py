@@ -65,10 +65,20 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None:  # a full disk's write error names no file
+            raise _named(e, path) from e
         raise
+
+
+def _named(error: OSError, path: Path) -> OSError:
+    """The same kind of error, naming the file being written: ``[Errno 28] No space left ...: 'path'``."""
+    named = OSError(error.errno, error.strerror or str(error), str(path))
+    with contextlib.suppress(TypeError):  # keep the subclass (PermissionError, ...) where it can be made
+        named = type(error)(error.errno, error.strerror or str(error), str(path))
+    return named
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -111,4 +121,11 @@ def atomic_save_torch(path: str | os.PathLike, obj: Any) -> None:
     import torch
 
     with atomic_open(path, "wb") as f:
-        torch.save(obj, f)
+        try:
+            torch.save(obj, f)
+        except RuntimeError as e:
+            # torch turns the file's write error (a full disk) into a RuntimeError about stream positions
+            cause = e.__context__
+            if isinstance(cause, OSError):
+                raise _named(cause, Path(path)) from e
+            raise
