@@ -183,6 +183,78 @@ def test_corrupt_pretraining_files_are_named(synth_dir, encoders_dir, tmp_path):
         load_synth_encoders(enc)
 
 
+def test_output_folder_and_options_are_checked_before_any_data_is_read(tmp_path):
+    nowhere = tmp_path / "nowhere"  # never reached: each call fails on its own problem first
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(NotADirectoryError, match=r"sub: cannot be made, .*afile is a file, not a folder"):
+        pretrain_synth_encoders(nowhere, tmp_path / "afile" / "sub", epochs=1, progress=False)
+    with pytest.raises(ValueError, match="--visual-channels and --audio-dim must be positive, got 0 and 8"):
+        pretrain_synth_encoders(nowhere, tmp_path / "enc", visual_channels=0, audio_dim=8, progress=False)
+    with pytest.raises(ValueError, match=r"--seed must be in \[0, 2\*\*63\), got 99999999999999999999"):
+        pretrain_synth_encoders(nowhere, tmp_path / "enc", seed=99999999999999999999, progress=False)
+    assert not (tmp_path / "enc").exists()
+
+
+def test_damaged_pretraining_labels_and_patches_are_named(synth_dir, tmp_path):
+    import shutil
+
+    import numpy as np
+
+    broken = tmp_path / "labels"
+    shutil.copytree(synth_dir, broken)
+    sounds = np.load(broken / "pretrain" / "sound_labels.npy")
+    np.save(broken / "pretrain" / "sound_labels.npy", np.full_like(sounds, 50))
+    with pytest.raises(
+        DataError, match=r"sound_labels\.npy: labels 50 \.\. 50 outside 0 \.\. 7 \(the set has 8 categories"
+    ):
+        pretrain_synth_encoders(broken, tmp_path / "enc", epochs=1, progress=False)
+    broken = tmp_path / "spect"
+    shutil.copytree(synth_dir, broken)
+    first = (broken / "pretrain" / "ids.txt").read_text().split()[0]
+    spect = next((broken / "spect").glob(f"{first}.npy"))
+    np.save(spect, np.zeros((2, 96, 64), np.float32))
+    with pytest.raises(DataError, match=rf"{first}\.npy: log-mel patches of shape \(2, 96, 64\)"):
+        pretrain_synth_encoders(broken, tmp_path / "enc", epochs=1, progress=False)
+
+
+def test_no_held_out_object_cell_gives_null_not_nan():
+    from sspl.engine.pretrain import _visual_metrics
+
+    class Background(nn.Module):  # predicts class 0 (the background) everywhere
+        def forward(self, x):
+            out = torch.zeros(x.shape[0], 3, 14, 14)
+            out[:, 0] = 1
+            return out
+
+    frames = torch.zeros(2, 3, 224, 224)
+    labels = torch.zeros(2, 14, 14, dtype=torch.long)  # background cells only
+    metrics = _visual_metrics(nn.Identity(), Background(), frames, labels, True)
+    assert metrics == {
+        "visual_location_accuracy": 1.0,
+        "visual_object_location_accuracy": None,
+        "visual_object_location_cells": 0,
+    }
+    json.dumps(metrics, allow_nan=False)
+
+
+def test_damaged_encoder_files_are_named(encoders_dir, tmp_path):
+    import shutil
+
+    enc = tmp_path / "enc"
+    shutil.copytree(encoders_dir[0], enc)
+    (enc / "visual_encoder.pt").write_bytes(b"hello world" * 10)
+    with pytest.raises(WeightsError, match=r"visual_encoder\.pt: cannot read checkpoint \(not a PyTorch"):
+        load_synth_encoders(enc)
+    torch.save(torch.zeros(3), enc / "visual_encoder.pt")
+    with pytest.raises(WeightsError, match=r"visual_encoder\.pt: expected a state dict, got Tensor"):
+        load_synth_encoders(enc)
+    torch.save({"a": torch.zeros(3)}, enc / "visual_encoder.pt")
+    with pytest.raises(
+        WeightsError, match=r"visual_encoder\.pt: does not match the encoder .*encoders\.json"
+    ):
+        load_synth_encoders(enc)
+
+
 class _ChannelsAsFeatures(nn.Module):
     """Average-pools 16 x 16 blocks: the features of a cell are its mean colour."""
 

@@ -301,3 +301,26 @@ def test_encoder_weights_of_another_size_name_the_shapes_and_the_setting(tmp_pat
     assert message.startswith(f"{path}: shape mismatch (visual encoder): ")
     assert "features.4.0.weight is 64 x 64 x 3 x 3 in the file, 128 x 64 x 3 x 3 in the model" in message
     assert "model.visual_channels=N" in message
+
+
+def test_a_weights_file_must_hold_a_state_dict_of_tensors(tmp_path):
+    from sspl.weights import read_state_dict
+
+    path = tmp_path / "frame_best.pth"
+    torch.save({"module.conv.weight": torch.ones(2)}, path)
+    assert list(read_state_dict(path)) == ["conv.weight"]  # DataParallel's prefix removed
+    torch.save({"state_dict": {"conv.weight": torch.ones(2)}, "epoch": 3}, path)
+    assert list(read_state_dict(path)) == ["conv.weight"]
+    torch.save({1: torch.ones(2)}, path)
+    with pytest.raises(
+        WeightsError, match=r"frame_best\.pth: not a state dict of tensors \(entry 1 holds Tensor\)"
+    ):
+        read_state_dict(path)
+    torch.save({"conv.weight": 0.5}, path)
+    with pytest.raises(
+        WeightsError, match=r"not a state dict of tensors \(entry 'conv.weight' holds float\)"
+    ):
+        read_state_dict(path)
+    path.write_bytes(b"")
+    with pytest.raises(WeightsError, match=r"frame_best\.pth: cannot read checkpoint \(empty file\)"):
+        read_state_dict(path)

@@ -43,9 +43,11 @@ __all__ = [
     "load_audio_encoder_weights",
     "load_visual_encoder_weights",
     "misconfigured",
+    "read_state_dict",
     "resolve",
     "sha256_file",
     "status",
+    "unreadable",
 ]
 
 log = logging.getLogger(__name__)
@@ -290,15 +292,35 @@ def resolve(
     return dest
 
 
-def _load_state(path: Path) -> dict[str, torch.Tensor]:
+def unreadable(path: Path, error: Exception) -> WeightsError:
+    """The error for a file ``torch.load`` failed on, saying whether it is empty or not PyTorch's."""
+    empty = path.is_file() and path.stat().st_size == 0
+    detail = f"{type(error).__name__}: {error}" if isinstance(error, KeyError) else str(error)
+    cause = "empty file" if empty else f"not a PyTorch checkpoint, or a damaged one: {detail}"
+    return WeightsError(f"{path}: cannot read checkpoint ({cause})")
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file (a state dict, or a checkpoint holding one under ``state_dict``),
+    with DataParallel's ``module.`` prefixes removed.
+
+    Raises:
+        WeightsError: the file cannot be read as PyTorch weights or holds something else (naming it).
+    """
+    path = Path(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # several exception types for corrupt files
-        raise WeightsError(f"{path}: cannot read weights ({str(e) or 'empty or truncated file'})") from e
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
+    except Exception as e:  # torch raises several types (KeyError, RuntimeError, ...) for damaged files
+        raise unreadable(path, e) from e
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]  # saved with its epoch or optimiser beside it
     if not isinstance(state, dict):
         raise WeightsError(f"{path}: expected a state dict, got {type(state).__name__}")
+    odd = next(((k, v) for k, v in state.items() if not isinstance(k, str) or not torch.is_tensor(v)), None)
+    if odd is not None:
+        raise WeightsError(
+            f"{path}: not a state dict of tensors (entry {odd[0]!r} holds {type(odd[1]).__name__})"
+        )
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
@@ -333,7 +355,7 @@ def load_visual_encoder_weights(encoder: nn.Module, weights: str, *, download: b
     path = resolve("imagenet", download=download) if weights == "imagenet" else Path(weights)
     if weights != "imagenet" and not path.is_file():
         raise WeightsError(f"{path}: visual encoder weights not found")
-    _load_into(encoder, _load_state(path), path, "visual encoder")
+    _load_into(encoder, read_state_dict(path), path, "visual encoder")
     return path
 
 
@@ -342,5 +364,5 @@ def load_audio_encoder_weights(encoder: nn.Module, weights: str, *, download: bo
     path = resolve("audioset", download=download) if weights == "audioset" else Path(weights)
     if weights != "audioset" and not path.is_file():
         raise WeightsError(f"{path}: audio encoder weights not found")
-    _load_into(encoder, _load_state(path), path, "audio encoder")
+    _load_into(encoder, read_state_dict(path), path, "audio encoder")
     return path

@@ -23,7 +23,7 @@ from torch import nn
 from ..config import Config, config_from_dict, config_to_dict
 from ..errors import WeightsError
 from ..io import atomic_save_torch
-from ..weights import KNOWN_WEIGHTS, load_audio_encoder_weights, load_visual_encoder_weights
+from ..weights import KNOWN_WEIGHTS, load_audio_encoder_weights, load_visual_encoder_weights, unreadable
 
 __all__ = [
     "BEST",
@@ -138,10 +138,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # several exception types for corrupt files
-        cause = (
-            "empty file" if path.stat().st_size == 0 else f"not a PyTorch checkpoint, or a damaged one: {e}"
-        )
-        raise WeightsError(f"{path}: cannot read checkpoint ({cause})") from e
+        raise unreadable(path, e) from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise WeightsError(f"{path}: not an sspl checkpoint (for official SSPL files, give their folder)")
     if ckpt.get("version", 0) > VERSION:

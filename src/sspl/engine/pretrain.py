@@ -12,6 +12,7 @@ the sound could at most produce that map, so its cIoU is the ceiling SSPL is com
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -199,6 +200,15 @@ def _load_npy(path: Path) -> np.ndarray:
         raise DataError(f"{path}: cannot read ({e}); rerun `sspl synth` on the set to rewrite it") from e
 
 
+def _spect(path: Path) -> np.ndarray:
+    array = _load_npy(path)
+    if array.shape != (3, 96, 64):
+        raise DataError(
+            f"{path}: log-mel patches of shape {array.shape}, expected (3, 96, 64); rerun `sspl synth`"
+        )
+    return array
+
+
 def _load_pretrain_data(root: Path) -> dict:
     """Frames, log-mel patches and labels of the "pretrain" split (in ``pretrain/ids.txt`` order)."""
     meta = read_meta(root)
@@ -218,7 +228,9 @@ def _load_pretrain_data(root: Path) -> dict:
         )
     for rel in (PRETRAIN_IDS, PRETRAIN_LOCATION_COVERAGE, PRETRAIN_LOCATION_LABELS, PRETRAIN_SOUND_LABELS):
         if not (root / rel).is_file():
-            raise DataError(f"{root / rel}: missing; make the set again with `sspl synth` in a new folder")
+            raise DataError(
+                f"{root / rel}: missing; rerun the `sspl synth` command that made the set to restore it"
+            )
     ids = (root / PRETRAIN_IDS).read_text(encoding="utf-8").split()
     coverage = _load_npy(root / PRETRAIN_LOCATION_COVERAGE)
     locations = _load_npy(root / PRETRAIN_LOCATION_LABELS)
@@ -237,13 +249,23 @@ def _load_pretrain_data(root: Path) -> dict:
             f"coverage and labels and one sound label each; got {len(ids)} ids, coverage "
             f"{coverage.shape}, labels {locations.shape}, sound labels {sounds.shape}"
         )
+    categories = coverage.shape[1] - 1
+    for path, labels, high in (  # sounds index the categories; locations are 0 (background) or 1 + category
+        (PRETRAIN_SOUND_LABELS, sounds, categories - 1),
+        (PRETRAIN_LOCATION_LABELS, locations[locations != IGNORE_LABEL], categories),
+    ):
+        if labels.size and (labels.min() < 0 or labels.max() > high):
+            raise DataError(
+                f"{root / path}: labels {labels.min()} .. {labels.max()} outside 0 .. {high} (the set has "
+                f"{categories} categories); rerun `sspl synth` on the set to rewrite it"
+            )
     rows = {r.id: r for r in read_manifest(root)}
     missing = [i for i in ids if i not in rows or not rows[i].ok]
     if missing:
         raise DataError(
             f"{root}: {len(missing)} pretraining scene(s) not done in the manifest, e.g. {missing[0]}"
         )
-    spects = np.stack([_load_npy(root / rows[i].spect) for i in ids])  # M x 3 x 96 x 64
+    spects = np.stack([_spect(root / rows[i].spect) for i in ids])  # M x 3 x 96 x 64
     return {
         "ids": ids,
         "frames": load_eval_frames([root / rows[i].frame for i in ids]),
@@ -257,10 +279,17 @@ def _load_pretrain_data(root: Path) -> dict:
 
 
 def _check_out_dir(out: Path, overwrite: bool) -> None:
+    """Refuse an output folder that cannot take the encoders before minutes of training, not after."""
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out}: exists and is not a folder")
+    above = next((p for p in out.parents if p.exists()), None)
+    if not out.exists() and above is not None and not above.is_dir():
+        raise NotADirectoryError(f"{out}: cannot be made, {above} is a file, not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out}: folder is not empty; choose a new one or pass overwrite (--overwrite)")
+    writable = out if out.exists() else above
+    if writable is not None and not os.access(writable, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, "cannot write there (permission denied)", str(writable))
 
 
 def _finite(loss: torch.Tensor, what: str, epoch: int) -> torch.Tensor:
@@ -391,11 +420,13 @@ def _visual_metrics(
     valid = labels != IGNORE_LABEL
     objects = valid & (labels != 0)
     correct = preds == labels
+
+    def share(cells: torch.Tensor) -> float | None:  # None (valid JSON) rather than NaN when no cell counts
+        return round(float(correct[cells].float().mean()), 4) if bool(cells.any()) else None
+
     return {
-        "visual_location_accuracy": round(float(correct[valid].float().mean()), 4)
-        if background_class
-        else None,
-        "visual_object_location_accuracy": round(float(correct[objects].float().mean()), 4),
+        "visual_location_accuracy": share(valid) if background_class else None,
+        "visual_object_location_accuracy": share(objects),
         "visual_object_location_cells": int(objects.sum()),
     }
 
@@ -457,6 +488,12 @@ def pretrain_synth_encoders(
     """
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be positive, got {epochs} and {batch_size}")
+    if visual_channels < 1 or audio_dim < 1:
+        raise ValueError(
+            f"--visual-channels and --audio-dim must be positive, got {visual_channels} and {audio_dim}"
+        )
+    if not 0 <= seed < 2**63:
+        raise ValueError(f"--seed must be in [0, 2**63), got {seed}")
     if not 0 < heldout_fraction < 1:
         raise ValueError(f"heldout_fraction must be in (0, 1), got {heldout_fraction}")
     root, out = Path(data_dir), Path(out_dir)
@@ -535,13 +572,17 @@ def pretrain_synth_encoders(
     }
     atomic_save_json(out / ENCODERS_JSON_NAME, info)
     log.info(
-        "pretrained encoders in %.0f s: per-location accuracy %s (object cells %.3f), audio accuracy %.3f",
+        "pretrained encoders in %.0f s: per-location accuracy %s (object cells %s), audio accuracy %.3f",
         seconds,
-        "-" if metrics["visual_location_accuracy"] is None else f"{metrics['visual_location_accuracy']:.3f}",
-        metrics["visual_object_location_accuracy"],
+        _rate(metrics["visual_location_accuracy"]),
+        _rate(metrics["visual_object_location_accuracy"]),
         metrics["audio_accuracy"],
     )
     return info
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def load_synth_encoders(
@@ -560,6 +601,7 @@ def load_synth_encoders(
         WeightsError: a file is missing or does not match the recorded architecture.
     """
     from ..errors import WeightsError
+    from ..weights import read_state_dict
 
     root = Path(directory)
     info_path = root / ENCODERS_JSON_NAME
@@ -576,10 +618,11 @@ def load_synth_encoders(
     for module, path in pairs:
         if not path.is_file():
             raise WeightsError(f"{path}: missing; create the encoders with `sspl synth-pretrain`")
+        state = read_state_dict(path)
         try:
-            module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        except (RuntimeError, OSError, EOFError) as e:
-            raise WeightsError(f"{path}: cannot load ({e})") from e
+            module.load_state_dict(state)
+        except RuntimeError as e:  # keys or shapes of another architecture
+            raise WeightsError(f"{path}: does not match the encoder {info_path} records ({e})") from e
         for p in module.parameters():
             p.requires_grad_(False)
         module.to(device).eval()

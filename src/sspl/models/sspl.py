@@ -20,6 +20,7 @@ from torch import nn
 from ..config import SSPLConfig
 from ..errors import WeightsError
 from ..losses import simsiam_loss
+from ..weights import read_state_dict
 from .attention import AttentionModule, cosine_map
 from .encoders import build_audio_encoder, build_visual_encoder, freeze
 from .heads import AudioTransform, SimSiamHead
@@ -340,7 +341,7 @@ class SSPL(nn.Module):
                 "code writes frame_best.pth, sound_best.pth, ssl_head_best.pth and, with PCM, pcm_best.pth)"
             )
         parts = {
-            part: _load_official_part(folder / name)
+            part: read_state_dict(folder / name)
             for part, name in OFFICIAL_FILES.items()
             if (folder / name).is_file()
         }
@@ -376,18 +377,6 @@ class SSPL(nn.Module):
                 f"(missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]})"
             )
         return model.eval()
-
-
-def _load_official_part(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several types for corrupt or non-checkpoint files
-        raise WeightsError(f"{path}: cannot read checkpoint ({str(e) or 'empty or truncated file'})") from e
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]  # saved with its epoch or optimiser beside it
-    if not isinstance(state, dict):
-        raise WeightsError(f"{path}: expected a state dict, got {type(state).__name__}")
-    return {k.removeprefix("module."): v for k, v in state.items()}
 
 
 def official_to_state_dict(parts: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
