@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -292,9 +293,38 @@ def test_resume_rewrites_damaged_scenes_and_drops_stale_temporaries(tmp_path):
     frame.write_bytes(frame.read_bytes()[:-10])
     stale = out / "spect/.synth_000003.npy.x1y2z3.tmp"  # left by a run killed mid-write
     stale.write_bytes(b"partial")
+    top = out / ".scenes.json.a1b2c3.tmp"
+    top.write_text("partial")
     generate_synth(out, config, workers=1, progress=False)
-    assert not stale.exists()
+    assert not stale.exists() and not top.exists()
     assert _file_digests(out) == before
+
+
+def test_a_run_killed_while_writing_its_first_file_can_be_resumed(tmp_path):
+    out = tmp_path / "set"
+    out.mkdir()
+    (out / ".meta.json.k9x8y7.tmp").write_text('{"form')  # all a kill during the first write leaves
+    generate_synth(out, synth_config("easy", num=3, pretrain_num=0), workers=1, progress=False)
+    assert (out / "meta.json").is_file() and not (out / ".meta.json.k9x8y7.tmp").exists()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("synth", [1], "'synth' holds list, expected an object"),
+        ("version", None, "version None is not a whole number"),
+        ("version", "abc", "version 'abc' is not a whole number"),
+    ],
+)
+def test_a_meta_json_with_wrong_types_is_named(tmp_path, field, value, message):
+    config = synth_config("easy", num=3, seed=2, pretrain_num=0)
+    out = tmp_path / "set"
+    generate_synth(out, config, workers=1, progress=False)
+    meta = json.loads((out / "meta.json").read_text())
+    meta[field] = value
+    (out / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match=rf"meta\.json: {re.escape(message)}"):
+        generate_synth(out, config, workers=1, progress=False)
 
 
 def test_a_path_below_a_file_and_an_empty_split_are_reported(tmp_path, caplog):
@@ -318,6 +348,8 @@ def test_a_path_below_a_file_and_an_empty_split_are_reported(tmp_path, caplog):
         {"min_objects": 0},
         {"val_fraction": 0.5, "test_fraction": 0.5},
         {"num": 0},
+        {"num": 10**10},  # would build ten billion tasks in memory
+        {"pretrain_num": 2_000_000},
         {"num_categories": 9},
         {"snr_db": -7000.0},  # overflowed, or gave clips of NaN
         {"seed": -1},

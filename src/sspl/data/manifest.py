@@ -191,7 +191,12 @@ def read_meta(root: str | os.PathLike) -> dict:
         raise ValueError(f"{path}: expected a JSON object, got {type(meta).__name__}")
     if meta.get("format") != FORMAT_NAME:
         raise ValueError(f"{path}: format {meta.get('format')!r} is not {FORMAT_NAME!r}")
-    if int(meta.get("version", 0)) > FORMAT_VERSION:
+    version = meta.get("version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ValueError(f"{path}: version {version!r} is not a whole number")
+    if not isinstance(meta.get("synth") or {}, dict):  # the settings `sspl synth` made the set with
+        raise ValueError(f"{path}: 'synth' holds {type(meta['synth']).__name__}, expected an object")
+    if version > FORMAT_VERSION:
         raise ValueError(
             f"{path}: format version {meta['version']} is newer than this sspl "
             f"({FORMAT_VERSION}); upgrade sspl"
