@@ -7,6 +7,8 @@ that of a file the test writes (random weights of the real architecture).
 from __future__ import annotations
 
 import dataclasses
+import errno
+import io
 import os
 import stat
 import time
@@ -288,6 +290,62 @@ def test_status_says_when_the_cache_folder_is_a_file(cache, monkeypatch, tmp_pat
     path, message = weights.status("audioset")
     assert path is None and f"{not_a_folder} is a file, not a folder" in message
     assert weights.misconfigured("audioset")
+
+
+def test_status_says_when_the_cache_folder_cannot_be_made_below_a_file(cache, monkeypatch, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setenv("SSPL_CACHE", str(tmp_path / "afile" / "sub"))
+    path, message = weights.status("audioset")
+    assert (
+        path is None
+        and f"{tmp_path / 'afile' / 'sub'} cannot be made, {tmp_path / 'afile'} is a file" in message
+    )
+    assert weights.misconfigured("audioset")
+
+
+class _Response:
+    """What urlopen returns: ``body`` in pieces, declaring ``length`` bytes."""
+
+    def __init__(self, body: bytes, length: int) -> None:
+        self._body, self.headers = io.BytesIO(body), {"Content-Length": str(length)}
+
+    def read(self, n: int = -1) -> bytes:
+        return self._body.read(n)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+def test_a_download_cut_short_says_so_and_caches_nothing(cache, monkeypatch, vggish_file):
+    register(monkeypatch, "audioset", vggish_file)
+    body = vggish_file.read_bytes()
+    monkeypatch.setattr(weights.urllib.request, "urlopen", lambda *a, **k: _Response(body[:1000], len(body)))
+    with pytest.raises(
+        WeightsError, match=rf"was cut short \(1,000 of {len(body):,} bytes\); nothing was cached"
+    ):
+        weights.resolve("audioset")
+    assert list(cache.iterdir()) == []
+    monkeypatch.setattr(weights.urllib.request, "urlopen", lambda *a, **k: _Response(body, len(body)))
+    assert weights.resolve("audioset").read_bytes() == body
+
+
+def test_a_full_cache_disk_is_not_called_offline(cache, monkeypatch, vggish_file):
+    register(monkeypatch, "audioset", vggish_file)
+    body = vggish_file.read_bytes()
+    monkeypatch.setattr(weights.urllib.request, "urlopen", lambda *a, **k: _Response(body, len(body)))
+
+    class FullDisk(io.FileIO):
+        def write(self, data) -> int:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(weights.os, "fdopen", lambda fd, mode: FullDisk(fd, "wb"))
+    with pytest.raises(WeightsError, match=r"cache folder .*cache cannot take the file \(\[Errno 28\]") as e:
+        weights.resolve("audioset")
+    assert "Offline" not in str(e.value)
+    assert list(cache.iterdir()) == []
 
 
 def test_encoder_weights_of_another_size_name_the_shapes_and_the_setting(tmp_path):

@@ -21,13 +21,13 @@ import contextlib
 import hashlib
 import logging
 import os
-import shutil
 import tempfile
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -207,8 +207,10 @@ def _status(name: str) -> tuple[Path | None, str, bool]:
     if found is not None:
         return found, f"{found} (cached, SHA-256 checked)", False
     cache = cache_dir()
-    if cache.exists() and not cache.is_dir():
-        problems.append(f"the cache folder {cache} is a file, not a folder; set SSPL_CACHE to a folder")
+    blocking = next((p for p in (cache, *cache.parents) if p.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        where = "is a file" if blocking == cache else f"cannot be made, {blocking} is a file"
+        problems.append(f"the cache folder {cache} {where}, not a folder; set SSPL_CACHE to a folder")
     if problems:
         return None, "; ".join(problems), True
     return None, f"not cached; {_how_to_get(known)}", False
@@ -232,7 +234,13 @@ def _download(known: KnownWeights, dest: Path, timeout: float) -> None:
         raise _CacheError(f"cache folder {dest.parent} cannot take {dest.name} ({e}); set SSPL_CACHE") from e
     try:
         with os.fdopen(fd, "wb") as f, urllib.request.urlopen(known.url, timeout=timeout) as r:
-            shutil.copyfileobj(r, f)
+            received = _copy_to_cache(r, f, tmp)
+            declared = r.headers.get("Content-Length")
+        if declared is not None and declared.isdigit() and received < int(declared):
+            raise WeightsError(
+                f"the download of {known.filename} from {known.url} was cut short ({received:,} of "
+                f"{int(declared):,} bytes); nothing was cached, try again"
+            )
         try:
             _verify(Path(tmp), known)
         except WeightsError as e:
@@ -245,6 +253,28 @@ def _download(known: KnownWeights, dest: Path, timeout: float) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _copy_to_cache(source: Any, f: Any, tmp: str) -> int:
+    """Copy the response into the cache file; returns the bytes received. Read errors are the network's
+    (they propagate as they are); write errors (a full disk) are the cache's (``_CacheError``)."""
+    received = 0
+    while chunk := source.read(1 << 20):
+        try:
+            f.write(chunk)
+        except OSError as e:
+            raise _CacheError(
+                f"cache folder {Path(tmp).parent} cannot take the file ({e}); set SSPL_CACHE"
+            ) from e
+        received += len(chunk)
+    try:
+        f.flush()
+        os.fsync(f.fileno())
+    except OSError as e:
+        raise _CacheError(
+            f"cache folder {Path(tmp).parent} cannot take the file ({e}); set SSPL_CACHE"
+        ) from e
+    return received
 
 
 def resolve(
