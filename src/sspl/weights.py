@@ -258,22 +258,22 @@ def _download(known: KnownWeights, dest: Path, timeout: float) -> None:
 def _copy_to_cache(source: Any, f: Any, tmp: str) -> int:
     """Copy the response into the cache file; returns the bytes received. Read errors are the network's
     (they propagate as they are); write errors (a full disk) are the cache's (``_CacheError``)."""
+
+    def cache_error(e: OSError) -> _CacheError:
+        return _CacheError(f"cache folder {Path(tmp).parent} cannot take the file ({e}); set SSPL_CACHE")
+
     received = 0
     while chunk := source.read(1 << 20):
         try:
             f.write(chunk)
         except OSError as e:
-            raise _CacheError(
-                f"cache folder {Path(tmp).parent} cannot take the file ({e}); set SSPL_CACHE"
-            ) from e
+            raise cache_error(e) from e
         received += len(chunk)
     try:
         f.flush()
         os.fsync(f.fileno())
     except OSError as e:
-        raise _CacheError(
-            f"cache folder {Path(tmp).parent} cannot take the file ({e}); set SSPL_CACHE"
-        ) from e
+        raise cache_error(e) from e
     return received
 
 
