@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -115,6 +116,39 @@ def test_a_rerun_with_another_seed_asks_for_another_folder(demo):
     out, _ = demo
     with pytest.raises(DataError, match="holds a demo of another preset, size or seed; give another --out"):
         run_demo(out, dataclasses.replace(TINY, seed=3), progress=False)
+    assert (out / "index.html").is_file()  # refused before anything of the finished demo is touched
+
+
+def test_an_output_that_is_not_a_demo_folder_is_refused_before_anything_runs(tmp_path, capsys):
+    theirs = tmp_path / "site"
+    theirs.mkdir()
+    (theirs / "index.html").write_text("<html>mine</html>")
+    (tmp_path / "afile").write_text("x")
+    for out, message in (
+        (theirs, f"{theirs}: folder is not empty and holds no demo (the demo would overwrite it)"),
+        (tmp_path / "afile", f"{tmp_path / 'afile'}: is a file, not a folder"),
+        (tmp_path / "afile" / "sub", f"{tmp_path / 'afile'}: is a file, not a folder, so the output folder"),
+        ("", "--out is empty"),
+    ):
+        assert main(["demo", "--out", str(out), "--scenes", "50", "--no-progress"]) == 1
+        assert message in capsys.readouterr().err
+    assert [p.name for p in theirs.iterdir()] == ["index.html"]
+    assert main(["demo", "--out", str(tmp_path / "d"), "--seed", str(2**64)]) == 1
+    assert "seed 18446744073709551616: must be in [0, 2**63)" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "site"]
+
+
+def test_a_rerun_stopped_half_way_leaves_no_page_of_the_last_run(demo, tmp_path, monkeypatch):
+    copy = tmp_path / "copy"
+    shutil.copytree(demo[0], copy)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("sspl.demo.evaluate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_demo(copy, TINY, progress=False)
+    assert not (copy / "index.html").exists() and not (copy / "summary.json").exists()
 
 
 def test_rerun_resumes_and_cli_prints_the_page(demo, capsys, monkeypatch):

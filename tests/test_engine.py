@@ -596,6 +596,15 @@ def test_evaluate_refuses_what_would_not_be_the_benchmarks_number(synth_dir, tmp
     evaluate(run, synth_dir, "synth", out, progress=False)
     assert not (out / "index.html").exists() and not (out / "overlays").exists()
     assert (out / "report.json").is_file()
+    # ... but a page or overlays no evaluation wrote are the user's: refused, not deleted.
+    theirs = tmp_path / "site"
+    (theirs / "overlays").mkdir(parents=True)
+    (theirs / "index.html").write_text("<html>mine</html>")
+    with pytest.raises(
+        DataError, match=r"site: holds index.html and overlays that no earlier `sspl evaluate`"
+    ):
+        evaluate(run, synth_dir, "synth", theirs, progress=False)
+    assert (theirs / "index.html").read_text() == "<html>mine</html>" and (theirs / "overlays").is_dir()
     # Options out of range fail on one line before anything is computed.
     base = ["evaluate", "--checkpoint", str(run), "--data", str(synth_dir), "--benchmark", "synth"]
     base += ["--out", str(tmp_path / "ev5"), "--no-progress"]

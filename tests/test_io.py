@@ -74,3 +74,18 @@ def test_a_full_disk_is_an_os_error_naming_the_file_and_leaves_nothing(tmp_path,
     assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(path)
     assert str(raised.value) == f"[Errno 28] No space left on device: '{path}'"
     assert list(tmp_path.iterdir()) == []
+
+
+class _Interrupted(_FullDisk):
+    def write(self, data) -> int:
+        if len(data) > self._room:
+            raise KeyboardInterrupt  # Ctrl-C arriving while torch writes a large tensor
+        return super().write(data)
+
+
+def test_ctrl_c_during_torch_save_stays_an_interrupt_and_leaves_nothing(tmp_path, monkeypatch):
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(sspl_io.os, "fdopen", lambda *a, **k: _Interrupted(real_fdopen(*a, **k), 100))
+    with pytest.raises(KeyboardInterrupt):
+        atomic_save_torch(tmp_path / "last.pt", {"weight": torch.zeros(1000)})
+    assert list(tmp_path.iterdir()) == []

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .api import load
 from .data.manifest import META_NAME, read_manifest, read_meta
-from .data.synth import PRESETS, SynthConfig, generate_synth, synth_config
+from .data.synth import MAX_SCENES, PRESETS, SynthConfig, generate_synth, synth_config
 from .engine.checkpoint import CHECKPOINT_DIR, LAST, load_checkpoint
 from .engine.evaluate import evaluate
 from .engine.pretrain import ENCODERS_JSON_NAME, pretrain_synth_encoders
@@ -93,20 +93,40 @@ class DemoSettings:
         problems = []
         if self.preset not in PRESETS:
             problems.append(f"preset {self.preset!r}: choose from {', '.join(sorted(PRESETS))}")
-        if self.scenes < least:
+        if not least <= self.scenes <= MAX_SCENES:
             problems.append(
-                f"scenes {self.scenes}: at least {least}, so that training holds one batch of {self.batch_size}"
+                f"scenes {self.scenes}: at least {least}, so that training holds one batch of {self.batch_size}, "
+                f"and at most {MAX_SCENES}"
             )
-        if self.pretrain_scenes < 2:
-            problems.append(f"pretrain_scenes {self.pretrain_scenes}: at least 2")
+        if not 2 <= self.pretrain_scenes <= MAX_SCENES:
+            problems.append(f"pretrain_scenes {self.pretrain_scenes}: at least 2 and at most {MAX_SCENES}")
         if self.epochs < 1 or self.pretrain_epochs < 1:
             problems.append(f"epochs {self.epochs}, pretrain_epochs {self.pretrain_epochs}: at least 1")
-        if self.seed < 0:
-            problems.append(f"seed {self.seed}: must be >= 0")
+        if not 0 <= self.seed < 2**63:
+            problems.append(f"seed {self.seed}: must be in [0, 2**63)")
         if self.workers is not None and self.workers < 1:
             problems.append(f"workers {self.workers}: at least 1")
         if problems:
             raise ValueError("invalid demo settings: " + "; ".join(problems))
+
+
+#: marks a folder as a demo's, so that a rerun may replace what is in it
+DEMO_MARKER = ".sspl-demo"
+
+
+def _check_demo_folder(out: Path) -> None:
+    """Refuse a file, a path below a file, or a non-empty folder that is not a demo's (it would be
+    overwritten), before anything is generated."""
+    above = next((p for p in (out, *out.parents) if p.exists()), None)
+    if above is not None and not above.is_dir():
+        where = "" if above == out else f", so the output folder {out} cannot be made"
+        raise DataError(f"{above}: is a file, not a folder{where}")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not (out / DEMO_MARKER).exists() and not (out / "synthav" / META_NAME).is_file():
+        raise DataError(
+            f"{out}: folder is not empty and holds no demo (the demo would overwrite it); choose another --out"
+        )
 
 
 def _step(number: int, text: str) -> None:
@@ -161,18 +181,13 @@ def run_demo(
         the page and of the main outputs.
     """
     settings = settings or DemoSettings()
+    if not str(out_dir):
+        raise DataError("--out is empty; name the demo's output folder")
     # absolute from here on: the page refers to files written under several sub-folders, and a relative
     # out_dir (`sspl demo --out demo_out`) made them resolve against the page's folder twice
     out = Path(out_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    _check_demo_folder(out)
     data, encoders, run = out / "synthav", out / "encoders", out / "run"
-    figures = out / "figures"
-    figures.mkdir(exist_ok=True)
-
-    _step(
-        1,
-        f"SynthAV: {settings.scenes} '{settings.preset}' scenes + {settings.pretrain_scenes} for pretraining",
-    )
     synth = synth_config(
         settings.preset, num=settings.scenes, seed=settings.seed, pretrain_num=settings.pretrain_scenes
     )
@@ -180,6 +195,19 @@ def run_demo(
         raise DataError(
             f"{out}: holds a demo of another preset, size or seed; give another --out (or delete {out})"
         )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / DEMO_MARKER).touch()
+    # The page and summary exist only for a finished run: a rerun stopped half-way must not leave the
+    # last run's page beside this run's overlays.
+    for name in ("index.html", "summary.json"):
+        (out / name).unlink(missing_ok=True)
+    figures = out / "figures"
+    figures.mkdir(exist_ok=True)
+
+    _step(
+        1,
+        f"SynthAV: {settings.scenes} '{settings.preset}' scenes + {settings.pretrain_scenes} for pretraining",
+    )
     generate_synth(data, synth, workers=settings.workers, progress=progress)
 
     _step(2, "pretraining the small visual and audio encoders (stand-ins for ImageNet / AudioSet)")

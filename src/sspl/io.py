@@ -125,7 +125,10 @@ def atomic_save_torch(path: str | os.PathLike, obj: Any) -> None:
             torch.save(obj, f)
         except RuntimeError as e:
             # torch turns the file's write error (a full disk) into a RuntimeError about stream positions
+            # (and Ctrl-C during the write into one too: it must stay an interrupt, not become an error)
             cause = e.__context__
             if isinstance(cause, OSError):
                 raise _named(cause, Path(path)) from e
+            if isinstance(cause, KeyboardInterrupt):
+                raise cause from None
             raise

@@ -123,7 +123,23 @@ def _check_out_dir(out_dir: Path) -> None:
                     f"{path}: is a file, not a folder"
                     + ("" if path == out_dir else f", so the output folder {out_dir} cannot be made")
                 )
-            return
+            break
+    if _foreign_outputs(out_dir):
+        raise DataError(
+            f"{out_dir}: holds {' and '.join(_foreign_outputs(out_dir))} that no earlier `sspl evaluate` wrote "
+            "(no report.json or per_sample.csv beside them); choose another --out"
+        )
+
+
+#: what an evaluation writes that a rerun replaces; report.json or per_sample.csv marks them as ours
+_PAGE_OUTPUTS = ("index.html", "overlays")
+
+
+def _foreign_outputs(out_dir: Path) -> list[str]:
+    """Names of a page and overlays in ``out_dir`` that an evaluation would replace but did not write."""
+    if (out_dir / "report.json").exists() or (out_dir / "per_sample.csv").exists():
+        return []
+    return [name for name in _PAGE_OUTPUTS if (out_dir / name).exists()]
 
 
 def _pick_split(data_dir: Path, split: str | None) -> list:
@@ -273,9 +289,9 @@ def evaluate(
         "baselines": {k: {b.ciou_name: b.ciou_success_rate, "auc": b.auc} for k, b in baselines.items()},
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    # An earlier evaluation's page and overlays must not stand beside this report.
-    stale = [out_dir / "report.json", out_dir / "index.html", out_dir / "overlays"]
-    for path in stale:
+    # An earlier evaluation's page and overlays must not stand beside this report (report.json goes last:
+    # while it or per_sample.csv is there, an interrupted clean-up is known to be ours and is redone).
+    for path in [*(out_dir / name for name in _PAGE_OUTPUTS), out_dir / "report.json"]:
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     atomic_write_text(out_dir / "per_sample.csv", _per_sample_csv(result, baselines))
     _plots(out_dir, result, baselines, maps, samples, gt, proto, save_overlays, benchmark)
