@@ -80,6 +80,13 @@ def main() -> None:
     )
     parser.add_argument("--no-record", action="store_true", help="do not append to docs/benchmarks.md")
     args = parser.parse_args()
+    for name in ("seconds", "fps", "images"):
+        if not getattr(args, name) > 0:
+            parser.error(f"--{name} must be positive")
+    if args.batch_size is not None and args.batch_size < 1:
+        parser.error("--batch-size must be at least 1")
+    # the target is for a 10-s clip at 10 fps: another setting is measured but not judged
+    at_target = args.seconds == 10.0 and args.fps == 10.0
 
     result: dict[str, object] = {
         "model": "SSPL w/ PCM (VGG16 + VGGish, 4 cycles), random-init weights",
@@ -110,7 +117,7 @@ def main() -> None:
         cpu["realtime_factor"] = round(args.seconds / cpu["s"], 2)
         result["video_cpu"] = cpu
         result["target_cpu_s"] = TARGET_CPU_SECONDS
-        result["target_cpu_met"] = cpu["s"] < TARGET_CPU_SECONDS
+        result["target_cpu_met"] = cpu["s"] < TARGET_CPU_SECONDS if at_target else None
         if torch.cuda.is_available():
             gpu = bench_video(model, preprocess, clip, tmp / "gpu", args.fps, args.batch_size, "cuda")
             gpu["realtime_factor"] = round(args.seconds / gpu["s"], 2)

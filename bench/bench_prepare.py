@@ -65,6 +65,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
+    if args.clips < 1 or args.unique < 1 or min(args.workers) < 1 or not args.seconds > 0:
+        parser.error("--clips, --unique, --workers and --seconds must be positive")
 
     with tempfile.TemporaryDirectory(prefix="sspl-bench-prepare-") as tmp:
         src = Path(tmp) / "videos"
@@ -97,7 +99,9 @@ def main() -> None:
             result[f"workers{workers}_clips_per_s_per_core"] = round(rate / workers, 2)
         result["load_avg_1min_after"] = round(os.getloadavg()[0], 2)
         result["target_clips_per_s_per_core"] = TARGET_CLIPS_PER_S_PER_CORE
-        result["target_met"] = min(per_core) >= TARGET_CLIPS_PER_S_PER_CORE
+        # the target is for 10-s clips: shorter ones are measured but not judged
+        at_target = args.seconds >= 10.0
+        result["target_met"] = min(per_core) >= TARGET_CLIPS_PER_S_PER_CORE if at_target else None
     report("prepare", result, record=not args.no_record)
 
 
