@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -206,7 +207,9 @@ def main() -> None:
     if args.max_t < 1 or args.memory_batch < 2:
         parser.error("--max-t must be >= 1 and --memory-batch >= 2")
 
+    load_before = round(os.getloadavg()[0], 2)  # FLOPs do not depend on it; the memory times might
     result: dict[str, object] = {
+        "load_avg_1min_before": load_before,
         "counter": "torch.utils.flop_counter.FlopCounterMode, multiply-add = 2 FLOPs",
         "weights": "random init: FLOPs and memory do not depend on the values",
         "flops": count_flops(args.max_t),
@@ -223,6 +226,7 @@ def main() -> None:
         result["memory_device"] = device
         result["memory_batch"] = args.memory_batch
         result["memory"] = measure_memory(args.max_t, args.memory_batch, device, args.threads)
+    result["load_avg_1min_after"] = round(os.getloadavg()[0], 2)
     report("flops_memory", result, record=not args.no_record)
 
 

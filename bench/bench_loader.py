@@ -128,6 +128,10 @@ def main() -> None:
     parser.add_argument("--step-steps", type=int, default=2, help="timed steps when measuring the step here")
     parser.add_argument("--no-record", action="store_true", help="do not append to docs/benchmarks.md")
     args = parser.parse_args()
+    if args.batch_size < 1 or min(args.workers) < 0 or args.step_steps < 1:
+        parser.error("--batch-size and --step-steps must be at least 1 and --workers at least 0")
+    if args.step_pairs_per_s is not None and not args.step_pairs_per_s > 0:
+        parser.error("--step-pairs-per-s must be positive")
     if args.scenes < 2 * args.batch_size or args.epochs < 1:
         parser.error("--scenes must hold at least two batches and --epochs must be >= 1")
 

@@ -395,10 +395,15 @@ def main() -> None:
     parser.add_argument("--no-gpu", action="store_true", help="skip the GPU rows even when CUDA is present")
     parser.add_argument("--no-record", action="store_true", help="do not append to docs/benchmarks.md")
     args = parser.parse_args()
-    if args.batch_size < 4 or args.steps < 1:
+    if args.batch_size < 4 or args.gpu_batch_size < 4:
         parser.error(
-            "--batch-size must be >= 4 (batch norms over 2 samples make the same-step check meaningless)"
+            "--batch-size and --gpu-batch-size must be >= 4 (batch norms over 2 samples make the same-step "
+            "check meaningless)"
         )
+    if args.steps < 1:
+        parser.error("--steps must be at least 1")
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be at least 1")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -435,7 +440,7 @@ def main() -> None:
         )
         result["target_gpu_met"] = best >= TARGET_GPU_SPEEDUP
     else:
-        result["gpu"] = "pending: no CUDA device on this machine"
+        result["gpu"] = "skipped: --no-gpu" if args.no_gpu else "pending: no CUDA device on this machine"
     result["load_avg_1min_after"] = round(os.getloadavg()[0], 2)
     report("train_step", result, record=not args.no_record)
 
