@@ -33,7 +33,7 @@ from .engine.pretrain import ENCODERS_JSON_NAME, pretrain_synth_encoders
 from .engine.synthav import oracle_result, save_untrained, synthav_config
 from .engine.train import fixed_changes, saved_config, train
 from .errors import DataError
-from .io import atomic_save_image, atomic_save_json
+from .io import atomic_save_image, atomic_save_json, output_folder_blocked
 from .localize import localize_image, write_video_outputs
 from .viz import contact_sheet, learning_curves_plot, pcm_strip, success_curves_plot, write_html_report
 from .weights import KNOWN_WEIGHTS, status
@@ -117,10 +117,9 @@ DEMO_MARKER = ".sspl-demo"
 def _check_demo_folder(out: Path) -> None:
     """Refuse a file, a path below a file, or a non-empty folder that is not a demo's (it would be
     overwritten), before anything is generated."""
-    above = next((p for p in (out, *out.parents) if p.exists()), None)
-    if above is not None and not above.is_dir():
-        where = "" if above == out else f", so the output folder {out} cannot be made"
-        raise DataError(f"{above}: is a file, not a folder{where}")
+    blocked = output_folder_blocked(out)
+    if blocked:
+        raise DataError(blocked)
     if not out.is_dir() or not any(out.iterdir()):
         return
     if not (out / DEMO_MARKER).exists() and not (out / "synthav" / META_NAME).is_file():

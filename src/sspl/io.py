@@ -29,11 +29,29 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "make_shareable",
+    "nearest_existing",
+    "output_folder_blocked",
 ]
 
 # The process's umask, read once (reading it means setting it; at import no other thread writes files).
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
+
+
+def nearest_existing(path: str | os.PathLike) -> Path:
+    """``path`` if it exists, else the nearest of its parents that does (where it would be created)."""
+    path = Path(path)
+    return next((p for p in (path, *path.parents) if p.exists()), path)
+
+
+def output_folder_blocked(folder: Path) -> str | None:
+    """Why ``folder`` cannot be an output folder (a file stands at it or above it), else ``None``."""
+    existing = nearest_existing(folder)
+    if existing.is_dir() or not existing.exists():
+        return None
+    return f"{existing}: is a file, not a folder" + (
+        "" if existing == folder else f", so the output folder {folder} cannot be made"
+    )
 
 
 def make_shareable(path: str | os.PathLike) -> None:
@@ -74,11 +92,9 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
 
 
 def _named(error: OSError, path: Path) -> OSError:
-    """The same kind of error, naming the file being written: ``[Errno 28] No space left ...: 'path'``."""
-    named = OSError(error.errno, error.strerror or str(error), str(path))
-    with contextlib.suppress(TypeError):  # keep the subclass (PermissionError, ...) where it can be made
-        named = type(error)(error.errno, error.strerror or str(error), str(path))
-    return named
+    """The same error naming the file being written: ``[Errno 28] No space left ...: 'path'`` (OSError
+    picks the subclass, PermissionError etc., from the errno)."""
+    return OSError(error.errno, error.strerror or str(error), str(path))
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

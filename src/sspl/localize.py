@@ -50,6 +50,7 @@ from .audio import CLIP_SECONDS, SAMPLE_RATE_HZ, AudioDecodeError, is_silent, lo
 from .data.transforms import CropMapping
 from .data.video import VideoDecodeError, VideoInfo, iter_frames, video_info
 from .errors import DataError
+from .io import nearest_existing
 from .viz import DEFAULT_ALPHA, add_colorbar, contact_sheet, overlay_heatmap
 
 __all__ = [
@@ -658,14 +659,10 @@ def video_output_paths(out_dir: str | os.PathLike, stem: str) -> dict[str, Path]
 
 
 def _check_output_folder(folder: Path) -> None:
-    for existing in (folder, *folder.parents):  # the nearest part of the path that exists
-        if existing.exists():
-            if not existing.is_dir():
-                where = "" if existing == folder else f" (in {folder})"
-                raise NotADirectoryError(
-                    f"{existing}: is a file, not a folder for the outputs (--out){where}"
-                )
-            return
+    existing = nearest_existing(folder)
+    if existing.exists() and not existing.is_dir():
+        where = "" if existing == folder else f" (in {folder})"
+        raise NotADirectoryError(f"{existing}: is a file, not a folder for the outputs (--out){where}")
 
 
 def check_outputs_free(paths: dict[str, Path]) -> None:

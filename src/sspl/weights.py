@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from .errors import WeightsError
-from .io import make_shareable
+from .io import make_shareable, nearest_existing
 
 __all__ = [
     "KNOWN_WEIGHTS",
@@ -207,8 +207,8 @@ def _status(name: str) -> tuple[Path | None, str, bool]:
     if found is not None:
         return found, f"{found} (cached, SHA-256 checked)", False
     cache = cache_dir()
-    blocking = next((p for p in (cache, *cache.parents) if p.exists()), None)
-    if blocking is not None and not blocking.is_dir():
+    blocking = nearest_existing(cache)
+    if blocking.exists() and not blocking.is_dir():
         where = "is a file" if blocking == cache else f"cannot be made, {blocking} is a file"
         problems.append(f"the cache folder {cache} {where}, not a folder; set SSPL_CACHE to a folder")
     if problems:

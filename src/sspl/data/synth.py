@@ -61,7 +61,7 @@ from PIL import Image
 
 from ..audio import CLIP_SECONDS, SAMPLE_RATE_HZ, encode_wav_float32, official_clip, waveform_to_examples
 from ..errors import DataError
-from ..io import atomic_save_json, atomic_save_npy, atomic_write_bytes, atomic_write_text
+from ..io import atomic_save_json, atomic_save_npy, atomic_write_bytes, atomic_write_text, nearest_existing
 from .manifest import ANNOTATIONS_NAME, META_NAME, ManifestRow, read_meta, write_manifest, write_meta
 
 __all__ = [
@@ -683,8 +683,8 @@ def _relative_paths(sid: str) -> tuple[str, str, str]:
 def _check_output_dir(out_dir: Path, config: SynthConfig) -> None:
     """Refuse a non-empty folder unless it is a SynthAV set of the same settings (which is resumed)."""
     if not out_dir.exists():
-        above = next((p for p in out_dir.parents if p.exists()), None)
-        if above is not None and not above.is_dir():
+        above = nearest_existing(out_dir)
+        if not above.is_dir():
             raise DataError(f"{out_dir}: cannot be made, {above} is a file, not a folder")
         return
     if not out_dir.is_dir():

@@ -26,7 +26,7 @@ from ..data.datasets import PreparedDataset, load_samples
 from ..data.lists import canonical_id, test_ids
 from ..data.manifest import ANNOTATIONS_NAME, read_manifest
 from ..errors import DataError
-from ..io import atomic_save_json, atomic_write_text
+from ..io import atomic_save_json, atomic_write_text, output_folder_blocked
 from ..metrics import BASELINE_KINDS, BENCHMARKS, EvalResult, baseline_maps, evaluate_maps
 
 __all__ = ["EvaluationReport", "benchmark_coverage", "compute_maps", "evaluate"]
@@ -116,14 +116,9 @@ def _check_box_format(gt: dict, benchmark: str, source: str) -> None:
 
 def _check_out_dir(out_dir: Path) -> None:
     """Fail before the model pass, not after it, when ``out_dir`` cannot be a folder."""
-    for path in (out_dir, *out_dir.parents):
-        if path.exists():
-            if not path.is_dir():
-                raise DataError(
-                    f"{path}: is a file, not a folder"
-                    + ("" if path == out_dir else f", so the output folder {out_dir} cannot be made")
-                )
-            break
+    blocked = output_folder_blocked(out_dir)
+    if blocked:
+        raise DataError(blocked)
     if _foreign_outputs(out_dir):
         raise DataError(
             f"{out_dir}: holds {' and '.join(_foreign_outputs(out_dir))} that no earlier `sspl evaluate` wrote "

@@ -37,7 +37,7 @@ from ..data.synth import (
     PRETRAIN_SOUND_LABELS,
 )
 from ..errors import DataError, SSPLError
-from ..io import atomic_save_json, atomic_save_torch
+from ..io import atomic_save_json, atomic_save_torch, nearest_existing
 from ..models.small import SmallAudioCNN, SmallVisualCNN
 
 __all__ = [
@@ -282,14 +282,13 @@ def _check_out_dir(out: Path, overwrite: bool) -> None:
     """Refuse an output folder that cannot take the encoders before minutes of training, not after."""
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out}: exists and is not a folder")
-    above = next((p for p in out.parents if p.exists()), None)
-    if not out.exists() and above is not None and not above.is_dir():
-        raise NotADirectoryError(f"{out}: cannot be made, {above} is a file, not a folder")
+    existing = nearest_existing(out)
+    if not existing.is_dir():
+        raise NotADirectoryError(f"{out}: cannot be made, {existing} is a file, not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out}: folder is not empty; choose a new one or pass overwrite (--overwrite)")
-    writable = out if out.exists() else above
-    if writable is not None and not os.access(writable, os.W_OK | os.X_OK):
-        raise PermissionError(errno.EACCES, "cannot write there (permission denied)", str(writable))
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, "cannot write there (permission denied)", str(existing))
 
 
 def _finite(loss: torch.Tensor, what: str, epoch: int) -> torch.Tensor:
