@@ -639,7 +639,7 @@ def _read_clip(source: ClipSource, audio_seconds: float):
 def _init_worker() -> None:
     # One process per core: keep torch's intra-op pool (and FFmpeg, via threads=1) to one thread.
     torch.set_num_threads(1)
-    # Ctrl-C is the parent's to handle: it stops the pool (_stop_pool) and keeps what was recorded.
+    # Ctrl-C is the parent's to handle: it stops the pool (_close_pool) and keeps what was recorded.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
@@ -668,12 +668,14 @@ def _pool(workers: int) -> cf.ProcessPoolExecutor:
     return cf.ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context(), initializer=_init_worker)
 
 
-def _stop_pool(pool: cf.ProcessPoolExecutor) -> None:
-    """Stop a pool now: pending jobs are cancelled and the clips being decoded are abandoned.
-
-    Used when the run ends early (Ctrl-C, an error): waiting for a long video to finish decoding would
-    make Ctrl-C seem to hang. An abandoned clip has no manifest row yet, so the next run redoes it.
+def _close_pool(pool: cf.ProcessPoolExecutor, completed: bool) -> None:
+    """Shut a pool down; after a run that ended early (Ctrl-C, an error), at once: pending jobs are
+    cancelled and the clips being decoded are abandoned, as waiting for a long video to finish decoding
+    would make Ctrl-C seem to hang. An abandoned clip has no manifest row yet, so the next run redoes it.
     """
+    if completed:
+        pool.shutdown(cancel_futures=True)
+        return
     terminate = getattr(pool, "terminate_workers", None)  # Python 3.14+
     if terminate is not None:
         terminate()
@@ -703,10 +705,7 @@ def _run_isolated(
                 pool = _pool(1)
         completed = True
     finally:
-        if completed:
-            pool.shutdown(cancel_futures=True)
-        else:
-            _stop_pool(pool)
+        _close_pool(pool, completed)
 
 
 def _run_jobs(
@@ -753,11 +752,7 @@ def _run_jobs(
                     break
             completed = True
         finally:
-            # Left early (Ctrl-C in the caller's loop, an error): stop the workers rather than wait.
-            if completed:
-                pool.shutdown(cancel_futures=True)
-            else:
-                _stop_pool(pool)
+            _close_pool(pool, completed)  # left early (Ctrl-C in the caller's loop, an error): at once
         if suspects:
             log.warning("a worker process died; rerunning %d clip(s) one by one", len(suspects))
             yield from _run_isolated(suspects, fn)
