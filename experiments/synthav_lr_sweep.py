@@ -9,11 +9,14 @@ other Table S2 augmentations than the default crop + horizontal flip (the paper'
 validation split). ``--no-background-class`` trains on encoders pretrained without a background class
 (``sspl synth-pretrain --no-background-class``, made in ``OUT/<preset>/encoders_nobg`` on first use) and
 adds the oracle query's validation cIoU@0.5 on the encoders used, so runs on different encoders can be read
-against their own ceiling.
+against their own ceiling. ``--scenes N`` trains on a larger set of the same preset and generation seed
+(``OUT/<preset>/data_sN``, made on first use, same SynthAV-pretrained encoders) and reads its own
+validation split: does more data help? (the paper trains on 10k-144k clips, the learning check on 560).
 
     python experiments/synthav_lr_sweep.py --out runs/synthav --preset easy --multiples 0.1 10
     python experiments/synthav_lr_sweep.py --out runs/synthav --preset easy --multiples 10 --augmentations crop
     python experiments/synthav_lr_sweep.py --out runs/synthav --preset easy --multiples 10 --no-background-class
+    python experiments/synthav_lr_sweep.py --out runs/synthav --preset easy --multiples 10 --scenes 3200
 
 Resumable: a finished run is read back, not retrained. Writes ``OUT/<preset>/lr_sweep.json``.
 """
@@ -21,10 +24,12 @@ Resumable: a finished run is read back, not retrained. Writes ``OUT/<preset>/lr_
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 from pathlib import Path
 
+from sspl.data.synth import SynthConfig, generate_synth
 from sspl.data.transforms import AUGMENTATIONS, DEFAULT_AUGMENTATIONS
 from sspl.engine.checkpoint import CHECKPOINT_DIR, LAST
 from sspl.engine.pretrain import ENCODERS_JSON_NAME, pretrain_synth_encoders
@@ -44,10 +49,11 @@ def run_name(
     epochs: int,
     augmentations: tuple[str, ...] = DEFAULT_AUGMENTATIONS,
     background_class: bool = True,
+    scenes: int | None = None,
 ) -> str:
     """``pcm_x10``; a schedule other than the experiments' 20 epochs is named too: ``pcm_x1_e48``,
-    augmentations other than the default: ``nopcm_x10_aug-crop-hflip-translate``, and encoders pretrained
-    without a background class: ``nopcm_x10_nobg``."""
+    augmentations other than the default: ``nopcm_x10_aug-crop-hflip-translate``, encoders pretrained
+    without a background class: ``nopcm_x10_nobg``, and a larger set: ``nopcm_x10_s3200``."""
     name = f"{'pcm' if pcm else 'nopcm'}_x{multiple:g}"
     if epochs != DEFAULT_EPOCHS:
         name += f"_e{epochs}"
@@ -55,7 +61,23 @@ def run_name(
         name += "_aug-" + "-".join(augmentations)
     if not background_class:
         name += "_nobg"
+    if scenes is not None:
+        name += f"_s{scenes}"
     return name
+
+
+def dataset(out: Path, preset: str, scenes: int | None) -> Path:
+    """The set of ``synthav_learning.py`` (``OUT/<preset>/data``), or one of ``scenes`` scenes with its other
+    settings (preset, seed, split fractions) made here on first use, without a pretraining split of its own
+    (one scene: the generator needs one; the encoders stay those pretrained on the original set's split)."""
+    base = out / preset / "data"
+    if scenes is None:
+        return base
+    data = out / preset / f"data_s{scenes}"
+    meta = json.loads((base / "meta.json").read_text())
+    config = dataclasses.replace(SynthConfig.from_json(meta["synth"]), num=scenes, pretrain_num=1)
+    generate_synth(data, config, progress=False)  # resumes, or returns at once when finished
+    return data
 
 
 def encoders(out: Path, preset: str, background_class: bool) -> Path:
@@ -84,9 +106,11 @@ def sweep_run(
     epochs: int,
     augmentations: tuple[str, ...] = DEFAULT_AUGMENTATIONS,
     background_class: bool = True,
+    scenes: int | None = None,
 ) -> dict:
     """Trains one rate multiple (or reads it back) and returns its validation summary."""
     enc = encoders(out, preset, background_class)
+    data = dataset(out, preset, scenes)
     config = synthav_config(
         enc,
         pcm=pcm,
@@ -94,12 +118,12 @@ def sweep_run(
         lr_scale=multiple,
         overrides=[f"data.augmentations=[{','.join(augmentations)}]"],
     )
-    run = out / preset / "lr_sweep" / run_name(pcm, multiple, epochs, augmentations, background_class)
+    run = out / preset / "lr_sweep" / run_name(pcm, multiple, epochs, augmentations, background_class, scenes)
     history_path = run / "history.json"
     done = history_path.is_file() and max(r["epoch"] for r in json.loads(history_path.read_text())) >= epochs
     if not done:
         resume = (run / CHECKPOINT_DIR / LAST).is_file()
-        train(config, out / preset / "data", run, resume=resume, overwrite=not resume, progress=False)
+        train(config, data, run, resume=resume, overwrite=not resume, progress=False)
     val = [r for r in json.loads(history_path.read_text()) if "val_ciou@0.5" in r]
     best = max(val, key=lambda r: r["val_ciou@0.5"])
     return {
@@ -113,7 +137,8 @@ def sweep_run(
         "untrained_val_ciou@0.5": val[0]["val_ciou@0.5"] if val[0]["epoch"] == 0 else None,
         "last_val_ciou@0.5": val[-1]["val_ciou@0.5"],
         "background_class": background_class,
-        "oracle_val_ciou@0.5": oracle_result(enc, out / preset / "data", "val").ciou_success_rate,
+        "scenes": scenes,
+        "oracle_val_ciou@0.5": oracle_result(enc, data, "val").ciou_success_rate,
     }
 
 
@@ -139,7 +164,16 @@ def main() -> None:
         action="store_false",
         help="use encoders pretrained without a background class (OUT/<preset>/encoders_nobg)",
     )
+    parser.add_argument(
+        "--scenes",
+        type=int,
+        default=None,
+        help="train and validate on a set of this many scenes (OUT/<preset>/data_sN; default: the 800 of "
+        "synthav_learning.py)",
+    )
     args = parser.parse_args()
+    if args.scenes is not None and args.scenes < 10:
+        parser.error(f"--scenes must be at least 10 (train, val and test splits), got {args.scenes}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if not (args.out / args.preset / "encoders").is_dir():
         parser.error(f"{args.out / args.preset}: no prepared set; run experiments/synthav_learning.py first")
@@ -147,10 +181,17 @@ def main() -> None:
     rows = json.loads(path.read_text()) if path.is_file() else {}
     for multiple in args.multiples:
         augmentations = tuple(args.augmentations)
-        key = run_name(args.pcm, multiple, args.epochs, augmentations, args.background_class)
+        key = run_name(args.pcm, multiple, args.epochs, augmentations, args.background_class, args.scenes)
         log.info("%s: %s", args.preset, key)
         rows[key] = sweep_run(
-            args.out, args.preset, args.pcm, multiple, args.epochs, augmentations, args.background_class
+            args.out,
+            args.preset,
+            args.pcm,
+            multiple,
+            args.epochs,
+            augmentations,
+            args.background_class,
+            args.scenes,
         )
         atomic_save_json(path, rows)
     print(
