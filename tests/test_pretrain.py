@@ -228,7 +228,7 @@ def test_no_held_out_object_cell_gives_null_not_nan():
 
     frames = torch.zeros(2, 3, 224, 224)
     labels = torch.zeros(2, 14, 14, dtype=torch.long)  # background cells only
-    metrics = _visual_metrics(nn.Identity(), Background(), frames, labels, True)
+    metrics = _visual_metrics(nn.Identity(), Background(), frames, labels, 1)
     assert metrics == {
         "visual_location_accuracy": 1.0,
         "visual_object_location_accuracy": None,
@@ -345,3 +345,83 @@ def test_pretraining_without_a_background_class(synth_dir, encoders_dir, tmp_pat
     visual, _ = load_synth_encoders(out)
     assert visual.out_channels == 16
     assert encoders_dir[1]["background_class"] is True  # the default
+
+
+def test_split_background_hand_computed():
+    from sspl.engine.pretrain import split_background
+
+    # two scenes, K = 2 categories, 1 x 2 cells; coverage channels: background, category 0, category 1
+    coverage = torch.tensor(
+        [
+            [[[1.0, 0.25]], [[0.0, 0.75]], [[0.0, 0.0]]],
+            [[[0.5, 1.0]], [[0.0, 0.0]], [[0.5, 0.0]]],
+        ]
+    )
+    kinds = torch.tensor([2, 0])  # stripes, noise
+    split = split_background(coverage, kinds)
+    assert split.shape == (2, 5, 1, 2)  # noise, gradient, stripes, category 0, category 1
+    expected = torch.tensor(
+        [
+            [[[0.0, 0.0]], [[0.0, 0.0]], [[1.0, 0.25]], [[0.0, 0.75]], [[0.0, 0.0]]],
+            [[[0.5, 1.0]], [[0.0, 0.0]], [[0.0, 0.0]], [[0.0, 0.0]], [[0.5, 0.0]]],
+        ]
+    )
+    assert torch.equal(split, expected)
+    assert torch.allclose(split.sum(1), coverage.sum(1))  # still sums to 1 per cell
+
+
+def test_visual_metrics_count_any_background_kind_as_background():
+    from sspl.engine.pretrain import _visual_metrics
+
+    class Fixed(nn.Module):  # class 2 (the third background kind) left, class 4 (category 1) right
+        def forward(self, x):
+            out = torch.zeros(x.shape[0], 5, 1, 2)
+            out[:, 2, 0, 0] = 1
+            out[:, 4, 0, 1] = 1
+            return out
+
+    labels = torch.tensor([[[0, 2]], [[1, 2]]])  # label 1 + k is category k
+    metrics = _visual_metrics(nn.Identity(), Fixed(), torch.zeros(2, 3, 4, 4), labels, 3)
+    assert metrics == {
+        "visual_location_accuracy": 0.75,  # all but the category-0 cell read as background
+        "visual_object_location_accuracy": round(2 / 3, 4),
+        "visual_object_location_cells": 3,
+    }
+
+
+def test_background_kinds_of_the_pretraining_scenes(synth_dir, tmp_path):
+    import shutil
+
+    from sspl.data.synth import BACKGROUND_KINDS, SynthConfig, render_scene
+    from sspl.engine.pretrain import _background_kinds
+
+    ids = (synth_dir / "pretrain" / "ids.txt").read_text().split()
+    kinds = _background_kinds(synth_dir, ids)
+    config = SynthConfig.from_json(json.loads((synth_dir / "meta.json").read_text())["synth"])
+    assert [BACKGROUND_KINDS[k] for k in kinds] == [
+        render_scene(config, "pretrain", int(i.split("_")[1])).background for i in ids
+    ]
+    assert len(set(kinds.tolist())) > 1  # 16 scenes draw more than one kind
+    with pytest.raises(DataError, match=r"ids\.txt: 'synth_000001' is not a pretraining scene id"):
+        _background_kinds(synth_dir, ["synth_000001"])
+    old = tmp_path / "old"
+    shutil.copytree(synth_dir, old)
+    meta = json.loads((old / "meta.json").read_text())
+    (old / "meta.json").write_text(json.dumps({**meta, "generator_version": 0}))
+    with pytest.raises(DataError, match="generator version 0, this one is 1: its background kinds cannot be"):
+        _background_kinds(old, ids)
+
+
+def test_pretraining_with_background_kinds(synth_dir, tmp_path, capsys):
+    out = tmp_path / "enc"
+    argv = ["synth-pretrain", "--data", str(synth_dir), "--out", str(out), "--epochs", "1", "--no-progress"]
+    assert main([*argv, "--visual-channels", "16", "--audio-dim", "8", "--background-kinds"]) == 0
+    metrics = json.loads(capsys.readouterr().out)["metrics"]
+    assert 0.0 <= metrics["visual_location_accuracy"] <= 1.0
+    saved = json.loads((out / "encoders.json").read_text())
+    assert saved["background_kinds"] == ["noise", "gradient", "stripes"]
+    assert saved["background_class"] is True
+    visual, _ = load_synth_encoders(out)
+    assert visual.out_channels == 16
+    assert main([*argv, "--overwrite", "--background-kinds", "--no-background-class"]) == 1
+    assert "--background-kinds splits the background class" in capsys.readouterr().err

@@ -42,6 +42,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train the visual CNN on object pixels only, over the object categories (as ImageNet has no "
         "background class), instead of also labelling the background as one class",
     )
+    p.add_argument(
+        "--background-kinds",
+        action="store_true",
+        help="label background cells by their kind (noise, gradient, stripes) instead of as one class, as "
+        "ImageNet features tell one kind of background from another",
+    )
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty DIR")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -60,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
             visual_channels=args.visual_channels,
             audio_dim=args.audio_dim,
             background_class=args.background_class,
+            background_kinds=args.background_kinds,
             overwrite=args.overwrite,
             progress=not args.no_progress,
         )

@@ -95,6 +95,7 @@ LABEL_GRID = 14  # cells per side of the evaluation feature map (224 / 16)
 BACKGROUND_LABEL = 0
 IGNORE_LABEL = 255
 OBJECT_LABEL_MIN_COVERAGE = 0.5  # fraction of a cell one object must cover to label it
+BACKGROUND_KINDS = ("noise", "gradient", "stripes")  # each scene's background is one of these
 BACKGROUND_MAX_COVERAGE = 0.1  # fraction of a cell all objects may cover for it to count as background
 OBJECT_GAP_PIXELS = 4  # minimum free space between two objects' boxes
 SNR_RANGE_DB = (-60.0, 120.0)  # beyond it the mix is all noise or all signal (and float32 overflows)
@@ -315,7 +316,7 @@ def _muted_colour(rng: np.random.Generator) -> np.ndarray:
 
 
 def _render_background(rng: np.random.Generator, size: int) -> tuple[np.ndarray, str]:
-    kind = ("noise", "gradient", "stripes")[int(rng.integers(3))]
+    kind = BACKGROUND_KINDS[int(rng.integers(len(BACKGROUND_KINDS)))]
     c0, c1 = _muted_colour(rng), _muted_colour(rng)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
     if kind == "noise":

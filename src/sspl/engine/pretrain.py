@@ -29,12 +29,17 @@ from torch import nn
 
 from ..data.manifest import ANNOTATIONS_NAME, MANIFEST_NAME, read_manifest, read_meta
 from ..data.synth import (
+    BACKGROUND_KINDS,
+    GENERATOR_VERSION,
     IGNORE_LABEL,
     LABEL_GRID,
     PRETRAIN_IDS,
     PRETRAIN_LOCATION_COVERAGE,
     PRETRAIN_LOCATION_LABELS,
     PRETRAIN_SOUND_LABELS,
+    SynthConfig,
+    render_scene,
+    scene_id,
 )
 from ..errors import DataError, SSPLError
 from ..io import atomic_save_json, atomic_save_torch, nearest_existing
@@ -304,6 +309,33 @@ def _cosine_lr(optimizer: torch.optim.Optimizer, base_lr: float, step: int, tota
         group["lr"] = 0.5 * base_lr * (1 + math.cos(math.pi * step / max(total, 1)))
 
 
+def _background_kinds(root: Path, ids: Sequence[str]) -> torch.Tensor:
+    """Each pretraining scene's background kind (index into ``BACKGROUND_KINDS``), rendered again from the
+    set's settings: the files do not record it, and the generator is deterministic."""
+    meta = read_meta(root)
+    if meta.get("generator_version") != GENERATOR_VERSION:
+        raise DataError(
+            f"{root}: made by SynthAV generator version {meta.get('generator_version')!r}, this one is "
+            f"{GENERATOR_VERSION}: its background kinds cannot be rendered again; regenerate the set with `sspl synth`"
+        )
+    config = SynthConfig.from_json(meta["synth"])
+    kinds = []
+    for sid in ids:
+        index = int(sid.rsplit("_", 1)[-1]) if sid.rsplit("_", 1)[-1].isdigit() else -1
+        if index < 0 or scene_id("pretrain", index) != sid:
+            raise DataError(f"{root / PRETRAIN_IDS}: {sid!r} is not a pretraining scene id")
+        kinds.append(BACKGROUND_KINDS.index(render_scene(config, "pretrain", index).background))
+    return torch.tensor(kinds, dtype=torch.int64)
+
+
+def split_background(coverage: torch.Tensor, kinds: torch.Tensor) -> torch.Tensor:
+    """Coverage targets with the background split by kind: ``M x (1 + K) x h x w`` (background first) to
+    ``M x (len(BACKGROUND_KINDS) + K) x h x w`` (one channel per background kind, then the K categories);
+    a scene's background coverage goes to its own kind's channel, the others are 0."""
+    onehot = F.one_hot(kinds, len(BACKGROUND_KINDS)).to(coverage.dtype)[:, :, None, None]
+    return torch.cat([onehot * coverage[:, :1], coverage[:, 1:]], 1)
+
+
 def _object_cell_loss(logits: torch.Tensor, coverage: torch.Tensor) -> torch.Tensor:
     """Cross-entropy over the object categories only, each cell weighted by its object coverage.
 
@@ -333,11 +365,13 @@ def _train_visual(
     lr: float,
     generator: torch.Generator,
     progress: bool,
-    background_class: bool = True,
+    background_outputs: int = 1,
 ) -> tuple[SmallVisualCNN, nn.Conv2d]:
+    """``background_outputs``: 1 (the background is one class), ``len(BACKGROUND_KINDS)`` (one class per
+    kind; ``data["coverage"]`` then comes from :func:`split_background`) or 0 (no background class)."""
     from tqdm import tqdm
 
-    num_classes = num_categories + 1 if background_class else num_categories
+    num_classes = num_categories + background_outputs
     encoder, head = SmallVisualCNN(channels), nn.Conv2d(channels, num_classes, 1)
     params = [*encoder.parameters(), *head.parameters()]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
@@ -349,12 +383,12 @@ def _train_visual(
             for batch in torch.randperm(len(train_idx), generator=generator).split(batch_size):
                 idx = train_idx[batch]
                 frames = data["frames"][idx]  # b x 3 x 224 x 224
-                target = data["coverage"][idx]  # b x K+1 x 14 x 14, sums to 1 over K+1
+                target = data["coverage"][idx]  # b x (1 or kinds) + K x 14 x 14, sums to 1 over the classes
                 flip = (torch.rand(len(idx), generator=generator) < 0.5).view(-1, 1, 1, 1)
                 frames = torch.where(flip, frames.flip(-1), frames)
                 target = torch.where(flip, target.flip(-1), target)
-                logits = head(encoder(normalize_frames(frames)))  # b x K(+1) x 14 x 14
-                if background_class:
+                logits = head(encoder(normalize_frames(frames)))  # b x K + background outputs x 14 x 14
+                if background_outputs:
                     loss = F.cross_entropy(logits, target)
                 else:
                     loss = _object_cell_loss(logits, target)
@@ -409,13 +443,14 @@ def _visual_metrics(
     head: nn.Module,
     frames: torch.Tensor,
     labels: torch.Tensor,
-    background_class: bool = True,
+    background_outputs: int = 1,
 ) -> dict:
     """Held-out per-location accuracy (all labelled cells) and on object cells; without a background class
-    only the latter exists (``visual_location_accuracy`` is ``None``)."""
+    only the latter exists (``visual_location_accuracy`` is ``None``). With the background split by kind,
+    any background kind counts as background."""
     preds = torch.cat([head(encoder(normalize_frames(f))).argmax(1) for f in frames.split(64)])  # N x 14 x 14
-    if not background_class:
-        preds = preds + 1  # category k is label k + 1 (0 is the background)
+    # to the labels' numbering: 0 background, 1 + k category k
+    preds = torch.where(preds < background_outputs, 0, preds - background_outputs + 1)
     valid = labels != IGNORE_LABEL
     objects = valid & (labels != 0)
     correct = preds == labels
@@ -424,7 +459,7 @@ def _visual_metrics(
         return round(float(correct[cells].float().mean()), 4) if bool(cells.any()) else None
 
     return {
-        "visual_location_accuracy": share(valid) if background_class else None,
+        "visual_location_accuracy": share(valid) if background_outputs else None,
         "visual_object_location_accuracy": share(objects),
         "visual_object_location_cells": int(objects.sum()),
     }
@@ -449,6 +484,7 @@ def pretrain_synth_encoders(
     lr: float = 2e-3,
     heldout_fraction: float = 0.1,
     background_class: bool = True,
+    background_kinds: bool = False,
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict:
@@ -474,6 +510,9 @@ def pretrain_synth_encoders(
             it only object pixels carry a loss, over the object categories alone, as ImageNet classification
             has no background class: the background's features are then whatever the object training makes
             of them, not one learned cluster.
+        background_kinds: label background cells by their kind (noise, gradient, stripes: three classes
+            instead of one), as ImageNet features tell grass from sky: the background is then not one
+            feature cluster that a single query finds in every scene. Needs ``background_class``.
         overwrite: write into a non-empty ``out_dir`` (replacing the three output files only).
         progress: show progress bars.
 
@@ -495,10 +534,17 @@ def pretrain_synth_encoders(
         raise ValueError(f"--seed must be in [0, 2**63), got {seed}")
     if not 0 < heldout_fraction < 1:
         raise ValueError(f"heldout_fraction must be in (0, 1), got {heldout_fraction}")
+    if background_kinds and not background_class:
+        raise ValueError(
+            "--background-kinds splits the background class: it cannot go with --no-background-class"
+        )
     root, out = Path(data_dir), Path(out_dir)
     _check_out_dir(out, overwrite)
     start = time.perf_counter()
     data = _load_pretrain_data(root)
+    background_outputs = (len(BACKGROUND_KINDS) if background_kinds else 1) if background_class else 0
+    if background_kinds:
+        data["coverage"] = split_background(data["coverage"], _background_kinds(root, data["ids"]))
     num_categories = data["num_categories"]
     m = len(data["ids"])
     generator = torch.Generator().manual_seed(seed)
@@ -520,14 +566,14 @@ def pretrain_synth_encoders(
             lr,
             generator,
             progress,
-            background_class,
+            background_outputs,
         )
         visual_seconds = time.perf_counter() - start
         audio, audio_head = _train_audio(
             data, train_idx, num_categories, audio_dim, epochs, batch_size, lr, generator, progress
         )
     metrics = _visual_metrics(
-        visual, visual_head, data["frames"][held_idx], data["locations"][held_idx], background_class
+        visual, visual_head, data["frames"][held_idx], data["locations"][held_idx], background_outputs
     )
     metrics["audio_accuracy"] = _audio_accuracy(
         audio, audio_head, data["spects"][held_idx], data["sounds"][held_idx]
@@ -566,6 +612,7 @@ def pretrain_synth_encoders(
         "lr": lr,
         "seed": seed,
         "background_class": background_class,
+        "background_kinds": list(BACKGROUND_KINDS) if background_kinds else None,
         "seconds": {"visual": round(visual_seconds, 1), "total": round(seconds, 1)},
         "torch_threads": torch.get_num_threads(),
     }
