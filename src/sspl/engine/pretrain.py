@@ -56,6 +56,7 @@ __all__ = [
     "normalize_frames",
     "oracle_query_maps",
     "pretrain_synth_encoders",
+    "split_background",
 ]
 
 log = logging.getLogger(__name__)
