@@ -12,6 +12,7 @@ the untrained model and the trivial maps on the same encoders. Same sets as ``sy
 imported: same data folders, the same per-run diagnostics).
 
     python experiments/synthav_background_kinds.py --out runs/synthav --epochs 80
+    python experiments/synthav_background_kinds.py --out runs/synthav --epochs 80 --presets easy --train-seed 1
 
 Resumable like ``synthav_learning.py``. Writes ``OUT/background_kinds.json`` and prints the table.
 """
@@ -30,22 +31,22 @@ from sspl.engine.synthav import oracle_result
 from sspl.io import atomic_save_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from synthav_learning import run_variant
+from synthav_learning import TRAIN_SEED, run_variant
 
 log = logging.getLogger("synthav_background_kinds")
 
 VARIANT = "sspl_nopcm_lrx10"  # the rate picked on validation by synthav_lr_sweep.py
 
 
-def run_preset(out: Path, preset: str, epochs: int, pretrain_epochs: int) -> dict:
+def run_preset(out: Path, preset: str, epochs: int, pretrain_epochs: int, seed: int = TRAIN_SEED) -> dict:
     data, enc = out / preset / "data", out / preset / "encoders_kinds"
     generate_synth(data, synth_config(preset, num=800, seed=0, pretrain_num=600), progress=False)
     if not (enc / ENCODERS_JSON_NAME).is_file():
         pretrain_synth_encoders(
             data, enc, epochs=pretrain_epochs, background_kinds=True, overwrite=True, progress=False
         )
-    run = out / preset / "kinds" / f"{VARIANT}_e{epochs}"
-    row = run_variant(data, enc, run, VARIANT, epochs, [], swap=preset == "distractors")
+    run = out / preset / "kinds" / (f"{VARIANT}_e{epochs}" + ("" if seed == TRAIN_SEED else f"_seed{seed}"))
+    row = run_variant(data, enc, run, VARIANT, epochs, [], swap=preset == "distractors", seed=seed)
     report = json.loads((run / "test_eval" / "report.json").read_text())
     oracle = oracle_result(enc, data, "test")
     return {
@@ -69,6 +70,9 @@ def main() -> None:
     )
     parser.add_argument("--epochs", type=int, default=80)
     parser.add_argument("--pretrain-epochs", type=int, default=5)
+    parser.add_argument(
+        "--train-seed", type=int, default=TRAIN_SEED, help=f"SSPL training seed (default {TRAIN_SEED})"
+    )
     args = parser.parse_args()
     if args.epochs < 1 or args.pretrain_epochs < 1:
         parser.error("--epochs and --pretrain-epochs must be positive")
@@ -77,7 +81,10 @@ def main() -> None:
     results = json.loads(path.read_text()) if path.is_file() else {}
     for preset in args.presets:
         log.info("%s: %s on background-kind encoders, %d epochs", preset, VARIANT, args.epochs)
-        results[f"{preset}_e{args.epochs}"] = run_preset(args.out, preset, args.epochs, args.pretrain_epochs)
+        key = f"{preset}_e{args.epochs}" + (
+            "" if args.train_seed == TRAIN_SEED else f"_seed{args.train_seed}"
+        )
+        results[key] = run_preset(args.out, preset, args.epochs, args.pretrain_epochs, args.train_seed)
         atomic_save_json(path, results)
     print("| preset | cIoU@0.5 | AUC | untrained | oracle | / oracle | best epoch | train s | trivial best |")
     print("|---|---|---|---|---|---|---|---|---|")
