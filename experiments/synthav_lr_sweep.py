@@ -107,10 +107,12 @@ def sweep_run(
     augmentations: tuple[str, ...] = DEFAULT_AUGMENTATIONS,
     background_class: bool = True,
     scenes: int | None = None,
+    data: Path | None = None,
 ) -> dict:
-    """Trains one rate multiple (or reads it back) and returns its validation summary."""
+    """Trains one rate multiple (or reads it back) and returns its validation summary. ``data``: the set
+    :func:`dataset` returned for ``scenes`` (made here when not given)."""
     enc = encoders(out, preset, background_class)
-    data = dataset(out, preset, scenes)
+    data = data or dataset(out, preset, scenes)
     config = synthav_config(
         enc,
         pcm=pcm,
@@ -179,6 +181,7 @@ def main() -> None:
         parser.error(f"{args.out / args.preset}: no prepared set; run experiments/synthav_learning.py first")
     path = args.out / args.preset / "lr_sweep.json"
     rows = json.loads(path.read_text()) if path.is_file() else {}
+    data = dataset(args.out, args.preset, args.scenes)  # once: checking a finished set reads every file
     for multiple in args.multiples:
         augmentations = tuple(args.augmentations)
         key = run_name(args.pcm, multiple, args.epochs, augmentations, args.background_class, args.scenes)
@@ -192,6 +195,7 @@ def main() -> None:
             augmentations,
             args.background_class,
             args.scenes,
+            data,
         )
         atomic_save_json(path, rows)
     print(

@@ -322,7 +322,8 @@ def _background_kinds(root: Path, ids: Sequence[str]) -> torch.Tensor:
     config = SynthConfig.from_json(meta["synth"])
     kinds = []
     for sid in ids:
-        index = int(sid.rsplit("_", 1)[-1]) if sid.rsplit("_", 1)[-1].isdigit() else -1
+        number = sid.rsplit("_", 1)[-1]
+        index = int(number) if number.isdigit() else -1
         if index < 0 or scene_id("pretrain", index) != sid:
             raise DataError(f"{root / PRETRAIN_IDS}: {sid!r} is not a pretraining scene id")
         kinds.append(BACKGROUND_KINDS.index(render_scene(config, "pretrain", index).background))
