@@ -12,11 +12,13 @@ adds the oracle query's validation cIoU@0.5 on the encoders used, so runs on dif
 against their own ceiling. ``--scenes N`` trains on a larger set of the same preset and generation seed
 (``OUT/<preset>/data_sN``, made on first use, same SynthAV-pretrained encoders) and reads its own
 validation split: does more data help? (the paper trains on 10k-144k clips, the learning check on 560).
+``--batch-size 256`` trains with the paper's minibatch (supplement B.2) instead of the experiments' 32.
 
     python experiments/synthav_lr_sweep.py --out runs/synthav --preset easy --multiples 0.1 10
     python experiments/synthav_lr_sweep.py --out runs/synthav --preset easy --multiples 10 --augmentations crop
     python experiments/synthav_lr_sweep.py --out runs/synthav --preset easy --multiples 10 --no-background-class
     python experiments/synthav_lr_sweep.py --out runs/synthav --preset easy --multiples 10 --scenes 3200
+    python experiments/synthav_lr_sweep.py --out runs/synthav --preset easy --multiples 1 10 --batch-size 256 --epochs 100
 
 Resumable: a finished run is read back, not retrained. Writes ``OUT/<preset>/lr_sweep.json``.
 """
@@ -40,6 +42,7 @@ from sspl.io import atomic_save_json
 log = logging.getLogger("synthav_lr_sweep")
 
 DEFAULT_EPOCHS = 20  # synthav_learning.py's schedule
+DEFAULT_BATCH_SIZE = 32  # synthav_learning.py's minibatch
 PRETRAIN_EPOCHS = 5  # synthav_learning.py's default
 
 
@@ -50,10 +53,12 @@ def run_name(
     augmentations: tuple[str, ...] = DEFAULT_AUGMENTATIONS,
     background_class: bool = True,
     scenes: int | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> str:
     """``pcm_x10``; a schedule other than the experiments' 20 epochs is named too: ``pcm_x1_e48``,
     augmentations other than the default: ``nopcm_x10_aug-crop-hflip-translate``, encoders pretrained
-    without a background class: ``nopcm_x10_nobg``, and a larger set: ``nopcm_x10_s3200``."""
+    without a background class: ``nopcm_x10_nobg``, a larger set: ``nopcm_x10_s3200`` and another
+    minibatch: ``nopcm_x1_e100_b256``."""
     name = f"{'pcm' if pcm else 'nopcm'}_x{multiple:g}"
     if epochs != DEFAULT_EPOCHS:
         name += f"_e{epochs}"
@@ -63,6 +68,8 @@ def run_name(
         name += "_nobg"
     if scenes is not None:
         name += f"_s{scenes}"
+    if batch_size != DEFAULT_BATCH_SIZE:
+        name += f"_b{batch_size}"
     return name
 
 
@@ -108,6 +115,7 @@ def sweep_run(
     background_class: bool = True,
     scenes: int | None = None,
     data: Path | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> dict:
     """Trains one rate multiple (or reads it back) and returns its validation summary. ``data``: the set
     :func:`dataset` returned for ``scenes`` (made here when not given)."""
@@ -117,10 +125,12 @@ def sweep_run(
         enc,
         pcm=pcm,
         epochs=epochs,
+        batch_size=batch_size,
         lr_scale=multiple,
         overrides=[f"data.augmentations=[{','.join(augmentations)}]"],
     )
-    run = out / preset / "lr_sweep" / run_name(pcm, multiple, epochs, augmentations, background_class, scenes)
+    name = run_name(pcm, multiple, epochs, augmentations, background_class, scenes, batch_size)
+    run = out / preset / "lr_sweep" / name
     history_path = run / "history.json"
     done = history_path.is_file() and max(r["epoch"] for r in json.loads(history_path.read_text())) >= epochs
     if not done:
@@ -140,6 +150,7 @@ def sweep_run(
         "last_val_ciou@0.5": val[-1]["val_ciou@0.5"],
         "background_class": background_class,
         "scenes": scenes,
+        "batch_size": batch_size,
         "oracle_val_ciou@0.5": oracle_result(enc, data, "val").ciou_success_rate,
     }
 
@@ -173,7 +184,15 @@ def main() -> None:
         help="train and validate on a set of this many scenes (OUT/<preset>/data_sN; default: the 800 of "
         "synthav_learning.py)",
     )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        help=f"training minibatch (default {DEFAULT_BATCH_SIZE}; the paper's is 256)",
+    )
     args = parser.parse_args()
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.scenes is not None and args.scenes < 10:
         parser.error(f"--scenes must be at least 10 (train, val and test splits), got {args.scenes}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -184,7 +203,15 @@ def main() -> None:
     data = dataset(args.out, args.preset, args.scenes)  # once: checking a finished set reads every file
     for multiple in args.multiples:
         augmentations = tuple(args.augmentations)
-        key = run_name(args.pcm, multiple, args.epochs, augmentations, args.background_class, args.scenes)
+        key = run_name(
+            args.pcm,
+            multiple,
+            args.epochs,
+            augmentations,
+            args.background_class,
+            args.scenes,
+            args.batch_size,
+        )
         log.info("%s: %s", args.preset, key)
         rows[key] = sweep_run(
             args.out,
@@ -196,6 +223,7 @@ def main() -> None:
             args.background_class,
             args.scenes,
             data,
+            args.batch_size,
         )
         atomic_save_json(path, rows)
     print(
