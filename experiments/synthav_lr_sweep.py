@@ -116,9 +116,9 @@ def sweep_run(
     scenes: int | None = None,
     data: Path | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
-) -> dict:
-    """Trains one rate multiple (or reads it back) and returns its validation summary. ``data``: the set
-    :func:`dataset` returned for ``scenes`` (made here when not given)."""
+) -> tuple[str, dict]:
+    """Trains one rate multiple (or reads it back) and returns its :func:`run_name` and validation summary.
+    ``data``: the set :func:`dataset` returned for ``scenes`` (made here when not given)."""
     enc = encoders(out, preset, background_class)
     data = data or dataset(out, preset, scenes)
     config = synthav_config(
@@ -130,6 +130,7 @@ def sweep_run(
         overrides=[f"data.augmentations=[{','.join(augmentations)}]"],
     )
     name = run_name(pcm, multiple, epochs, augmentations, background_class, scenes, batch_size)
+    log.info("%s: %s", preset, name)
     run = out / preset / "lr_sweep" / name
     history_path = run / "history.json"
     done = history_path.is_file() and max(r["epoch"] for r in json.loads(history_path.read_text())) >= epochs
@@ -138,7 +139,7 @@ def sweep_run(
         train(config, data, run, resume=resume, overwrite=not resume, progress=False)
     val = [r for r in json.loads(history_path.read_text()) if "val_ciou@0.5" in r]
     best = max(val, key=lambda r: r["val_ciou@0.5"])
-    return {
+    return name, {
         "multiple": multiple,
         "augmentations": list(augmentations),
         "lr": config.optim.lr,
@@ -202,29 +203,19 @@ def main() -> None:
     rows = json.loads(path.read_text()) if path.is_file() else {}
     data = dataset(args.out, args.preset, args.scenes)  # once: checking a finished set reads every file
     for multiple in args.multiples:
-        augmentations = tuple(args.augmentations)
-        key = run_name(
-            args.pcm,
-            multiple,
-            args.epochs,
-            augmentations,
-            args.background_class,
-            args.scenes,
-            args.batch_size,
-        )
-        log.info("%s: %s", args.preset, key)
-        rows[key] = sweep_run(
+        key, row = sweep_run(
             args.out,
             args.preset,
             args.pcm,
             multiple,
             args.epochs,
-            augmentations,
+            tuple(args.augmentations),
             args.background_class,
             args.scenes,
             data,
             args.batch_size,
         )
+        rows[key] = row
         atomic_save_json(path, rows)
     print(
         "| run | lr | lr_head | best val cIoU@0.5 | best val AUC | best epoch | last val cIoU@0.5 "
