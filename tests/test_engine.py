@@ -100,14 +100,40 @@ def test_existing_run_dir_is_refused_unless_asked(synth_dir, tmp_path):
         train(small_config(), synth_dir, tmp_path / "fresh", resume=True, progress=False)
 
 
-def test_resume_is_bit_for_bit(synth_dir, tmp_path):
+def _logged_lrs(run: Path) -> list[tuple[int, float]]:
+    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    return [(r["step"], r["lr_head"]) for r in rows if "lr_head" in r]
+
+
+def test_resume_is_bit_for_bit(synth_dir, tmp_path, monkeypatch):
+    import sspl.engine.train as train_mod
+
+    # A cosine schedule with warm-up, so the scheduler's position must survive the resume too.
+    config = small_config("train.epochs=2", "optim.schedule=cosine", "optim.warmup_epochs=1")
     full = tmp_path / "full"
-    train(small_config("train.epochs=2"), synth_dir, full, progress=False)
+    train(config, synth_dir, full, progress=False)
     part = tmp_path / "part"
-    train(small_config("train.epochs=1"), synth_dir, part, progress=False)  # "killed" after epoch 1
-    train(small_config("train.epochs=2"), synth_dir, part, resume=True, progress=False)
+    calls, validate = [], train_mod._validate
+
+    def killed_in_epoch_2(*args, **kwargs):  # epoch 0, epoch 1, then the kill before epoch 2's checkpoint
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return validate(*args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(train_mod, "_validate", killed_in_epoch_2)
+        with pytest.raises(KeyboardInterrupt):
+            train(config, synth_dir, part, progress=False)
+    assert load_checkpoint(part / "checkpoints/last.pt")["epoch"] == 1
+    train(config, synth_dir, part, resume=True, progress=False)
     a, b = load_checkpoint(full / "checkpoints/last.pt"), load_checkpoint(part / "checkpoints/last.pt")
     assert a["step"] == b["step"] == 4
+    assert a["scheduler"] == b["scheduler"]
+    lrs = _logged_lrs(full)
+    assert lrs == _logged_lrs(part)
+    # logged after each step: the rate of the next one (warm-up over epoch 1's 2 steps, cosine over epoch 2's)
+    assert lrs == [(1, 1e-3), (2, 1e-3), (3, pytest.approx(5e-4)), (4, pytest.approx(0.0, abs=1e-12))]
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
     for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
@@ -203,6 +229,59 @@ def test_early_stopping_stays_stopped_on_resume(synth_dir, tmp_path, monkeypatch
         small_config("train.epochs=6", "train.patience=3"), synth_dir, run, resume=True, progress=False
     )
     assert longer.stopped_early and longer.epochs_completed == 4
+
+
+@pytest.mark.parametrize(
+    ("select", "values", "best"),
+    [
+        ("ciou", [0.1, 0.2, 0.5, 0.3], 2),  # epochs 0-3: the highest cIoU@0.5 wins
+        ("loss", [0.0, -0.3, -0.1, -0.2], 1),  # the lowest loss wins
+    ],
+)
+def test_the_best_checkpoint_is_the_best_validation_epoch(
+    synth_dir, tmp_path, monkeypatch, select, values, best
+):
+    import sspl.engine.train as train_mod
+
+    key = "val_ciou@0.5" if select == "ciou" else "val_loss"
+    queue = iter(values)
+    monkeypatch.setattr(train_mod, "_validate", lambda *a, **k: {key: next(queue)})
+    run = tmp_path / "run"
+    result = train(
+        small_config("train.epochs=3", f"train.select_metric={select}"), synth_dir, run, progress=False
+    )
+    assert result.best_epoch == best and result.best_metric == values[best]
+    saved = load_checkpoint(run / "checkpoints" / "best.pt")
+    assert saved["epoch"] == best and saved["metrics"][key] == values[best]
+
+
+def test_each_epoch_draws_a_new_order_and_new_views(synth_dir, tmp_path, monkeypatch):
+    import sspl.engine.train as train_mod
+    from sspl.data.datasets import load_samples
+
+    train_ids = {s.id for s in load_samples(synth_dir, splits=["train"])}
+    batches, collate = [], train_mod._collate
+
+    def recording(items):
+        if items[0]["id"] in train_ids:
+            batches.append([(item["id"], item["frame_view1"]) for item in items])
+        return collate(items)
+
+    monkeypatch.setattr(train_mod, "_collate", recording)
+    train(
+        small_config("train.epochs=2", "train.max_steps_per_epoch=4"),
+        synth_dir,
+        tmp_path / "run",
+        progress=False,
+    )
+    assert len(batches) == 8  # 4 steps of 4 pairs per epoch
+    first, second = ([pair for batch in batches[e * 4 : e * 4 + 4] for pair in batch] for e in (0, 1))
+    assert [i for i, _ in first] != [i for i, _ in second]  # reshuffled
+    views = dict(first)
+    both = [i for i, _ in second if i in views]
+    assert len(both) >= 8  # 16 of the 19 training clips each epoch
+    redrawn = sum(not torch.equal(views[i], v) for i, v in second if i in views)
+    assert redrawn >= len(both) // 2  # crop + flip drawn again (a draw repeats with probability < 0.01)
 
 
 def test_early_stopping_needs_validation_clips(synth_dir, tmp_path):

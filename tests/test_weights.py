@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import hashlib
 import io
 import os
 import stat
@@ -71,10 +72,29 @@ def vggish_file(_files, tmp_path):
     return path
 
 
-def test_env_var_path_is_verified_and_used(cache, monkeypatch, vgg16_file):
+def test_sha256_file_is_sha256(tmp_path):
+    # FIPS 180-2 test vector, then a file larger than one read chunk (hashlib on the whole bytes agrees)
+    small = tmp_path / "abc"
+    small.write_bytes(b"abc")
+    assert weights.sha256_file(small) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    big = tmp_path / "big"
+    data = bytes(range(256)) * 5000  # 1.28 MB: two 1 MiB chunks
+    big.write_bytes(data)
+    assert weights.sha256_file(big) == hashlib.sha256(data).hexdigest()
+    assert weights.sha256_file(big, chunk=1000) == hashlib.sha256(data).hexdigest()
+
+
+def test_env_var_path_is_verified_and_used(cache, monkeypatch, vgg16_file, tmp_path):
     known = register(monkeypatch, "imagenet", vgg16_file)
     monkeypatch.setenv(known.env_var, str(vgg16_file))
     assert weights.resolve("imagenet") == vgg16_file
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(vgg16_file.read_bytes()[:-10] + b"0123456789")
+    monkeypatch.setenv(known.env_var, str(bad))
+    with pytest.raises(WeightsError, match=r"bad\.pth: SHA-256 .* does not match"):
+        weights.resolve("imagenet")
+    # an explicit path comes before the environment variable
+    assert weights.resolve("imagenet", vgg16_file) == vgg16_file
 
 
 def test_corrupt_file_is_rejected_with_its_digest(cache, monkeypatch, vgg16_file, tmp_path):
