@@ -247,6 +247,8 @@ def test_trivial_baselines_on_a_toy_case(kind, policy, expected):
     protocol = BENCHMARKS["vggss"].with_threshold(policy)
     result = metrics.evaluate_maps(maps, dict.fromkeys(ids, LEFT_HALF), protocol)
     assert result.cious == {"x": expected, "y": expected}
+    # cIoU@0.5 counts a cIoU of exactly 0.5 as a success (">=", as the official code)
+    assert result.ciou_success_rate == (1.0 if expected >= 0.5 else 0.0)
 
 
 def test_random_baseline_is_seeded_per_sample():

@@ -118,7 +118,8 @@ def test_scalings():
     sim = torch.tensor([[[-0.5, 0.0], [0.25, 0.5]]])
     mm = scale_map(sim, "minmax")
     assert torch.allclose(mm, torch.tensor([[[0.0, 0.5], [0.75, 1.0]]]))
-    assert torch.allclose(scale_map(sim, "softmax").sum(), torch.tensor(1.0))
+    e = torch.exp(torch.tensor([-0.5, 0.0, 0.25, 0.5]))  # softmax over the 4 locations, by hand
+    assert torch.allclose(scale_map(sim, "softmax"), (e / e.sum()).view(1, 2, 2))
     assert torch.allclose(scale_map(sim, "relu"), sim.clamp(min=0))
     assert torch.allclose(scale_map(sim, "sigmoid"), torch.sigmoid(sim))
     assert torch.allclose(
@@ -145,11 +146,22 @@ def test_fusions(fusion, dim):
     assert tiny(fusion=fusion).head.projector.layer1[0].in_features == dim
 
 
-def test_fusions_change_the_representation():
-    visual, audio = torch.randn(2, C, 14, 14), torch.randn(2, C)
-    favs = {f: AttentionModule(fusion=f)(visual, audio)[0] for f in ("attention", "multiply", "add")}
-    assert not torch.allclose(favs["attention"], favs["multiply"])
-    assert not torch.allclose(favs["multiply"], favs["add"])
+def test_fusions_by_hand():
+    # Table S5: the alternatives fuse the audio vector with the mean-pooled visual map
+    visual = torch.tensor([[[[1.0, 3.0], [5.0, 7.0]], [[0.0, 0.0], [2.0, -2.0]]]])  # 1 x 2 x 2 x 2
+    audio = torch.tensor([[2.0, -1.0]])
+    mean = torch.tensor([[4.0, 0.0]])
+    expected = {
+        "concat": torch.cat([mean, audio], dim=1),
+        "multiply": torch.tensor([[8.0, 0.0]]),
+        "add": torch.tensor([[6.0, -1.0]]),
+    }
+    for fusion, fav in expected.items():
+        assert torch.equal(AttentionModule(fusion=fusion)(visual, audio)[0], fav), fusion
+    # the paper's AM pools with the min-max scaled cosine map instead
+    fav, sim, att = AttentionModule(fusion="attention")(visual, audio)
+    assert torch.allclose(fav, attention_pool(visual, scale_map(sim, "minmax")))
+    assert torch.equal(att, scale_map(sim, "minmax"))
 
 
 # --------------------------------------------------------------------------------------------------
