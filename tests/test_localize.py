@@ -20,7 +20,7 @@ from PIL import Image
 import sspl
 import sspl.localize as localize_mod
 from sspl.api import Preprocess
-from sspl.audio import load_audio
+from sspl.audio import clip_at, load_audio, waveform_to_examples
 from sspl.cli import main
 from sspl.config import Config, SSPLConfig
 from sspl.data.video import VideoDecodeError, iter_frames, video_info, write_synthetic_video
@@ -207,27 +207,30 @@ def test_write_image_outputs(model, media, tmp_path):
 # --------------------------------------------------------------------------------------------------
 
 
-def test_localize_video_equals_frame_by_frame(model, media):
+def test_localize_video_equals_frame_by_frame(model, tmp_path):
+    # 6 s, longer than the 3 s clip, so each frame's sound is its own window of the track
+    video = write_synthetic_video(tmp_path / "six.mp4", seconds=6.0, fps=10)
     preprocess = Preprocess()
     seen = []
     result = localize_video(
         model,
         preprocess,
-        media["video"],
-        fps=5,
+        video,
+        fps=2,
         batch_size=4,
         progress=False,
         on_frame=lambda i, t, img, raw: seen.append((i, t, img.size, raw.copy())),
     )
-    frames = list(iter_frames(media["video"], fps=5))
-    assert len(frames) == 10 and result.maps.shape == (10, 14, 14) and result.maps.dtype == np.float32
+    frames = list(iter_frames(video, fps=2))
+    assert len(frames) == 12 and result.maps.shape == (12, 14, 14) and result.maps.dtype == np.float32
     np.testing.assert_allclose(result.timestamps, [t for t, _ in frames])
-    assert [s[0] for s in seen] == list(range(10)) and {s[2] for s in seen} == {(64, 48)}
-    wave, _ = load_audio(media["video"])
-    start = video_info(media["video"]).audio_start
-    for (t, img), raw, (_, _, _, handed) in zip(frames, result.maps, seen):
-        expected = _direct_map(model, preprocess, img, preprocess.audio_at(wave, t - start))
-        np.testing.assert_allclose(raw, expected, atol=1e-5)
+    assert [s[0] for s in seen] == list(range(12)) and {s[2] for s in seen} == {(64, 48)}
+    wave, _ = load_audio(video)
+    start = video_info(video).audio_start
+    clips = [waveform_to_examples(clip_at(wave, t - start)) for t, _ in frames]  # 3 s centred on the frame
+    assert not torch.equal(clips[0], clips[6])  # so a wrong window cannot pass
+    for (t, img), raw, (_, _, _, handed), spect in zip(frames, result.maps, seen, clips):
+        np.testing.assert_allclose(raw, _direct_map(model, preprocess, img, spect), atol=1e-5)
         np.testing.assert_array_equal(raw, handed)
 
 
