@@ -229,7 +229,7 @@ def test_localize_video_equals_frame_by_frame(model, tmp_path):
     start = video_info(video).audio_start
     clips = [waveform_to_examples(clip_at(wave, t - start)) for t, _ in frames]  # 3 s centred on the frame
     assert not torch.equal(clips[0], clips[6])  # so a wrong window cannot pass
-    for (t, img), raw, (_, _, _, handed), spect in zip(frames, result.maps, seen, clips):
+    for (_, img), raw, (_, _, _, handed), spect in zip(frames, result.maps, seen, clips):
         np.testing.assert_allclose(raw, _direct_map(model, preprocess, img, spect), atol=1e-5)
         np.testing.assert_array_equal(raw, handed)
 
