@@ -208,8 +208,11 @@ def test_write_image_outputs(model, media, tmp_path):
 
 
 def test_localize_video_equals_frame_by_frame(model, tmp_path):
-    # 6 s, longer than the 3 s clip, so each frame's sound is its own window of the track
-    video = write_synthetic_video(tmp_path / "six.mp4", seconds=6.0, fps=10)
+    # 6 s, longer than the 3 s clip, so each frame's sound is its own window of the track; the audio
+    # starts 0.5 s after the video, so the window must follow the timestamps, not the sample count
+    video = write_synthetic_video(
+        tmp_path / "six.mkv", seconds=6.0, fps=10, audio_codec="pcm_s16le", audio_start=0.5
+    )
     preprocess = Preprocess()
     seen = []
     result = localize_video(
@@ -226,8 +229,8 @@ def test_localize_video_equals_frame_by_frame(model, tmp_path):
     np.testing.assert_allclose(result.timestamps, [t for t, _ in frames])
     assert [s[0] for s in seen] == list(range(12)) and {s[2] for s in seen} == {(64, 48)}
     wave, _ = load_audio(video)
-    start = video_info(video).audio_start
-    clips = [waveform_to_examples(clip_at(wave, t - start)) for t, _ in frames]  # 3 s centred on the frame
+    assert video_info(video).audio_start == 0.5
+    clips = [waveform_to_examples(clip_at(wave, t - 0.5)) for t, _ in frames]  # 3 s centred on the frame
     assert not torch.equal(clips[0], clips[6])  # so a wrong window cannot pass
     for (_, img), raw, (_, _, _, handed), spect in zip(frames, result.maps, seen, clips):
         np.testing.assert_allclose(raw, _direct_map(model, preprocess, img, spect), atol=1e-5)

@@ -188,6 +188,21 @@ def test_real_video(data_dir, tmp_path):
     np.testing.assert_array_equal(wave, clip_at(full, t))
 
 
+def test_audio_that_starts_after_the_video_is_aligned_by_its_timestamps(tmp_path):
+    src = tmp_path / "src"
+    video = write_synthetic_video(
+        src / "late.mkv", seconds=6.0, fps=10, audio_codec="pcm_s16le", audio_start=0.5
+    )
+    assert video_info(video).audio_start == 0.5
+    assert str(_run(src, tmp_path / "out")) == "done 1 / skipped 0 / failed 0"
+    row = _rows(tmp_path / "out")["late"]
+    wave, _ = sf.read(tmp_path / "out" / row.audio, dtype="float32")
+    full, _ = load_audio(video)  # sample 0 is at 0.5 s of the video
+    _, t = decode_middle_frame(video)
+    np.testing.assert_array_equal(wave, clip_at(full, t - 0.5))
+    assert not np.array_equal(wave, clip_at(full, t))
+
+
 # --------------------------------------------------------------------------------------------------
 # Output formats
 # --------------------------------------------------------------------------------------------------

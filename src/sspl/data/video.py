@@ -458,6 +458,7 @@ def write_synthetic_video(
     container_options: dict[str, str] | None = None,
     rotation: int = 0,
     seed: int = 0,
+    audio_start: float = 0.0,
 ) -> Path:
     """Write a small clip: a moving disc over a drifting gradient, with a tone, silence or no audio.
 
@@ -484,6 +485,7 @@ def write_synthetic_video(
         rotation: display rotation written to the container, counter-clockwise degrees (a phone held
             upright writes 270 on landscape-coded pixels); the pixels are not turned.
         seed: noise seed.
+        audio_start: timestamp of the first audio sample in seconds (audio that starts after the video).
 
     Returns:
         ``path`` as a Path.
@@ -539,7 +541,7 @@ def write_synthetic_video(
                 block = planes[:, s : s + chunk]
                 frame = _audio_frame(block, fmt, layout)
                 frame.sample_rate = audio_rate
-                frame.pts = s
+                frame.pts = s + int(round(audio_start * audio_rate))
                 frame.time_base = Fraction(1, audio_rate)
                 container.mux(astream.encode(frame))
             container.mux(astream.encode())
