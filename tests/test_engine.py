@@ -756,6 +756,17 @@ def test_an_unreadable_checkpoint_says_why(tmp_path):
         load_checkpoint(empty)
     with pytest.raises(WeightsError, match=r"notes\.pt: cannot read checkpoint \(not a PyTorch checkpoint"):
         load_checkpoint(text)
+    foreign, newer = tmp_path / "foreign.pt", tmp_path / "newer.pt"
+    torch.save({"state_dict": {"w": torch.zeros(1)}}, foreign)
+    with pytest.raises(WeightsError, match=r"foreign\.pt: not an sspl checkpoint"):
+        load_checkpoint(foreign)
+    from sspl.engine.checkpoint import FORMAT, VERSION
+
+    torch.save({"format": FORMAT, "version": VERSION + 1}, newer)
+    with pytest.raises(
+        WeightsError, match=rf"newer\.pt: checkpoint version {VERSION + 1} is newer than this sspl"
+    ):
+        load_checkpoint(newer)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -235,6 +235,39 @@ def test_create_model_loads_the_named_encoder_weights(cache, monkeypatch, vgg16_
     assert not any(p.requires_grad for p in model.visual_encoder.parameters())
 
 
+def test_a_checkpoint_names_published_encoders_and_restores_them_from_the_cache(
+    cache, monkeypatch, vgg16_file, vggish_file, tmp_path
+):
+    from sspl.config import Config, apply_overrides
+    from sspl.engine.checkpoint import load_checkpoint, restore_model, save_checkpoint
+    from sspl.models.methods import get_method
+
+    known = register(monkeypatch, "imagenet", vgg16_file)
+    monkeypatch.setenv(known.env_var, str(vgg16_file))
+    config = apply_overrides(Config(), ["model.pcm=false", f"model.audio_weights={vggish_file}"])
+    model = get_method("sspl").build(config)
+    save_checkpoint(tmp_path / "c.pt", model=model, config=config, epoch=1, step=2)
+    ckpt = load_checkpoint(tmp_path / "c.pt")
+    # the published VGG16 is named, not stored; VGGish from a file path of the user's is stored
+    assert ckpt["encoder_sources"] == {
+        "visual_encoder": {
+            "weights": "imagenet",
+            "file": known.filename,
+            "sha256_prefix": known.sha256_prefix,
+        }
+    }
+    assert not any(k.startswith("visual_encoder.") for k in ckpt["model"])
+    assert any(k.startswith("audio_encoder.") for k in ckpt["model"])
+    restored, _ = restore_model(ckpt)
+    state = restored.state_dict()
+    for key, value in model.state_dict().items():
+        assert torch.equal(state[key], value), key
+    # without the published file the checkpoint cannot be restored, and says what is missing
+    monkeypatch.setenv(known.env_var, str(tmp_path / "gone.pth"))
+    with pytest.raises(WeightsError, match=r"gone\.pth: .* not found"):
+        restore_model(ckpt)
+
+
 def test_unknown_weights_name():
     with pytest.raises(WeightsError, match="unknown weights"):
         weights.resolve("imagenet22k")
