@@ -592,6 +592,29 @@ def test_cli_train_then_evaluate(synth_dir, tmp_path, capsys, monkeypatch):
         # the whole-image baseline predicts everything: cIoU = box area / image area, below 0.5 here
         assert report["baselines"]["whole"]["ciou@0.5"] == 0.0
         assert report["benchmark_coverage"] is None  # SynthAV has no published test set to cover
+    # the report's numbers against maps made here, one test frame at a time, scored by the golden-checked metric
+    import sspl
+    from sspl.data.annotations import load_annotations
+    from sspl.data.datasets import load_samples
+    from sspl.metrics import BENCHMARKS, evaluate_maps
+
+    model, preprocess = sspl.load(run)
+    maps = {}
+    with torch.inference_mode():
+        for sample in load_samples(synth_dir, splits=["test"]):
+            frame = preprocess.image(sample.load_frame())[None]
+            maps[sample.id] = model.localize(frame, sample.load_spect()[None])[0].numpy()
+    gt = {i: a for i, a in load_annotations(synth_dir).items() if i in maps}
+    expected = evaluate_maps(maps, gt, BENCHMARKS["synth"])
+    report = json.loads((tmp_path / "eval_fixed" / "report.json").read_text())
+    assert report["ciou@0.5"] == pytest.approx(expected.ciou_success_rate)
+    assert report["auc"] == pytest.approx(expected.auc)
+    per_sample = dict(
+        (r.split(",")[0], float(r.split(",")[1]))
+        for r in (tmp_path / "eval_fixed" / "per_sample.csv").read_text().splitlines()[1:]
+    )
+    # batched and single-frame maps may differ in the last float bits: a pixel at the threshold
+    assert per_sample == pytest.approx(expected.cious, abs=2e-3)
     ezvsl = ["--protocol", "median", "--upsample", "align-corners", "--out", str(tmp_path / "eval_ezvsl")]
     code = cli_main(
         ["evaluate", "--checkpoint", str(run), "--data", str(synth_dir), "--benchmark", "synth", *ezvsl]
@@ -697,6 +720,48 @@ def test_evaluate_refuses_what_would_not_be_the_benchmarks_number(synth_dir, tmp
         assert cli_main([*base, *extra]) == 1
         assert words in capsys.readouterr().err
     assert not (tmp_path / "ev5").exists()
+
+
+def test_evaluate_cycles_runs_the_pcm_that_many_cycles(synth_dir, tmp_path):
+    # paper Fig. 6: fewer PCM cycles at test time than in training
+    import sspl
+    from sspl.data.annotations import load_annotations
+    from sspl.data.datasets import load_samples
+    from sspl.engine.checkpoint import save_checkpoint
+    from sspl.engine.evaluate import evaluate
+    from sspl.metrics import BENCHMARKS, evaluate_maps
+
+    config = small_config("model.pcm=true", "model.cycles=3")
+    save_checkpoint(
+        tmp_path / "pcm.pt",
+        model=get_method("sspl").build(config, pretrained=False),
+        config=config,
+        epoch=0,
+        step=0,
+    )
+    model, preprocess = sspl.load(tmp_path / "pcm.pt")
+    samples = load_samples(synth_dir, splits=["test"])
+    gt = load_annotations(synth_dir)
+    expected = {}
+    for cycles in (0, 3):
+        with torch.inference_mode():
+            maps = {
+                s.id: model.localize(
+                    preprocess.image(s.load_frame())[None], s.load_spect()[None], cycles=cycles
+                )[0].numpy()
+                for s in samples
+            }
+        expected[cycles] = evaluate_maps(maps, {i: gt[i] for i in maps}, BENCHMARKS["synth"]).cious
+        out = tmp_path / f"cycles{cycles}"
+        evaluate(tmp_path / "pcm.pt", synth_dir, "synth", out, cycles=cycles, progress=False)
+        rows = (out / "per_sample.csv").read_text().splitlines()[1:]
+        # batched and single-frame maps may differ in the last float bits: a pixel at the threshold
+        assert {r.split(",")[0]: float(r.split(",")[1]) for r in rows} == pytest.approx(
+            expected[cycles], abs=2e-3
+        )
+    assert (
+        max(abs(expected[0][i] - expected[3][i]) for i in expected[0]) > 0.02
+    )  # the cycles change the scores
 
 
 def test_benchmark_coverage_counts_the_papers_test_clips():
