@@ -813,6 +813,21 @@ def test_loaded_run_localizes_like_the_trained_model(synth_dir, tmp_path):
         assert np.isfinite(model.localize(frames, spect).numpy()).all()
 
 
+def test_rng_states_survive_a_checkpoint(tmp_path):
+    import random
+
+    from sspl.engine.checkpoint import capture_rng, restore_rng
+
+    def draws():
+        return random.random(), np.random.rand(3).tolist(), torch.rand(3).tolist()  # noqa: NPY002
+
+    torch.save({"rng": capture_rng()}, tmp_path / "rng.pt")
+    first = draws()
+    restore_rng(torch.load(tmp_path / "rng.pt", weights_only=True)["rng"])  # as a checkpoint is read
+    assert draws() == first
+    assert draws() != first
+
+
 def test_an_unreadable_checkpoint_says_why(tmp_path):
     empty, text = tmp_path / "empty.pt", tmp_path / "notes.pt"
     empty.write_bytes(b"")
