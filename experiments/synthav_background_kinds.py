@@ -19,7 +19,6 @@ Resumable like ``synthav_learning.py``. Writes ``OUT/background_kinds.json`` and
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -31,7 +30,7 @@ from sspl.engine.synthav import oracle_result
 from sspl.io import atomic_save_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from synthav_learning import TRAIN_SEED, run_variant
+from synthav_learning import TRAIN_SEED, experiment_parser, parse_experiment_args, run_variant, seed_suffix
 
 log = logging.getLogger("synthav_background_kinds")
 
@@ -45,7 +44,7 @@ def run_preset(out: Path, preset: str, epochs: int, pretrain_epochs: int, seed: 
         pretrain_synth_encoders(
             data, enc, epochs=pretrain_epochs, background_kinds=True, overwrite=True, progress=False
         )
-    run = out / preset / "kinds" / (f"{VARIANT}_e{epochs}" + ("" if seed == TRAIN_SEED else f"_seed{seed}"))
+    run = out / preset / "kinds" / f"{VARIANT}_e{epochs}{seed_suffix(seed)}"
     row = run_variant(data, enc, run, VARIANT, epochs, [], swap=preset == "distractors", seed=seed)
     report = json.loads((run / "test_eval" / "report.json").read_text())
     oracle = oracle_result(enc, data, "test")
@@ -61,29 +60,12 @@ def run_preset(out: Path, preset: str, epochs: int, pretrain_epochs: int, seed: 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--out", type=Path, default=Path("runs/synthav"))
-    parser.add_argument(
-        "--presets", nargs="+", default=["easy", "distractors"], choices=["easy", "distractors"]
-    )
-    parser.add_argument("--epochs", type=int, default=80)
-    parser.add_argument("--pretrain-epochs", type=int, default=5)
-    parser.add_argument(
-        "--train-seed", type=int, default=TRAIN_SEED, help=f"SSPL training seed (default {TRAIN_SEED})"
-    )
-    args = parser.parse_args()
-    if args.epochs < 1 or args.pretrain_epochs < 1:
-        parser.error("--epochs and --pretrain-epochs must be positive")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    args = parse_experiment_args(experiment_parser(__doc__, epochs=80))
     path = args.out / "background_kinds.json"
     results = json.loads(path.read_text()) if path.is_file() else {}
     for preset in args.presets:
         log.info("%s: %s on background-kind encoders, %d epochs", preset, VARIANT, args.epochs)
-        key = f"{preset}_e{args.epochs}" + (
-            "" if args.train_seed == TRAIN_SEED else f"_seed{args.train_seed}"
-        )
+        key = f"{preset}_e{args.epochs}{seed_suffix(args.train_seed)}"
         results[key] = run_preset(args.out, preset, args.epochs, args.pretrain_epochs, args.train_seed)
         atomic_save_json(path, results)
     print("| preset | cIoU@0.5 | AUC | untrained | oracle | / oracle | best epoch | train s | trivial best |")

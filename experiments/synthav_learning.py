@@ -233,7 +233,7 @@ def run_preset(out: Path, preset: str, args: argparse.Namespace) -> dict:
     }
     for variant in args.variants:
         # the default training seed keeps the plain name; others are separate runs beside it
-        key = variant if args.train_seed == TRAIN_SEED else f"{variant}_seed{args.train_seed}"
+        key = variant + seed_suffix(args.train_seed)
         log.info("%s: %s", preset, key)
         result["variants"][key] = run_variant(
             data,
@@ -359,29 +359,46 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def experiment_parser(doc: str, epochs: int) -> argparse.ArgumentParser:
+    """The options of every SynthAV experiment script: ``--out``, ``--presets``, ``--epochs``,
+    ``--pretrain-epochs`` and ``--train-seed``; read them with :func:`parse_experiment_args`."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/synthav"))
     parser.add_argument(
         "--presets", nargs="+", default=["easy", "distractors"], choices=["easy", "distractors"]
     )
-    parser.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, choices=list(VARIANTS))
-    parser.add_argument("--negatives", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--scenes", type=int, default=800)
-    parser.add_argument("--pretrain-scenes", type=int, default=600)
+    parser.add_argument("--epochs", type=int, default=epochs)
     parser.add_argument("--pretrain-epochs", type=int, default=5)
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=0, help="SynthAV generation seed")
     parser.add_argument(
         "--train-seed",
         type=int,
         default=TRAIN_SEED,
-        help="training seed (runs of other seeds: VARIANT_seedN)",
+        help=f"SSPL training seed (default {TRAIN_SEED}; runs of other seeds are named ..._seedN)",
     )
+    return parser
+
+
+def parse_experiment_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
     args = parser.parse_args()
+    if args.epochs < 1 or args.pretrain_epochs < 1:
+        parser.error("--epochs and --pretrain-epochs must be positive")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    return args
+
+
+def seed_suffix(seed: int) -> str:
+    """``""`` for the default training seed, else ``_seedN``: how runs and result keys name the seed."""
+    return "" if seed == TRAIN_SEED else f"_seed{seed}"
+
+
+def main() -> None:
+    parser = experiment_parser(__doc__, epochs=20)
+    parser.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, choices=list(VARIANTS))
+    parser.add_argument("--negatives", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--scenes", type=int, default=800)
+    parser.add_argument("--pretrain-scenes", type=int, default=600)
+    parser.add_argument("--seed", type=int, default=0, help="SynthAV generation seed")
+    args = parse_experiment_args(parser)
     args.out.mkdir(parents=True, exist_ok=True)
     results_path = args.out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}

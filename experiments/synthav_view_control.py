@@ -24,7 +24,6 @@ table.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -49,7 +48,14 @@ from sspl.errors import DataError
 from sspl.io import atomic_save_json, atomic_write_bytes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from synthav_learning import TRAIN_SEED, prepare, run_variant
+from synthav_learning import (
+    TRAIN_SEED,
+    experiment_parser,
+    parse_experiment_args,
+    prepare,
+    run_variant,
+    seed_suffix,
+)
 
 log = logging.getLogger("synthav_view_control")
 
@@ -139,12 +145,7 @@ def run_preset(
     oracle = oracle_result(enc, data, "test")
     rows = {}
     for variant in variants:
-        run = (
-            out
-            / preset
-            / "view_control"
-            / (f"{variant}_e{epochs}" + ("" if seed == TRAIN_SEED else f"_seed{seed}"))
-        )
+        run = out / preset / "view_control" / f"{variant}_e{epochs}{seed_suffix(seed)}"
         log.info(
             "%s: %s, view 2 with a redrawn background, %d epochs, seed %d", preset, variant, epochs, seed
         )
@@ -159,29 +160,13 @@ def run_preset(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--out", type=Path, default=Path("runs/synthav"))
-    parser.add_argument(
-        "--presets", nargs="+", default=["easy", "distractors"], choices=["easy", "distractors"]
-    )
+    parser = experiment_parser(__doc__, epochs=20)
     parser.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--pretrain-epochs", type=int, default=5)
-    parser.add_argument(
-        "--train-seed", type=int, default=TRAIN_SEED, help=f"SSPL training seed (default {TRAIN_SEED})"
-    )
-    args = parser.parse_args()
-    if args.epochs < 1 or args.pretrain_epochs < 1:
-        parser.error("--epochs and --pretrain-epochs must be positive")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    args = parse_experiment_args(parser)
     path = args.out / "view_control.json"
     results = json.loads(path.read_text()) if path.is_file() else {}
     for preset in args.presets:
-        key = f"{preset}_e{args.epochs}" + (
-            "" if args.train_seed == TRAIN_SEED else f"_seed{args.train_seed}"
-        )
+        key = f"{preset}_e{args.epochs}{seed_suffix(args.train_seed)}"
         previous = results.get(key, {}).get("variants", {})
         results[key] = run_preset(
             args.out, preset, args.variants, args.epochs, args.pretrain_epochs, args.train_seed
