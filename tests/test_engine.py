@@ -7,6 +7,7 @@ the learning-rate schedule and ``sspl evaluate``'s outputs.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -759,9 +760,10 @@ def test_evaluate_cycles_runs_the_pcm_that_many_cycles(synth_dir, tmp_path):
         assert {r.split(",")[0]: float(r.split(",")[1]) for r in rows} == pytest.approx(
             expected[cycles], abs=2e-3
         )
-    assert (
-        max(abs(expected[0][i] - expected[3][i]) for i in expected[0]) > 0.02
-    )  # the cycles change the scores
+    change = max(abs(expected[0][i] - expected[3][i]) for i in expected[0])
+    assert change > 0.02  # the cycles change the scores
+    with pytest.raises(DataError, match=r"--cycles 4: the checkpoint's model has 3 PCM cycles \(0\.\.3\)"):
+        evaluate(tmp_path / "pcm.pt", synth_dir, "synth", tmp_path / "cycles4", cycles=4, progress=False)
 
 
 def test_benchmark_coverage_counts_the_papers_test_clips():
@@ -834,8 +836,12 @@ def test_an_unreadable_checkpoint_says_why(tmp_path):
     text.write_text("not a checkpoint")
     with pytest.raises(WeightsError, match=r"empty\.pt: cannot read checkpoint \(empty file\)"):
         load_checkpoint(empty)
-    with pytest.raises(WeightsError, match=r"notes\.pt: cannot read checkpoint \(not a PyTorch checkpoint"):
+    with pytest.raises(
+        WeightsError, match=r"notes\.pt: cannot read checkpoint \(not a PyTorch checkpoint"
+    ) as err:
         load_checkpoint(text)
+    # PyTorch's advice to retry unsafely is not passed on for a file that is no checkpoint at all
+    assert "weights-only" in str(err.value) and "weights_only` set to `False`" not in str(err.value)
     foreign, newer = tmp_path / "foreign.pt", tmp_path / "newer.pt"
     torch.save({"state_dict": {"w": torch.zeros(1)}}, foreign)
     with pytest.raises(WeightsError, match=r"foreign\.pt: not an sspl checkpoint"):
@@ -993,6 +999,33 @@ def test_cli_takes_overrides_between_options_and_rejects_other_strays(synth_dir,
     assert cli_main([*r2, "--no-progress", "stray"]) == 1
     assert "override 'stray' is not of the form section.key=value" in capsys.readouterr().err
     assert not (tmp_path / "r2").exists()
+
+
+def test_device_names_are_checked():
+    from sspl.cli import parse_device
+    from sspl.errors import SSPLError
+
+    assert parse_device(None) is None and parse_device("cpu") == torch.device("cpu")
+    for name in ("meta", "xla", "hip"):  # torch parses them, sspl cannot run on them
+        with pytest.raises(SSPLError, match=rf"--device {name}: choose cpu, cuda, cuda:N or mps"):
+            parse_device(name)
+    with pytest.raises(SSPLError, match="--device gpu0: not a device name"):
+        parse_device("gpu0")
+    if torch.cuda.is_available():
+        with pytest.raises(SSPLError, match="CUDA device"):
+            parse_device(f"cuda:{torch.cuda.device_count()}")
+
+
+def test_damaged_log_mel_files_are_named(synth_dir, tmp_path):
+    from sspl.data.datasets import load_samples
+
+    sample = load_samples(synth_dir, splits=["train"])[0]
+    for content, why in ((b"", "empty file"), (sample.spect.read_bytes()[:100], "")):
+        bad = tmp_path / "bad.npy"
+        bad.write_bytes(content)
+        damaged = dataclasses.replace(sample, spect=bad)
+        with pytest.raises(DataError, match=rf"bad\.npy: cannot read log-mel of clip {sample.id} \(.*{why}"):
+            damaged.load_spect()
 
 
 def test_cli_shows_a_data_loader_workers_error_without_its_traceback(synth_dir, tmp_path, capsys):

@@ -922,6 +922,70 @@ def test_a_sigkilled_prepare_keeps_the_clips_it_finished(tmp_path):
     assert len(_rows(out)) == 24 and not journal.exists()
 
 
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found.update(kids)
+        todo.extend(kids)
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads process trees from /proc")
+def test_sigterm_stops_prepare_and_its_workers_and_keeps_the_finished_clips(tmp_path):
+    import subprocess
+    import sys
+
+    src = tmp_path / "src"
+    for i in range(24):
+        write_synthetic_video(src / f"clip{i:02d}.mp4", seconds=1.0, seed=i)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "sspl.cli", "prepare", str(src), str(out), "--workers", "2", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    journal = out / prep.JOURNAL_NAME
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        if journal.is_file() and journal.read_text().count("\n") >= 2:
+            break
+        time.sleep(0.02)
+    workers = _descendants(proc.pid)
+    assert workers, "prepare finished or started no worker before the signal"
+    proc.send_signal(signal.SIGTERM)  # kill, timeout, a batch scheduler's time limit
+    assert proc.wait(timeout=60) == 143
+    assert "sspl prepare: terminated" in proc.stderr.read()
+    deadline = time.monotonic() + 30
+    while not all(_gone(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert all(_gone(pid) for pid in workers), "worker processes outlived a terminated prepare"
+    finished = len(_rows(out)) if (out / "manifest.csv").exists() else journal.read_text().count("\n")
+    assert 2 <= finished < 24
+    summary = _run(src, out)
+    assert (summary.skipped, summary.done, summary.failed) == (finished, 24 - finished, 0)
+
+
+def test_a_folder_killed_before_its_first_manifest_says_it_is_unfinished(tmp_path, capsys):
+    src, out = tmp_path / "src", tmp_path / "out"
+    write_synthetic_video(src / "a.mp4", seconds=1.0)
+    _run(src, out)
+    (out / "manifest.csv").unlink()  # as a run killed before its first manifest write leaves it
+    (out / prep.JOURNAL_NAME).write_text('{"id": "a", "status": "done"}\n')
+    with pytest.raises(FileNotFoundError, match=r"no manifest yet: .* unfinished `sspl prepare` output"):
+        read_manifest(out)
+    assert main(["train", "--data", str(out), "--run-dir", str(tmp_path / "run")]) == 1
+    assert "unfinished `sspl prepare` output; rerun the command that made it" in capsys.readouterr().err
+    (out / prep.JOURNAL_NAME).unlink()
+    with pytest.raises(FileNotFoundError, match=r"no manifest; is .* a folder written by `sspl prepare`"):
+        read_manifest(out)
+
+
 def test_cli_errors(videos, tmp_path, capsys):
     assert main(["prepare", str(tmp_path / "nowhere"), str(tmp_path / "out")]) == 1
     assert "source folder not found" in capsys.readouterr().err

@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import tempfile
 import time
 import urllib.error
@@ -326,6 +327,10 @@ def unreadable(path: Path, error: Exception) -> WeightsError:
     """The error for a file ``torch.load`` failed on, saying whether it is empty or not PyTorch's."""
     empty = path.is_file() and path.stat().st_size == 0
     detail = f"{type(error).__name__}: {error}" if isinstance(error, KeyError) else str(error)
+    if detail.startswith("Weights only load failed"):
+        # Not PyTorch's whole message: its advice to retry with weights_only=False would run the file's code.
+        why = re.search(r"WeightsUnpickler error:\s*(.*?)\s*(?:\n\n|$)", detail, re.DOTALL)
+        detail = "the safe (weights-only) loader refused it" + (f": {why.group(1)}" if why else "")
     cause = "empty file" if empty else f"not a PyTorch checkpoint, or a damaged one: {detail}"
     return WeightsError(f"{path}: cannot read checkpoint ({cause})")
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
+import threading
 
 from ..errors import SSPLError
 
@@ -35,8 +37,12 @@ def parse_device(name: str | None):
         device = torch.device(name)
     except RuntimeError as e:
         raise SSPLError(f"--device {name}: not a device name ({e})") from e
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise SSPLError(f"--device {name}: choose cpu, cuda, cuda:N or mps")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SSPLError(f"--device {name}: no CUDA device is available (use --device cpu)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise SSPLError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise SSPLError(
             f"--device {name}: no Apple MPS device in this PyTorch build or machine (use --device cpu)"
@@ -72,6 +78,15 @@ def error_message(e: BaseException) -> str:
     return text
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``timeout``, a batch scheduler), raised in the main thread so that it stops a
+    command the way Ctrl-C does: worker processes are stopped and what was finished is kept."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -83,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", stream=sys.stderr
     )
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
     try:
         return int(args.func(args) or 0)
     except (SSPLError, FileNotFoundError, NotADirectoryError, FileExistsError) as e:
@@ -93,9 +110,13 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"sspl {args.command}: error: {error_message(e)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"sspl {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        terminated = isinstance(e, Terminated)
+        print(f"sspl {args.command}: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        return 143 if terminated else 130
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

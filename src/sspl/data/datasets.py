@@ -69,6 +69,8 @@ class Sample:
             arr = np.load(self.spect, allow_pickle=False)
         except FileNotFoundError:
             raise DataError(f"{self.spect}: log-mel of clip {self.id} is missing") from None
+        except EOFError as e:  # numpy's error for an empty file
+            raise DataError(f"{self.spect}: cannot read log-mel of clip {self.id} (empty file)") from e
         except (ValueError, OSError) as e:
             raise DataError(f"{self.spect}: cannot read log-mel of clip {self.id} ({e})") from e
         if arr.ndim != 3 or arr.shape[1:] != (96, 64):

@@ -181,7 +181,7 @@ class VisualFeatureCache:
             path = self.folder / FEATURES_NAME
             try:
                 array = np.load(path, mmap_mode="r", allow_pickle=False)
-            except (FileNotFoundError, ValueError, OSError) as e:
+            except (FileNotFoundError, ValueError, OSError, EOFError) as e:
                 raise DataError(
                     f"{path}: cannot read the visual feature cache ({e}); delete the folder"
                 ) from e

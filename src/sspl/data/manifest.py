@@ -46,6 +46,8 @@ __all__ = [
 FORMAT_NAME = "sspl-prepared"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.csv"
+#: rows of clips `sspl prepare` finished since it last wrote the manifest
+JOURNAL_NAME = "manifest.journal.jsonl"
 META_NAME = "meta.json"
 ANNOTATIONS_NAME = "annotations.json"
 STATUS_DONE = "done"
@@ -97,6 +99,11 @@ def read_manifest(root: str | os.PathLike) -> list[ManifestRow]:
     """
     path = Path(root) / MANIFEST_NAME
     if not path.is_file():
+        if (Path(root) / JOURNAL_NAME).is_file():
+            raise FileNotFoundError(
+                f"{path}: no manifest yet: {root} is an unfinished `sspl prepare` output; rerun the command "
+                "that made it (it resumes)"
+            )
         raise FileNotFoundError(
             f"{path}: no manifest; is {root} a folder written by `sspl prepare` or `sspl synth`?"
         )

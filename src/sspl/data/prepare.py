@@ -69,6 +69,7 @@ from ..errors import DataError
 from ..io import atomic_save_image, atomic_save_npy, atomic_write_bytes
 from .lists import check_overlap, find_overlap, parse_rows, read_list_text, vggsound_clip
 from .manifest import (
+    JOURNAL_NAME,
     MANIFEST_NAME,
     META_NAME,
     SPLITS,
@@ -112,7 +113,6 @@ AUDIO_MARGIN_SECONDS = 0.25
 MANIFEST_FLUSH_SECONDS = 10.0
 #: most audio a clip may keep (``--audio-seconds``): ten minutes of 16 kHz float32 is 38 MB per clip
 MAX_AUDIO_SECONDS = 600.0
-JOURNAL_NAME = "manifest.journal.jsonl"
 # Jobs queued per worker: enough to keep processes busy, few enough that a crash has few suspects.
 JOBS_PER_WORKER = 4
 

@@ -164,9 +164,14 @@ def _check_cycles(model: torch.nn.Module, cycles: int | None) -> None:
         return
     if cycles < 0:
         raise DataError(f"cycles must be >= 0, got {cycles}")
-    if getattr(model, "pcm", None) is None:
+    pcm = getattr(model, "pcm", None)
+    if pcm is None:
         raise DataError(
             f"--cycles {cycles}: the checkpoint's model has no PCM, so there are no cycles to choose"
+        )
+    if cycles > pcm.cycles:
+        raise DataError(
+            f"--cycles {cycles}: the checkpoint's model has {pcm.cycles} PCM cycles (0..{pcm.cycles})"
         )
 
 
