@@ -567,6 +567,32 @@ def test_cli_output_folder_that_is_a_file_or_unwritable(run_dir, media, tmp_path
     def refused(self, *args, **kwargs):  # what a read-only folder does, even to root in a container
         raise PermissionError(13, "Permission denied", str(self))
 
+    # an existing folder that takes no file: said before the model loads and the first frame is computed
+    import tempfile
+
+    def never_loaded(*args, **kwargs):
+        raise AssertionError("the model was loaded before the output folder was checked")
+
+    readonly = tmp_path / "readonly"
+    readonly.mkdir()
+    with monkeypatch.context() as m:
+        m.setattr(tempfile, "TemporaryFile", lambda *a, dir=None, **k: refused(dir))
+        m.setattr(localize_mod, "load", never_loaded)
+        video = [
+            "localize",
+            "--checkpoint",
+            str(run_dir),
+            "--video",
+            str(media["video"]),
+            "--out",
+            str(readonly),
+        ]
+        assert main(video) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [
+            f"sspl localize: error: {readonly}: cannot write in the output folder (--out): Permission denied"
+        ]
+
     monkeypatch.setattr(Path, "mkdir", refused)
     assert main([*argv, "--out", str(tmp_path / "locked")]) == 1
     err = capsys.readouterr().err.strip().splitlines()

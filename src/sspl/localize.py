@@ -30,6 +30,7 @@ import logging
 import math
 import os
 import queue
+import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -659,10 +660,22 @@ def video_output_paths(out_dir: str | os.PathLike, stem: str) -> dict[str, Path]
 
 
 def _check_output_folder(folder: Path) -> None:
+    """The outputs' folder is a folder, or can be made one, where files can be written."""
     existing = nearest_existing(folder)
     if existing.exists() and not existing.is_dir():
         where = "" if existing == folder else f" (in {folder})"
         raise NotADirectoryError(f"{existing}: is a file, not a folder for the outputs (--out){where}")
+    # Probed without creating anything (a run that fails leaves no folder behind): the folder itself, or
+    # the folder it would be made in.
+    target = folder if folder.is_dir() else existing
+    try:
+        with tempfile.TemporaryFile(dir=target):
+            pass
+    except OSError as e:
+        what = (
+            "write in the output folder" if target == folder else f"create the output folder {folder} in it"
+        )
+        raise PermissionError(f"{target}: cannot {what} (--out): {e.strerror or e}") from e
 
 
 def check_outputs_free(paths: dict[str, Path]) -> None:
