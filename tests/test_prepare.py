@@ -893,25 +893,32 @@ def test_cli_end_to_end(videos, tmp_path, capsys):
     assert capsys.readouterr().out.strip() == "done 0 / skipped 3 / failed 0"
 
 
-@pytest.mark.slow
-def test_a_sigkilled_prepare_keeps_the_clips_it_finished(tmp_path):
-    import signal
+def _prepare_until(tmp_path: Path, workers: int, finished: int):
+    """Start `sspl prepare` on 24 one-second clips in a subprocess; return once ``finished`` clips are in
+    its journal: ``(src, out, journal, proc)``."""
     import subprocess
     import sys
-    import time
 
     src = tmp_path / "src"
     for i in range(24):
         write_synthetic_video(src / f"clip{i:02d}.mp4", seconds=1.0, seed=i)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "sspl.cli", "prepare", str(src), str(out), "--workers", "1", "--no-progress"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cmd = [sys.executable, "-m", "sspl.cli", "prepare", str(src), str(out), "--workers", str(workers)]
+    proc = subprocess.Popen(
+        [*cmd, "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     journal = out / prep.JOURNAL_NAME
     deadline = time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline:
-        if journal.is_file() and journal.read_text().count("\n") >= 3:
+        if journal.is_file() and journal.read_text().count("\n") >= finished:
             break
         time.sleep(0.02)
+    return src, out, journal, proc
+
+
+@pytest.mark.slow
+def test_a_sigkilled_prepare_keeps_the_clips_it_finished(tmp_path):
+    src, out, journal, proc = _prepare_until(tmp_path, workers=1, finished=3)
     proc.send_signal(signal.SIGKILL)  # no Ctrl-C handler runs: only what is on disk survives
     proc.wait()
     assert not (out / "manifest.csv").exists()  # killed before the first manifest flush (10 s)
@@ -941,21 +948,7 @@ def _descendants(pid: int) -> set[int]:
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads process trees from /proc")
 def test_sigterm_stops_prepare_and_its_workers_and_keeps_the_finished_clips(tmp_path):
-    import subprocess
-    import sys
-
-    src = tmp_path / "src"
-    for i in range(24):
-        write_synthetic_video(src / f"clip{i:02d}.mp4", seconds=1.0, seed=i)
-    out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "sspl.cli", "prepare", str(src), str(out), "--workers", "2", "--no-progress"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    journal = out / prep.JOURNAL_NAME
-    deadline = time.monotonic() + 120
-    while proc.poll() is None and time.monotonic() < deadline:
-        if journal.is_file() and journal.read_text().count("\n") >= 2:
-            break
-        time.sleep(0.02)
+    src, out, journal, proc = _prepare_until(tmp_path, workers=2, finished=2)
     workers = _descendants(proc.pid)
     assert workers, "prepare finished or started no worker before the signal"
     proc.send_signal(signal.SIGTERM)  # kill, timeout, a batch scheduler's time limit
