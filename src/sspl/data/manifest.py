@@ -32,6 +32,7 @@ from ..io import atomic_save_json, atomic_write_text
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "JOURNAL_NAME",
     "MANIFEST_NAME",
     "META_NAME",
     "STATUS_DONE",
