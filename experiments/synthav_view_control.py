@@ -61,10 +61,8 @@ log = logging.getLogger("synthav_view_control")
 
 VARIANTS = ["sspl_nopcm", "sspl_nopcm_lrx10"]  # Table S1's rates, and the rate picked on validation
 ALT_STREAM = 7  # spawn key of the redrawn backgrounds: no SynthAV stream uses it
-SPLITS = (
-    "train",
-    "val",
-)  # view 2 is drawn for training and the validation loss; test frames are never touched
+# view 2 is drawn for training and for the validation loss; the test frames are never touched
+SPLITS = ("train", "val")
 
 
 def redrawn_frame(config: SynthConfig, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -93,7 +91,7 @@ def write_redrawn(data: Path, out: Path) -> dict[str, Path]:
         path = out / f"{sid}.jpg"
         if not path.is_file():
             frame, redrawn = redrawn_frame(config, int(sid.rsplit("_", 1)[1]))
-            if not (data / "frames" / f"{sid}.jpg").read_bytes() == _encode_jpeg(frame):
+            if (data / "frames" / f"{sid}.jpg").read_bytes() != _encode_jpeg(frame):
                 raise DataError(f"{data / 'frames' / sid}.jpg: differs from its render; regenerate {data}")
             changed.append(float(np.mean(np.any(frame != redrawn, axis=-1))))
             atomic_write_bytes(path, _encode_jpeg(redrawn))
