@@ -497,6 +497,11 @@ def _bad_inputs(tmp: Path, media: dict[str, Path]) -> dict[str, tuple[list[str],
             nan_wav,
             "non-finite samples",
         ),
+        "video with a sound file with NaN samples": (
+            ["--video", str(media["video"]), "--audio", str(nan_wav)],
+            nan_wav,
+            "non-finite samples",
+        ),
         "missing video": (["--video", str(tmp / "nope.mp4")], tmp / "nope.mp4", "no such video file"),
         "not a container": (["--video", str(garbage)], garbage, "cannot open"),
         "truncated container": (["--video", str(truncated)], truncated, "cannot open"),
@@ -538,6 +543,16 @@ def test_cli_bad_inputs_fail_on_one_line_and_leave_nothing(run_dir, media, tmp_p
         assert rc == 1, case
         assert len(err) == 1 and str(named) in err[0] and words in err[0], (case, err)
         assert not out.exists() or not any(out.iterdir()), case
+
+
+def test_a_bad_sound_file_fails_before_the_heatmap_video_muxes_it(run_dir, media, tmp_path, capsys, caplog):
+    nan_wav = tmp_path / "nan.wav"
+    sf.write(nan_wav, np.full(16000, np.nan, np.float32), 16000, subtype="FLOAT")
+    argv = ["localize", "--checkpoint", str(run_dir), "--out", str(tmp_path / "out"), "--no-progress"]
+    with caplog.at_level("WARNING", logger="sspl.localize"):
+        assert main([*argv, "--video", str(media["video"]), "--audio", str(nan_wav)]) == 1
+    assert "non-finite samples" in capsys.readouterr().err
+    assert "audio ends early" not in caplog.text  # the writer never started on the bad sound
 
 
 def test_cli_bad_checkpoint_and_options(media, tmp_path, capsys):

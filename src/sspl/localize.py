@@ -921,13 +921,18 @@ def write_video_outputs(
     with _Outputs(paths, overwrite=overwrite) as outs:
         model, preprocess, dev = _resolve(model, preprocess, device)
         align_to = None if audio == path else info.start
-        writer = _HeatmapVideo(outs.temp("heatmap_video"), rate, audio, align_to, info.start + info.duration)
+        # Opened at the first map: by then localize_video has read and checked the sound the writer muxes.
+        writer: _HeatmapVideo | None = None
         targets = _contact_times(info, contact_frames)
         thumbs: list[tuple[float, Image.Image]] = []
         last: list[tuple[float, Image.Image]] = []
         mappings: dict[tuple[int, int], CropMapping] = {}
 
         def on_frame(index: int, t: float, image: Image.Image, raw: np.ndarray) -> None:
+            nonlocal writer
+            if writer is None:
+                end = info.start + info.duration
+                writer = _HeatmapVideo(outs.temp("heatmap_video"), rate, audio, align_to, end)
             if image.size not in mappings:
                 mappings[image.size] = preprocess.crop_mapping(*image.size)
             overlay = overlay_heatmap(image, project_map(raw, mappings[image.size]))
@@ -950,9 +955,10 @@ def write_video_outputs(
                 progress=progress,
                 on_frame=on_frame,
             )
-            writer.close()
+            writer.close()  # localize_video returns only after at least one frame
         except BaseException:
-            writer.abort()
+            if writer is not None:
+                writer.abort()
             raise
         if targets and last and (not thumbs or thumbs[-1][0] != last[0][0]):
             thumbs += last  # the video ended before its declared duration: show its last frame
