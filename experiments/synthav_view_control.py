@@ -35,11 +35,13 @@ import torch
 
 import sspl.engine.train as train_module
 from sspl.data.datasets import PreparedDataset, Sample, _sample_seed
+from sspl.data.manifest import read_meta
 from sspl.data.synth import (
     FRAME_SIZE,
     SynthConfig,
     _encode_jpeg,
     _render_background,
+    load_scenes,
     render_scene,
     synth_config,
 )
@@ -82,8 +84,8 @@ def redrawn_frame(config: SynthConfig, index: int) -> tuple[np.ndarray, np.ndarr
 def write_redrawn(data: Path, out: Path) -> dict[str, Path]:
     """JPEGs of the redrawn frames of the train and val scenes of SynthAV set ``data``, in ``out``
     (kept when present). Returns ``id -> path``."""
-    config = SynthConfig.from_json(json.loads((data / "meta.json").read_text())["synth"])
-    scenes = json.loads((data / "scenes.json").read_text())
+    config = SynthConfig.from_json(read_meta(data)["synth"])
+    scenes = load_scenes(data)
     paths, changed = {}, []
     for sid, scene in sorted(scenes.items()):
         if scene["split"] not in SPLITS:

@@ -541,6 +541,20 @@ def test_gpu_training_with_mixed_precision_follows_the_cpu_run(synth_dir, tmp_pa
     assert all(torch.isfinite(t.float()).all() for t in final.values())
 
 
+def _test_maps_one_by_one(checkpoint: Path, data: Path, **localize_options) -> dict[str, np.ndarray]:
+    """The test split's maps made here, one frame at a time, without the evaluator's loader or batches."""
+    import sspl
+    from sspl.data.datasets import load_samples
+
+    model, preprocess = sspl.load(checkpoint)
+    maps = {}
+    with torch.inference_mode():
+        for sample in load_samples(data, splits=["test"]):
+            frame, spect = preprocess.image(sample.load_frame())[None], sample.load_spect()[None]
+            maps[sample.id] = model.localize(frame, spect, **localize_options)[0].numpy()
+    return maps
+
+
 def test_cli_train_then_evaluate(synth_dir, tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
     code = cli_main(
@@ -594,17 +608,10 @@ def test_cli_train_then_evaluate(synth_dir, tmp_path, capsys, monkeypatch):
         assert report["baselines"]["whole"]["ciou@0.5"] == 0.0
         assert report["benchmark_coverage"] is None  # SynthAV has no published test set to cover
     # the report's numbers against maps made here, one test frame at a time, scored by the golden-checked metric
-    import sspl
     from sspl.data.annotations import load_annotations
-    from sspl.data.datasets import load_samples
     from sspl.metrics import BENCHMARKS, evaluate_maps
 
-    model, preprocess = sspl.load(run)
-    maps = {}
-    with torch.inference_mode():
-        for sample in load_samples(synth_dir, splits=["test"]):
-            frame = preprocess.image(sample.load_frame())[None]
-            maps[sample.id] = model.localize(frame, sample.load_spect()[None])[0].numpy()
+    maps = _test_maps_one_by_one(run, synth_dir)
     gt = {i: a for i, a in load_annotations(synth_dir).items() if i in maps}
     expected = evaluate_maps(maps, gt, BENCHMARKS["synth"])
     report = json.loads((tmp_path / "eval_fixed" / "report.json").read_text())
@@ -725,9 +732,7 @@ def test_evaluate_refuses_what_would_not_be_the_benchmarks_number(synth_dir, tmp
 
 def test_evaluate_cycles_runs_the_pcm_that_many_cycles(synth_dir, tmp_path):
     # paper Fig. 6: fewer PCM cycles at test time than in training
-    import sspl
     from sspl.data.annotations import load_annotations
-    from sspl.data.datasets import load_samples
     from sspl.engine.checkpoint import save_checkpoint
     from sspl.engine.evaluate import evaluate
     from sspl.metrics import BENCHMARKS, evaluate_maps
@@ -740,18 +745,10 @@ def test_evaluate_cycles_runs_the_pcm_that_many_cycles(synth_dir, tmp_path):
         epoch=0,
         step=0,
     )
-    model, preprocess = sspl.load(tmp_path / "pcm.pt")
-    samples = load_samples(synth_dir, splits=["test"])
     gt = load_annotations(synth_dir)
     expected = {}
     for cycles in (0, 3):
-        with torch.inference_mode():
-            maps = {
-                s.id: model.localize(
-                    preprocess.image(s.load_frame())[None], s.load_spect()[None], cycles=cycles
-                )[0].numpy()
-                for s in samples
-            }
+        maps = _test_maps_one_by_one(tmp_path / "pcm.pt", synth_dir, cycles=cycles)
         expected[cycles] = evaluate_maps(maps, {i: gt[i] for i in maps}, BENCHMARKS["synth"]).cious
         out = tmp_path / f"cycles{cycles}"
         evaluate(tmp_path / "pcm.pt", synth_dir, "synth", out, cycles=cycles, progress=False)
