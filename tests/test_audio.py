@@ -106,6 +106,24 @@ def test_garbage_file_raises_decode_error(tmp_path):
         audio.load_audio(bad)
 
 
+def test_a_file_that_cannot_be_opened_says_so(tmp_path, monkeypatch):
+    # Tests run as root, where chmod 000 does not stop a read: the refusal is the one open() would raise.
+    locked = tmp_path / "locked.wav"
+    sf.write(locked, np.zeros(16000, np.float32), 16000)
+    real_open = type(locked).open
+
+    def refuse(self, *args, **kwargs):
+        if self == locked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(locked), "open", refuse)
+    with pytest.raises(
+        audio.AudioDecodeError, match=r"locked\.wav: cannot open the file \(Permission denied\)"
+    ):
+        audio.load_audio(locked)
+
+
 def test_clip_at_edges_stays_full_length():
     wave = np.random.default_rng(0).standard_normal(16000 * 5).astype(np.float32)
     for t in (0.0, 2.5, 5.0):

@@ -109,6 +109,7 @@ def test_bad_settings_fail_before_anything_runs(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "d"), "--scenes", "0", "--epochs", "0"]) == 1
     err = capsys.readouterr().err
     assert "scenes 0: at least 46" in err and "epochs 0" in err
+    assert "pretrain_scenes" not in err  # --scenes sets both counts; its one bad value is reported once
     assert not (tmp_path / "d").exists()
 
 

@@ -189,6 +189,11 @@ def load_audio(
         raise FileNotFoundError(
             f"{path}: " + ("is a folder, not an audio file" if path.is_dir() else "no such audio file")
         )
+    try:  # the decoders would report a file they may not open as an undecodable one ("System error")
+        with path.open("rb"):
+            pass
+    except OSError as e:
+        raise AudioDecodeError(f"{path}: cannot open the file ({e.strerror or e})") from e
     data: np.ndarray
     if path.suffix.lower() in _SOUNDFILE_SUFFIXES:
         import soundfile as sf

@@ -91,13 +91,11 @@ def run(args: argparse.Namespace) -> int:
             raise SSPLError("--image needs --audio FILE (the sound to localize)")
         if args.fps is not None or args.batch_size is not None:
             raise SSPLError("--fps and --batch-size apply to --video only")
-        from ..audio import load_audio
-
-        # Inputs and outputs are checked before the model loads, so that a mistake fails fast.
+        # Inputs and outputs are checked before the model loads, so that a mistake fails fast (localize_image
+        # reads the sound before it loads the model).
         if not args.overwrite:
             check_outputs_free(image_output_paths(args.out, Path(args.image).stem))
         image = read_image(args.image)
-        load_audio(args.audio)  # an unreadable sound fails here; the library reads it again, by name
         result = localize_image(args.checkpoint, None, image, args.audio, device=device)
         paths = write_image_outputs(
             result, args.out, Path(args.image).stem, colorbar=args.colorbar, overwrite=args.overwrite
