@@ -152,6 +152,26 @@ def test_a_rerun_stopped_half_way_leaves_no_page_of_the_last_run(demo, tmp_path,
     assert not (copy / "index.html").exists() and not (copy / "summary.json").exists()
 
 
+def test_switching_pcm_keeps_the_other_models_run(demo, tmp_path, monkeypatch):
+    copy = tmp_path / "copy"
+    shutil.copytree(demo[0], copy)
+    without_pcm = (copy / "run" / "checkpoints" / "last.pt").read_bytes()
+    with_pcm = run_demo(copy, dataclasses.replace(TINY, pcm=True), progress=False)
+    assert with_pcm["settings"]["pcm"] is True and (copy / "figures" / "pcm_steps.png").is_file()
+    assert (copy / "run" / "checkpoints" / "last.pt").read_bytes() == without_pcm
+
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        raise KeyboardInterrupt  # what train was asked to do is all this test needs
+
+    monkeypatch.setattr("sspl.demo.train", spy)
+    with pytest.raises(KeyboardInterrupt):
+        run_demo(copy, TINY, progress=False)
+    assert calls[0]["resume"] is True  # back to w/o PCM: its finished run is picked up, not retrained
+
+
 def test_rerun_resumes_and_cli_prints_the_page(demo, capsys, monkeypatch):
     out, _ = demo
     calls = []

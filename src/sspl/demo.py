@@ -27,7 +27,7 @@ from pathlib import Path
 from .api import load
 from .data.manifest import META_NAME, read_manifest, read_meta
 from .data.synth import MAX_SCENES, PRESETS, SynthConfig, generate_synth, synth_config
-from .engine.checkpoint import CHECKPOINT_DIR, LAST, load_checkpoint
+from .engine.checkpoint import CHECKPOINT_DIR, LAST, load_checkpoint, stored_encoder_settings
 from .engine.evaluate import evaluate
 from .engine.pretrain import ENCODERS_JSON_NAME, pretrain_synth_encoders
 from .engine.synthav import oracle_result, save_untrained, synthav_config
@@ -145,14 +145,15 @@ def _train_run(settings: DemoSettings, data: Path, encoders: Path, run: Path, pr
         lr_scale=settings.lr_scale,
         overrides=["train.log_every=5", *settings.train_overrides],
     )
-    # A rerun resumes; a rerun with other settings (another lr_scale, PCM on/off, fewer epochs than were
-    # trained) starts that run over.
+    # A rerun resumes, also after the demo folder was moved (the checkpoint holds the SynthAV encoders, so
+    # their new path changes nothing); a rerun with other settings (another lr_scale, fewer epochs than
+    # were trained) starts that run over.
     last = run / CHECKPOINT_DIR / LAST
-    resume = (
-        last.is_file()
-        and not fixed_changes(saved_config(run), config)
-        and load_checkpoint(last)["epoch"] <= settings.epochs
-    )
+    resume = False
+    if last.is_file():
+        ckpt = load_checkpoint(last)
+        changed = set(fixed_changes(saved_config(run), config)) - stored_encoder_settings(ckpt)
+        resume = not changed and ckpt["epoch"] <= settings.epochs
     result = train(config, data, run, resume=resume, overwrite=not resume, progress=progress)
     return {"config": config, "result": result}
 
@@ -189,7 +190,8 @@ def run_demo(
     # out_dir (`sspl demo --out demo_out`) made them resolve against the page's folder twice
     out = Path(out_dir).resolve()
     _check_demo_folder(out)
-    data, encoders, run = out / "synthav", out / "encoders", out / "run"
+    # SSPL with and without PCM are two models: each keeps its own run, so switching --pcm loses neither.
+    data, encoders, run = out / "synthav", out / "encoders", out / ("run_pcm" if settings.pcm else "run")
     synth = synth_config(
         settings.preset, num=settings.scenes, seed=settings.seed, pretrain_num=settings.pretrain_scenes
     )
