@@ -652,7 +652,7 @@ def _flickr_frame(data_dir: Path) -> Image.Image:
         return image.convert("RGB")
 
 
-def test_flickr_layout_takes_the_middle_file_in_natural_order(data_dir, tmp_path):
+def test_flickr_layout_takes_the_middle_file_in_natural_order(data_dir, tmp_path, caplog):
     src = tmp_path / "flickr"
     frames = src / "frames" / FLICKR_ID
     frames.mkdir(parents=True)
@@ -671,9 +671,12 @@ def test_flickr_layout_takes_the_middle_file_in_natural_order(data_dir, tmp_path
     (src / "frames" / "333").mkdir()
     base.save(src / "frames" / "333" / "0001.jpg")
 
+    (src / "stray.mp4").write_bytes(b"a video beside the dump")
     out = tmp_path / "out"
-    assert str(_run(src, out)) == "done 2 / skipped 0 / failed 1"
+    with caplog.at_level("WARNING", logger="sspl.data.prepare"):
+        assert str(_run(src, out)) == "done 2 / skipped 0 / failed 1"
     assert read_meta(out)["kind"] == "flickr"
+    assert "1 video file(s) (stray.mp4) are left out" in caplog.text and "--layout videos" in caplog.text
     rows = _rows(out)
     row = rows[FLICKR_ID]
     assert (row.duration, row.sample_rate) == (5.0, 22050)

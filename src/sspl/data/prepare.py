@@ -325,7 +325,8 @@ def find_sources(
     is frame ``k`` of a video and takes the one ``<name>`` audio file anywhere under ``src`` (AVSBench's
     ``<ytid>_<k>.png`` frames and ``<ytid>.wav``); pairs leave out ``gt_masks`` folders (AVSBench's
     masks) and take their split from a ``train``/``val``/``test`` folder on their path. ``"auto"`` tries
-    them in that order.
+    them in that order (a Flickr dump with video files beside it is prepared as flickr, with a warning
+    that names the videos left out).
 
     Args:
         src: the source folder.
@@ -351,6 +352,18 @@ def find_sources(
     if layout == "auto":
         if (src / "frames").is_dir() and any((src / d).is_dir() for d in FLICKR_AUDIO_DIRS):
             layout = "flickr"
+            # Only SRC's own files are looked at: walking a 144k-clip dump for videos would take minutes.
+            videos = sorted(
+                p.name for p in src.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()
+            )
+            if videos:
+                log.warning(
+                    "%s: prepared as a SoundNet-Flickr dump (frames/ + audio/); its %d video file(s) (%s) are "
+                    "left out: prepare them in another run with --layout videos",
+                    src,
+                    len(videos),
+                    ", ".join(videos[:3]) + (", ..." if len(videos) > 3 else ""),
+                )
         elif any(p.suffix.lower() in VIDEO_SUFFIXES for p in _walk(src, excluded)):
             layout = "videos"
         else:
