@@ -352,7 +352,7 @@ def find_sources(
     if layout == "auto":
         if (src / "frames").is_dir() and any((src / d).is_dir() for d in FLICKR_AUDIO_DIRS):
             layout = "flickr"
-            # Only SRC's own files are looked at, not the dump's tree of frames (millions of files at 144k).
+            # Only SRC's own files are looked at, not the dump's whole tree of frame folders.
             videos = sorted(
                 p.name for p in src.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()
             )
