@@ -555,6 +555,12 @@ def _test_maps_one_by_one(checkpoint: Path, data: Path, **localize_options) -> d
     return maps
 
 
+def _per_sample_cious(eval_dir: Path) -> dict[str, float]:
+    """``id -> cIoU`` from an evaluation's per-sample CSV (its first two columns)."""
+    rows = (eval_dir / "per_sample.csv").read_text().splitlines()[1:]
+    return {r.split(",")[0]: float(r.split(",")[1]) for r in rows}
+
+
 def test_cli_train_then_evaluate(synth_dir, tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
     code = cli_main(
@@ -617,12 +623,8 @@ def test_cli_train_then_evaluate(synth_dir, tmp_path, capsys, monkeypatch):
     report = json.loads((tmp_path / "eval_fixed" / "report.json").read_text())
     assert report["ciou@0.5"] == pytest.approx(expected.ciou_success_rate)
     assert report["auc"] == pytest.approx(expected.auc)
-    per_sample = dict(
-        (r.split(",")[0], float(r.split(",")[1]))
-        for r in (tmp_path / "eval_fixed" / "per_sample.csv").read_text().splitlines()[1:]
-    )
     # batched and single-frame maps may differ in the last float bits: a pixel at the threshold
-    assert per_sample == pytest.approx(expected.cious, abs=2e-3)
+    assert _per_sample_cious(tmp_path / "eval_fixed") == pytest.approx(expected.cious, abs=2e-3)
     ezvsl = ["--protocol", "median", "--upsample", "align-corners", "--out", str(tmp_path / "eval_ezvsl")]
     code = cli_main(
         ["evaluate", "--checkpoint", str(run), "--data", str(synth_dir), "--benchmark", "synth", *ezvsl]
@@ -752,11 +754,8 @@ def test_evaluate_cycles_runs_the_pcm_that_many_cycles(synth_dir, tmp_path):
         expected[cycles] = evaluate_maps(maps, {i: gt[i] for i in maps}, BENCHMARKS["synth"]).cious
         out = tmp_path / f"cycles{cycles}"
         evaluate(tmp_path / "pcm.pt", synth_dir, "synth", out, cycles=cycles, progress=False)
-        rows = (out / "per_sample.csv").read_text().splitlines()[1:]
         # batched and single-frame maps may differ in the last float bits: a pixel at the threshold
-        assert {r.split(",")[0]: float(r.split(",")[1]) for r in rows} == pytest.approx(
-            expected[cycles], abs=2e-3
-        )
+        assert _per_sample_cious(out) == pytest.approx(expected[cycles], abs=2e-3)
     change = max(abs(expected[0][i] - expected[3][i]) for i in expected[0])
     assert change > 0.02  # the cycles change the scores
     with pytest.raises(DataError, match=r"--cycles 4: the checkpoint's model has 3 PCM cycles \(0\.\.3\)"):

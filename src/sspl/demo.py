@@ -93,15 +93,14 @@ class DemoSettings:
         problems = []
         if self.preset not in PRESETS:
             problems.append(f"preset {self.preset!r}: choose from {', '.join(sorted(PRESETS))}")
-        scenes_ok = least <= self.scenes <= MAX_SCENES
-        if not scenes_ok:
+        if not least <= self.scenes <= MAX_SCENES:
             problems.append(
                 f"scenes {self.scenes}: at least {least}, so that training holds one batch of {self.batch_size}, "
                 f"and at most {MAX_SCENES}"
             )
-        # `sspl demo --scenes N` sets both counts: one bad number is reported once.
-        same_number = self.pretrain_scenes == self.scenes and not scenes_ok
-        if not 2 <= self.pretrain_scenes <= MAX_SCENES and not same_number:
+        # `sspl demo --scenes N` sets both counts; a bad N is reported once, by the check above (an N
+        # that passes it passes this one).
+        if not 2 <= self.pretrain_scenes <= MAX_SCENES and self.pretrain_scenes != self.scenes:
             problems.append(f"pretrain_scenes {self.pretrain_scenes}: at least 2 and at most {MAX_SCENES}")
         if self.epochs < 1 or self.pretrain_epochs < 1:
             problems.append(f"epochs {self.epochs}, pretrain_epochs {self.pretrain_epochs}: at least 1")
