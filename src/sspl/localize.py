@@ -26,11 +26,11 @@ and renamed together at the end: a failed run leaves none of them.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import math
 import os
 import queue
-import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -51,7 +51,7 @@ from .audio import CLIP_SECONDS, SAMPLE_RATE_HZ, AudioDecodeError, is_silent, lo
 from .data.transforms import CropMapping
 from .data.video import VideoDecodeError, VideoInfo, iter_frames, video_info
 from .errors import DataError
-from .io import nearest_existing
+from .outputs import check_output_folder, remove_stale_temps
 from .viz import DEFAULT_ALPHA, add_colorbar, contact_sheet, overlay_heatmap
 
 __all__ = [
@@ -581,15 +581,18 @@ def localize_video(
 class _Outputs:
     """Files written under hidden temporary names in one folder and renamed together on success.
 
-    On failure (or an interrupt) the temporary files are removed, and the folder too when this run
-    created it and it is empty, so nothing half-written is left looking finished.
+    Each temporary file is held (``flock``) by this process until the run ends. So another run into the
+    same folder, which first removes the temporary files of its outputs that a killed run left
+    (:func:`sspl.outputs.remove_stale_temps`), leaves those of a live run alone; the OS releases the hold
+    of a killed process. On failure (or an interrupt) the temporary files are removed, and the folder too
+    when this run created it and it is empty, so nothing half-written is left looking finished.
     """
 
     def __init__(self, paths: dict[str, Path], *, overwrite: bool) -> None:
         folders = {p.parent for p in paths.values()}
         if len(folders) != 1:
             raise ValueError(f"outputs must share one folder, got {sorted(map(str, folders))}")
-        _check_output_folder(next(iter(folders)))
+        check_output_folder(next(iter(folders)), "--out")
         if not overwrite:
             check_outputs_free(paths)
         for path in paths.values():  # checked now: a rename failing at the end would leave a mixed set
@@ -599,6 +602,7 @@ class _Outputs:
         self.final = dict(paths)
         self._created = not self.folder.exists()
         self._temps: dict[str, Path] = {}
+        self._held: list[int] = []
 
     def __enter__(self) -> _Outputs:
         try:
@@ -607,29 +611,51 @@ class _Outputs:
             raise DataError(
                 f"{self.folder}: cannot create the output folder (--out): {e.strerror or e}"
             ) from e
+        remove_stale_temps(self.folder, [path.name for path in self.final.values()])
         return self
 
     def temp(self, key: str) -> Path:
-        """A fresh temporary path for the output ``key`` (not created: the writer creates it, with
-        the permissions the user's umask gives)."""
-        tmp = self.folder / f".{self.final[key].name}.{uuid.uuid4().hex[:12]}.part"
+        """A fresh temporary path for the output ``key``: created empty (with the permissions the
+        user's umask gives) and held until the run ends; the writer opens it by name."""
+        while True:
+            tmp = self.folder / f".{self.final[key].name}.{uuid.uuid4().hex[:12]}.part"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if _names(fd, tmp):  # not removed as stale between its creation and the hold
+                break
+            os.close(fd)
+        self._held.append(fd)
         self._temps[key] = tmp
         return tmp
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is None:
-            missing = set(self.final) - set(self._temps)
-            if missing:
-                raise RuntimeError(f"outputs never written: {sorted(missing)}")
-            for key, tmp in self._temps.items():
-                os.replace(tmp, self.final[key])
-            return
-        for tmp in self._temps.values():
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-        if self._created:
-            with contextlib.suppress(OSError):
-                self.folder.rmdir()
+        try:
+            if exc_type is None:
+                missing = set(self.final) - set(self._temps)
+                if missing:
+                    raise RuntimeError(f"outputs never written: {sorted(missing)}")
+                for key, tmp in self._temps.items():
+                    os.replace(tmp, self.final[key])
+                return
+            for tmp in self._temps.values():
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+            if self._created:
+                with contextlib.suppress(OSError):
+                    self.folder.rmdir()
+        finally:
+            for fd in self._held:  # released once renamed or removed
+                os.close(fd)
+
+
+def _names(fd: int, path: Path) -> bool:
+    """Whether ``path`` is still the file open as ``fd``."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    own = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -659,25 +685,6 @@ def video_output_paths(out_dir: str | os.PathLike, stem: str) -> dict[str, Path]
     }
 
 
-def _check_output_folder(folder: Path) -> None:
-    """The outputs' folder is a folder, or can be made one, where files can be written."""
-    existing = nearest_existing(folder)
-    if existing.exists() and not existing.is_dir():
-        where = "" if existing == folder else f" (in {folder})"
-        raise NotADirectoryError(f"{existing}: is a file, not a folder for the outputs (--out){where}")
-    # Probed without creating anything (a run that fails leaves no folder behind): the folder itself, or
-    # the folder it would be made in.
-    target = folder if folder.is_dir() else existing
-    try:
-        with tempfile.TemporaryFile(dir=target):
-            pass
-    except OSError as e:
-        what = (
-            "write in the output folder" if target == folder else f"create the output folder {folder} in it"
-        )
-        raise PermissionError(f"{target}: cannot {what} (--out): {e.strerror or e}") from e
-
-
 def check_outputs_free(paths: dict[str, Path]) -> None:
     """Refuse to replace existing outputs, or to write them under something that is not a folder.
 
@@ -686,7 +693,7 @@ def check_outputs_free(paths: dict[str, Path]) -> None:
         FileExistsError: naming the first output that exists.
     """
     for folder in sorted({p.parent for p in paths.values()}):
-        _check_output_folder(folder)
+        check_output_folder(folder, "--out")
     for path in paths.values():
         if path.exists():
             raise FileExistsError(

@@ -141,13 +141,34 @@ def temp_pattern(name: str) -> re.Pattern[str]:
 def remove_stale_temps(folder: str | os.PathLike, names: Iterable[str]) -> list[Path]:
     """Delete the temporary files a killed writer left for the outputs ``names`` in ``folder``.
 
-    Call it while holding the folder (:func:`output_lock`): then no live writer owns them.
+    Call it while holding the folder (:func:`output_lock`): then no live writer owns them. A writer that
+    shares its folder with other runs instead holds each of its temporary files (``flock``) while it
+    lives, and a file so held is left alone.
     """
     folder = Path(folder)
     if not folder.is_dir():
         return []
     patterns = [temp_pattern(name) for name in names]
-    stale = [p for p in folder.iterdir() if p.is_file() and any(rx.fullmatch(p.name) for rx in patterns)]
+    found = [p for p in folder.iterdir() if p.is_file() and any(rx.fullmatch(p.name) for rx in patterns)]
+    stale = [path for path in found if not _held(path)]
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
+
+
+def _held(path: Path) -> bool:
+    """Whether a live process holds ``path`` with ``flock`` (a file that is gone, or that this process
+    may not open, counts as held: it is not this run's to remove)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except (FileNotFoundError, PermissionError):
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+            raise
+        return True
+    finally:
+        os.close(fd)
+    return False
