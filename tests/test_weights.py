@@ -10,7 +10,9 @@ import dataclasses
 import errno
 import hashlib
 import io
+import json
 import os
+import re
 import stat
 import time
 
@@ -29,6 +31,8 @@ def cache(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     for known in weights.KNOWN_WEIGHTS.values():
         monkeypatch.delenv(known.env_var, raising=False)
+        if known.pin_env_var:
+            monkeypatch.delenv(known.pin_env_var, raising=False)
     return tmp_path / "cache"
 
 
@@ -435,3 +439,139 @@ def test_a_weights_file_must_hold_a_state_dict_of_tensors(tmp_path):
     path.write_bytes(b"")
     with pytest.raises(WeightsError, match=r"frame_best\.pth: cannot read checkpoint \(empty file\)"):
         read_state_dict(path)
+
+
+def _altered(path, monkeypatch) -> str:
+    """Change one byte of ``path`` and make its digest prefix the published one again (a copy altered to
+    pass the 8-hex-digit check: 32 bits); returns its new SHA-256."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    digest = weights.sha256_file(path)
+    register(monkeypatch, "audioset", path)
+    return digest
+
+
+def test_vggish_s_full_digest_is_pinned_on_first_load_and_a_changed_copy_is_refused(
+    cache, monkeypatch, vggish_file, capsys
+):
+    from sspl.cli import main
+
+    register(monkeypatch, "audioset", vggish_file)
+    cache.mkdir(parents=True)
+    copy = cache / "vggish-10086976.pth"
+    copy.write_bytes(vggish_file.read_bytes())
+    pins = cache / weights.PINS_FILE
+    digest = weights.sha256_file(copy)
+    assert weights.pinned("audioset") == (None, "not pinned yet")
+    assert weights.load_audio_encoder_weights(VGGishTrunk(), "audioset") == copy  # the first load pins it
+    assert json.loads(pins.read_text()) == {"vggish-10086976.pth": digest}
+    assert weights.pinned("audioset") == (digest, f"recorded in {pins}")
+    recorded = pins.read_bytes()
+    assert weights.load_audio_encoder_weights(VGGishTrunk(), "audioset") == copy  # the same copy passes
+    assert pins.read_bytes() == recorded
+
+    changed = _altered(copy, monkeypatch)
+    expected = (
+        f"{copy}: SHA-256 {changed} is not the {digest} pinned for vggish-10086976.pth (recorded in {pins}); "
+        "the file changed since it was pinned. If you replaced it with a copy you trust, re-pin it: "
+        f"`sspl weights --pin audioset` (or delete {pins})"
+    )
+    with pytest.raises(WeightsError) as e:
+        weights.load_audio_encoder_weights(VGGishTrunk(), "audioset")
+    assert str(e.value) == expected
+    assert pins.read_bytes() == recorded  # a refused copy is not recorded
+    assert weights.status("audioset") == (None, expected) and weights.misconfigured("audioset")
+    assert main(["weights", "audioset"]) == 1
+    assert expected in capsys.readouterr().out
+
+    assert main(["weights", "--pin"]) == 0  # replaced on purpose: re-pinned
+    assert capsys.readouterr().out.startswith(f"audioset  pinned SHA-256 {changed} of {copy}\n")
+    assert json.loads(pins.read_text()) == {"vggish-10086976.pth": changed}
+    assert weights.resolve("audioset") == copy
+
+
+def test_a_vggish_pin_given_in_the_environment_overrides_the_recorded_one(cache, monkeypatch, vggish_file):
+    register(monkeypatch, "audioset", vggish_file)
+    digest = weights.sha256_file(vggish_file)
+    monkeypatch.setenv("SSPL_VGGISH_WEIGHTS", str(vggish_file))
+    monkeypatch.setenv("SSPL_VGGISH_SHA256", digest.upper())  # given before the first load
+    assert weights.resolve("audioset") == vggish_file
+    assert not (cache / weights.PINS_FILE).exists()  # a given pin is not recorded
+    assert weights.pinned("audioset") == (digest, "$SSPL_VGGISH_SHA256")
+    monkeypatch.setenv("SSPL_VGGISH_SHA256", "0" * 64)
+    with pytest.raises(WeightsError) as e:
+        weights.resolve("audioset")
+    assert str(e.value) == (
+        f"{vggish_file}: SHA-256 {digest} is not the {'0' * 64} pinned for vggish-10086976.pth "
+        "($SSPL_VGGISH_SHA256); the file changed since it was pinned. If you replaced it with a copy you "
+        "trust, set SSPL_VGGISH_SHA256 to its SHA-256 (or unset it)"
+    )
+    monkeypatch.delenv("SSPL_VGGISH_SHA256")
+    assert weights.resolve("audioset") == vggish_file  # now recorded
+    changed = _altered(vggish_file, monkeypatch)
+    with pytest.raises(WeightsError, match="is not the .* pinned for vggish-10086976.pth .recorded in"):
+        weights.resolve("audioset")
+    monkeypatch.setenv("SSPL_VGGISH_SHA256", changed)  # the user's word overrides the record
+    assert weights.resolve("audioset") == vggish_file
+    monkeypatch.setenv("SSPL_VGGISH_SHA256", "10086976")
+    with pytest.raises(
+        WeightsError, match=r"^\$SSPL_VGGISH_SHA256=10086976: not a SHA-256 \(64 hex digits\)$"
+    ):
+        weights.resolve("audioset")
+
+
+def test_a_downloaded_vggish_is_pinned_and_a_damaged_pin_file_is_named(cache, monkeypatch, vggish_file):
+    register(monkeypatch, "audioset", vggish_file, url=vggish_file.as_uri())
+    weights.resolve("audioset")
+    pins = cache / weights.PINS_FILE
+    assert json.loads(pins.read_text()) == {"vggish-10086976.pth": weights.sha256_file(vggish_file)}
+    pins.write_text('{"vggish-10086976.pth": "not a digest"}')
+    with pytest.raises(
+        WeightsError, match=rf"^{re.escape(str(pins))}: not a record of pinned SHA-256 digests"
+    ):
+        weights.resolve("audioset")
+
+
+def test_the_weights_listing_shows_each_full_digest_and_where_it_comes_from(
+    cache, monkeypatch, vggish_file, capsys
+):
+    from sspl.cli import main
+
+    register(monkeypatch, "audioset", vggish_file)
+    assert main(["weights", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["imagenet"]["sha256"] == weights.KNOWN_WEIGHTS["imagenet"].sha256
+    assert listed["imagenet"]["sha256_source"] == "published"
+    assert (listed["audioset"]["sha256"], listed["audioset"]["sha256_source"]) == (None, "not pinned yet")
+    monkeypatch.setenv("SSPL_VGGISH_WEIGHTS", str(vggish_file))
+    weights.resolve("audioset")
+    assert main(["weights", "audioset"]) == 0
+    digest = weights.sha256_file(vggish_file)
+    assert (
+        f"          SHA-256 {digest} (recorded in {cache / weights.PINS_FILE})\n" in capsys.readouterr().out
+    )
+    assert main(["weights", "--pin", "imagenet"]) == 1
+    assert "imagenet: the full SHA-256 of vgg16-397923af.pth is published and checked; nothing to pin" in (
+        capsys.readouterr().err
+    )
+
+
+def test_a_cache_that_takes_no_pin_does_not_stop_a_load_but_fails_an_explicit_pin(
+    cache, monkeypatch, vggish_file, caplog
+):
+    register(monkeypatch, "audioset", vggish_file)
+    monkeypatch.setenv("SSPL_VGGISH_WEIGHTS", str(vggish_file))
+
+    def read_only(path, obj, indent=2):
+        raise PermissionError(30, "Read-only file system", str(path))
+
+    monkeypatch.setattr(weights, "atomic_save_json", read_only)
+    with caplog.at_level("WARNING", logger="sspl.weights"):
+        assert weights.resolve("audioset") == vggish_file
+    assert (
+        "cannot record the SHA-256 of vggish-10086976.pth" in caplog.text and "stays unpinned" in caplog.text
+    )
+    assert weights.pinned("audioset") == (None, "not pinned yet")
+    with pytest.raises(WeightsError, match=r"sha256-pins\.json: cannot record the pin of .*Read-only"):
+        weights.pin("audioset")

@@ -11,7 +11,10 @@ Resolution order for a known weight file (first hit wins):
 Every file is checked by SHA-256: both releases name their files with the first 8 hex digits of the
 file's SHA-256 (the torch hub convention: ``vgg16-397923af.pth``, ``vggish-10086976.pth``), and that
 digest prefix is what is verified; VGG16's full published digest is pinned and checked in full. VGGish's
-release publishes no full digest, so only its 8-digit prefix is checked. When nothing is
+release publishes no full digest, so its 8-digit prefix is checked, and the full SHA-256 of the user's
+copy is pinned: given in ``$SSPL_VGGISH_SHA256``, else recorded in the cache folder's
+:data:`PINS_FILE` when a copy first passes the prefix check (:func:`resolve`), or on demand
+(:func:`pin`, ``sspl weights --pin``). A later copy with another digest is refused. When nothing is
 found and the download fails (offline), the error names the file, the URL, and the ways to provide it.
 """
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import re
@@ -34,16 +38,19 @@ import torch
 from torch import nn
 
 from .errors import WeightsError
-from .io import make_shareable, nearest_existing
+from .io import atomic_save_json, make_shareable, nearest_existing
 
 __all__ = [
     "KNOWN_WEIGHTS",
+    "PINS_FILE",
     "KnownWeights",
     "cache_dir",
     "cached_path",
     "load_audio_encoder_weights",
     "load_visual_encoder_weights",
     "misconfigured",
+    "pin",
+    "pinned",
     "read_state_dict",
     "resolve",
     "sha256_file",
@@ -56,6 +63,11 @@ log = logging.getLogger(__name__)
 #: a partial download not written to for this long was left by a killed process, and is removed
 STALE_PART_SECONDS = 600
 
+#: the file in the cache folder that records the full SHA-256 pinned for each file published without one
+PINS_FILE = "sha256-pins.json"
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
 
 @dataclass(frozen=True)
 class KnownWeights:
@@ -66,9 +78,11 @@ class KnownWeights:
         filename: the published file name.
         url: where it is published.
         sha256_prefix: the leading hex digits of its SHA-256 (from the file name).
-        sha256: the full SHA-256 when pinned, else ``None``.
+        sha256: the full SHA-256 when published, else ``None``.
         env_var: environment variable that may point at a local copy.
         description: what it is.
+        pin_env_var: for a file published without a full SHA-256, the environment variable that may
+            give the one its copy must have (see :func:`pinned`).
     """
 
     name: str
@@ -78,6 +92,7 @@ class KnownWeights:
     env_var: str
     description: str
     sha256: str | None = None
+    pin_env_var: str | None = None
 
 
 KNOWN_WEIGHTS: dict[str, KnownWeights] = {
@@ -97,6 +112,7 @@ KNOWN_WEIGHTS: dict[str, KnownWeights] = {
         sha256_prefix="10086976",
         env_var="SSPL_VGGISH_WEIGHTS",
         description="VGGish trained on AudioSet, torchvggish port (v0.1), 275 MB",
+        pin_env_var="SSPL_VGGISH_SHA256",
     ),
 }
 
@@ -122,7 +138,8 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _verify(path: Path, known: KnownWeights) -> None:
+def _published_digest(path: Path, known: KnownWeights) -> str:
+    """The file's SHA-256, checked against what the release publishes (its prefix, or all of it)."""
     try:
         digest = sha256_file(path)
     except OSError as e:
@@ -133,6 +150,98 @@ def _verify(path: Path, known: KnownWeights) -> None:
             f"{known.sha256 or known.sha256_prefix + '...'}); the file is corrupt or a different release. "
             f"Delete it and fetch {known.url} again."
         )
+    return digest
+
+
+def _verify(path: Path, known: KnownWeights) -> str:
+    """The file's SHA-256, checked against the release and against the user's pin; returns it."""
+    digest = _published_digest(path, known)
+    _check_pin(path, known, digest)
+    return digest
+
+
+def _check_pin(path: Path, known: KnownWeights, digest: str) -> None:
+    """A file that passes the release's check must also be the copy the user pinned."""
+    expected, source = pinned(known.name)
+    if expected is not None and digest != expected:
+        raise WeightsError(
+            f"{path}: SHA-256 {digest} is not the {expected} pinned for {known.filename} ({source}); "
+            f"the file changed since it was pinned. If you replaced it with a copy you trust, "
+            f"{_how_to_repin(known, source)}"
+        )
+
+
+def _pins_path() -> Path:
+    return cache_dir() / PINS_FILE
+
+
+def _how_to_repin(known: KnownWeights, source: str) -> str:
+    if known.pin_env_var and source.startswith("$"):
+        return f"set {known.pin_env_var} to its SHA-256 (or unset it)"
+    return f"re-pin it: `sspl weights --pin {known.name}` (or delete {_pins_path()})"
+
+
+def _recorded_pins() -> dict[str, str]:
+    """The pins recorded in the cache folder (none when the file is absent)."""
+    path = _pins_path()
+    try:
+        pins = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, NotADirectoryError):  # no cache folder (yet): said where it is needed
+        return {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise WeightsError(
+            f"{path}: cannot read the pinned SHA-256 digests ({e}); delete it to re-pin"
+        ) from e
+    if not isinstance(pins, dict) or not all(
+        isinstance(v, str) and _SHA256.fullmatch(v) for v in pins.values()
+    ):
+        raise WeightsError(
+            f"{path}: not a record of pinned SHA-256 digests (file name -> 64 hex digits); delete it to re-pin"
+        )
+    return pins
+
+
+def pinned(name: str) -> tuple[str | None, str]:
+    """The full SHA-256 a copy of the known weight file ``name`` must have, and where it comes from.
+
+    The published digest when the release has one; else the user's pin: ``$<pin env var>`` when set
+    (it overrides a recorded one), else the digest recorded in the cache folder's :data:`PINS_FILE`.
+
+    Returns:
+        ``(digest, source)``; ``(None, "not pinned yet")`` before the first load.
+
+    Raises:
+        WeightsError: the variable is not a SHA-256, or the pin file cannot be read.
+    """
+    known = KNOWN_WEIGHTS[name]
+    if known.sha256:
+        return known.sha256, "published"
+    given = os.environ.get(known.pin_env_var or "", "").strip()
+    if given:
+        if not _SHA256.fullmatch(given.lower()):
+            raise WeightsError(f"${known.pin_env_var}={given}: not a SHA-256 (64 hex digits)")
+        return given.lower(), f"${known.pin_env_var}"
+    recorded = _recorded_pins().get(known.filename)
+    if recorded is None:
+        return None, "not pinned yet"
+    return recorded, f"recorded in {_pins_path()}"
+
+
+def _save_pin(known: KnownWeights, digest: str) -> None:
+    """Record ``digest`` as the pin of ``known`` in the cache folder, beside the other pins."""
+    atomic_save_json(_pins_path(), {**_recorded_pins(), known.filename: digest})
+
+
+def _record_pin(known: KnownWeights, digest: str) -> None:
+    """Pin ``digest`` for ``known`` on its first successful load (when nothing pins it yet)."""
+    if known.sha256 or pinned(known.name)[0] is not None:
+        return
+    try:
+        _save_pin(known, digest)
+    except OSError as e:  # a read-only shared cache: the load goes on, unpinned
+        log.warning(
+            "cannot record the SHA-256 of %s in %s (%s); it stays unpinned", known.filename, _pins_path(), e
+        )
 
 
 def _how_to_get(known: KnownWeights) -> str:
@@ -142,19 +251,21 @@ def _how_to_get(known: KnownWeights) -> str:
     )
 
 
-def _cached(name: str) -> tuple[Path | None, list[str]]:
-    """The first verified copy in the caches, and what was wrong with the copies passed over."""
+def _cached(name: str) -> tuple[Path | None, str | None, list[str]]:
+    """The first verified copy in the caches with its digest, and what was wrong with the copies passed
+    over. A copy that is not the pinned one is not passed over: it is an error (``WeightsError``)."""
     known = KNOWN_WEIGHTS[name]
     problems = []
     for candidate in (cache_dir() / known.filename, _torch_hub_dir() / known.filename):
         if candidate.is_file():
             try:
-                _verify(candidate, known)
+                digest = _published_digest(candidate, known)
             except WeightsError as e:
                 problems.append(str(e))
                 continue
-            return candidate, problems
-    return None, problems
+            _check_pin(candidate, known, digest)
+            return candidate, digest, problems
+    return None, None, problems
 
 
 def cached_path(name: str) -> Path | None:
@@ -162,8 +273,11 @@ def cached_path(name: str) -> Path | None:
 
     A corrupt copy is passed over (and logged), so a good one in torch hub's cache is still found and a
     download replaces the bad one.
+
+    Raises:
+        WeightsError: a copy passes the release's check but is not the pinned one (:func:`pinned`).
     """
-    found, problems = _cached(name)
+    found, _, problems = _cached(name)
     for problem in problems:
         log.warning("%s", problem)
     return found
@@ -192,6 +306,13 @@ def misconfigured(name: str) -> bool:
 
 
 def _status(name: str) -> tuple[Path | None, str, bool]:
+    try:
+        return _status_unchecked(name)
+    except WeightsError as e:  # not the pinned copy, or an unreadable pin
+        return None, str(e), True
+
+
+def _status_unchecked(name: str) -> tuple[Path | None, str, bool]:
     known = KNOWN_WEIGHTS[name]
     env = os.environ.get(known.env_var)
     if env:
@@ -204,7 +325,7 @@ def _status(name: str) -> tuple[Path | None, str, bool]:
         except WeightsError as e:
             return None, str(e), True
         return path, f"{path} (from ${known.env_var}, SHA-256 checked)", False
-    found, problems = _cached(name)
+    found, _, problems = _cached(name)
     if found is not None:
         return found, f"{found} (cached, SHA-256 checked)", False
     cache = cache_dir()
@@ -221,7 +342,8 @@ class _CacheError(OSError):
     """The cache folder cannot take the file (as opposed to the download failing)."""
 
 
-def _download(known: KnownWeights, dest: Path, timeout: float) -> None:
+def _download(known: KnownWeights, dest: Path, timeout: float) -> str:
+    """Download into ``dest`` (atomically, checked before use); returns the file's SHA-256."""
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         for part in dest.parent.glob(f".{dest.name}.*.part"):
@@ -243,7 +365,7 @@ def _download(known: KnownWeights, dest: Path, timeout: float) -> None:
                 f"{int(declared):,} bytes); nothing was cached, try again"
             )
         try:
-            _verify(Path(tmp), known)
+            digest = _verify(Path(tmp), known)
         except WeightsError as e:
             raise WeightsError(
                 f"{known.url} sent a file whose SHA-256 does not match {known.filename} (a proxy or login "
@@ -251,6 +373,7 @@ def _download(known: KnownWeights, dest: Path, timeout: float) -> None:
             ) from e
         make_shareable(tmp)  # a shared cache must be readable by its other users
         os.replace(tmp, dest)
+        return digest
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -283,6 +406,9 @@ def resolve(
 ) -> Path:
     """Find (and if needed download) a known weight file; returns a verified local path.
 
+    A file published without a full SHA-256 (VGGish) must also match the user's pin (:func:`pinned`);
+    the first copy that passes while nothing is pinned is recorded as the pin.
+
     Args:
         name: ``"imagenet"`` (VGG16) or ``"audioset"`` (VGGish).
         path: explicit local file (checked, never downloaded over).
@@ -296,23 +422,27 @@ def resolve(
             f"unknown weights {name!r}; known: {', '.join(KNOWN_WEIGHTS)} (or give a file path)"
         )
     known = KNOWN_WEIGHTS[name]
+    pinned(name)  # a malformed pin is said first, not taken for a bad copy or a bad download
     explicit = path or os.environ.get(known.env_var)
     if explicit:
         p = Path(explicit).expanduser()
         if not p.is_file():
             src = "given path" if path else f"${known.env_var}"
             raise WeightsError(f"{p}: {known.filename} not found ({src}); {_how_to_get(known)}")
-        _verify(p, known)
+        _record_pin(known, _verify(p, known))
         return p
-    found = cached_path(name)
+    found, digest, problems = _cached(name)
+    for problem in problems:
+        log.warning("%s", problem)
     if found is not None:
+        _record_pin(known, digest)
         return found
     dest = cache_dir() / known.filename
     if not download:
         raise WeightsError(f"{known.filename} ({known.description}) is not cached; {_how_to_get(known)}")
     log.info("downloading %s to %s", known.url, dest)
     try:
-        _download(known, dest, timeout)
+        digest = _download(known, dest, timeout)
     except _CacheError as e:
         raise WeightsError(f"{e}; or {_how_to_get(known)}") from e
     except (urllib.error.URLError, OSError, TimeoutError) as e:
@@ -320,7 +450,45 @@ def resolve(
             f"cannot download {known.filename} ({known.description}) from {known.url}: {e}. "
             f"Offline? {_how_to_get(known)}"
         ) from e
+    _record_pin(known, digest)
     return dest
+
+
+def pin(name: str) -> tuple[Path, str]:
+    """Record the SHA-256 of the local copy of ``name`` as its pin, replacing a recorded one.
+
+    For a file the user replaced on purpose: the copy is found where :func:`resolve` looks (no
+    download) and must pass the release's own check.
+
+    Returns:
+        ``(path, digest)``.
+
+    Raises:
+        WeightsError: the release publishes a full digest (nothing to pin), or there is no usable copy.
+    """
+    known = KNOWN_WEIGHTS[name]
+    if known.sha256:
+        raise WeightsError(
+            f"{name}: the full SHA-256 of {known.filename} is published and checked; nothing to pin"
+        )
+    env = os.environ.get(known.env_var)
+    candidates = (
+        [Path(env).expanduser()] if env else [cache_dir() / known.filename, _torch_hub_dir() / known.filename]
+    )
+    problems = []
+    for candidate in candidates:
+        if candidate.is_file():
+            try:
+                digest = _published_digest(candidate, known)
+            except WeightsError as e:
+                problems.append(str(e))
+                continue
+            try:
+                _save_pin(known, digest)
+            except OSError as e:
+                raise WeightsError(f"{_pins_path()}: cannot record the pin of {candidate} ({e})") from e
+            return candidate, digest
+    raise WeightsError("; ".join(problems) or f"{known.filename}: no local copy to pin; {_how_to_get(known)}")
 
 
 def unreadable(path: Path, error: Exception) -> WeightsError:

@@ -16,11 +16,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "`sspl weights [NAME ...]` lists each known weight file with where it was found (SHA-256 checked) "
             "or how to get it; `sspl weights --fetch [NAME ...]` downloads the missing ones into the cache "
             "($SSPL_CACHE, else $XDG_CACHE_HOME/sspl, else ~/.cache/sspl), checked before use. Exit status: "
-            "1 when a fetch fails, or when a file that is there is unusable (corrupt, or an SSPL_*_WEIGHTS "
-            "variable naming a missing file); a file never fetched is not an error when listing."
+            "1 when a fetch fails, or when a file that is there is unusable (corrupt, not the pinned copy, or "
+            "an SSPL_*_WEIGHTS variable naming a missing file); a file never fetched is not an error when "
+            "listing. VGGish's release publishes only an 8-hex-digit digest prefix, so the full SHA-256 of "
+            "your copy is pinned when it is first used ($SSPL_VGGISH_SHA256 gives one instead); "
+            "`sspl weights --pin audioset` re-pins the copy there now, after you replaced it on purpose."
         ),
     )
-    p.add_argument("--fetch", action="store_true", help="download the missing files into the cache")
+    action = p.add_mutually_exclusive_group()
+    action.add_argument("--fetch", action="store_true", help="download the missing files into the cache")
+    action.add_argument(
+        "--pin",
+        action="store_true",
+        help="record the SHA-256 of the local copy as the one later loads must match (default: audioset)",
+    )
     p.add_argument("names", nargs="*", metavar="NAME", help="imagenet and/or audioset (default: both)")
     p.add_argument("--json", action="store_true", help="print one JSON line instead of text")
     p.set_defaults(func=run)
@@ -29,10 +38,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..weights import KNOWN_WEIGHTS, misconfigured, resolve, status
 
-    names = args.names or list(KNOWN_WEIGHTS)
+    names = args.names or [n for n, k in KNOWN_WEIGHTS.items() if not (args.pin and k.sha256)]
     unknown = [n for n in names if n not in KNOWN_WEIGHTS]
     if unknown:
         raise WeightsError(f"unknown weights {', '.join(unknown)}; known: {', '.join(KNOWN_WEIGHTS)}")
+    if args.pin:
+        return _pin(names, args.json)
     failed = []
     report = {}
     for name in names:
@@ -47,10 +58,46 @@ def run(args: argparse.Namespace) -> int:
             path, message = status(name)
         if path is None and (args.fetch or misconfigured(name)):
             failed.append(name)
-        report[name] = {"file": known.filename, "path": str(path) if path else None, "message": message}
+        digest, source = _pin_of(name)
+        report[name] = {
+            "file": known.filename,
+            "path": str(path) if path else None,
+            "message": message,
+            "sha256": digest,
+            "sha256_source": source,
+        }
         if not args.json:
             print(f"{name:9s} {known.description}\n          {message}")
+            print(f"          SHA-256 {digest} ({source})" if digest else f"          SHA-256 {source}")
     if args.json:
         print(json.dumps(report))
     # a file never fetched is a normal state when listing; a broken one, or a failed fetch, is not
     return 1 if failed else 0
+
+
+def _pin_of(name: str) -> tuple[str | None, str]:
+    """The digest a copy must have and where it comes from; an unreadable pin is said, not raised."""
+    from ..weights import pinned
+
+    try:
+        return pinned(name)
+    except WeightsError as e:
+        return None, str(e)
+
+
+def _pin(names: list[str], as_json: bool) -> int:
+    """``--pin``: record the digest of each named file's local copy."""
+    from ..weights import pin, pinned
+
+    report = {}
+    for name in names:
+        path, digest = pin(name)
+        _, source = pinned(name)  # the environment variable, when set, still overrides the record
+        report[name] = {"path": str(path), "sha256": digest, "sha256_source": source}
+        if not as_json:
+            print(f"{name:9s} pinned SHA-256 {digest} of {path}")
+            if not source.startswith("recorded"):
+                print(f"          but {source} is set and overrides it")
+    if as_json:
+        print(json.dumps(report))
+    return 0
