@@ -67,6 +67,7 @@ from ..audio import (
 )
 from ..errors import DataError
 from ..io import atomic_save_image, atomic_save_npy, atomic_write_bytes
+from .images import to_rgb
 from .lists import check_overlap, find_overlap, parse_rows, read_list_text, vggsound_clip
 from .manifest import (
     JOURNAL_NAME,
@@ -563,7 +564,7 @@ def _save_frame(path: Path, image: Image.Image, source: str | None = None) -> No
         if image.size == (FRAME_SIZE, FRAME_SIZE):
             atomic_write_bytes(path, Path(source).read_bytes())
             return
-    frame = image.convert("RGB").resize((FRAME_SIZE, FRAME_SIZE), Image.Resampling.BICUBIC)
+    frame = to_rgb(image).resize((FRAME_SIZE, FRAME_SIZE), Image.Resampling.BICUBIC)
     atomic_save_image(path, frame, quality=JPEG_QUALITY)
 
 
