@@ -31,6 +31,7 @@ parts automatically by the shard that finds every selected id recorded, or on de
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import json
 import logging
 import multiprocessing
@@ -67,6 +68,7 @@ from ..audio import (
 )
 from ..errors import DataError
 from ..io import atomic_save_image, atomic_save_npy, atomic_write_bytes
+from ..outputs import OutputInUseError, check_output_folder, output_lock, remove_stale_temps
 from .images import to_rgb
 from .lists import check_overlap, find_overlap, parse_rows, read_list_text, vggsound_clip
 from .manifest import (
@@ -879,13 +881,15 @@ def merge_shards(out: str | os.PathLike) -> PrepareSummary:
 
     Raises:
         DataError: ``out`` holds no shard parts.
+        OutputInUseError: a plain (unsharded) run is writing ``out``.
     """
     out = Path(out)
-    parts = _part_dirs(out)
-    if not parts:
+    if not _part_dirs(out):
         raise DataError(f"{out}: no shard manifests under {out / SHARDS_DIR} to merge")
-    rows = _merge_rows(_read_rows(out), *(_read_rows(p) for p in parts))
-    write_manifest(out, list(rows.values()))
+    check_output_folder(out, "OUT")
+    with _hold_briefly(out):
+        rows = _merge_rows(_read_rows(out), *(_read_rows(p) for p in _part_dirs(out)))
+        write_manifest(out, list(rows.values()))
     done = sum(r.ok for r in rows.values())
     return PrepareSummary(out, done=done, skipped=0, failed=len(rows) - done, merged=True)
 
@@ -907,6 +911,73 @@ def _check_out(out: Path, meta: dict) -> None:
         raise DataError(f"{out}: is a file, not a folder for the prepared dataset")
     elif out.is_dir() and any(not p.name.startswith(".") for p in out.iterdir()):
         raise DataError(f"{out}: exists, is not empty and is not a prepared dataset (no {META_NAME})")
+
+
+# --------------------------------------------------------------------------------------------------
+# One writer per output
+# --------------------------------------------------------------------------------------------------
+
+#: how long a shard run waits for ``OUT`` while another shard holds it for an instant (to check or merge)
+SHARD_WAIT_SECONDS = 5.0
+
+
+@contextlib.contextmanager
+def _hold(out: Path, shard: tuple[int, int] | None) -> Iterator[None]:
+    """Hold the folders a run writes its records in, for the whole run (:func:`sspl.outputs.output_lock`).
+
+    A plain run records every clip in ``OUT/manifest.csv``: it holds ``OUT`` and every shard part in it,
+    so no other run (plain or sharded) writes there meanwhile; two lists prepared at once into one
+    ``OUT`` would each rewrite the manifest from the rows it knows, losing the other's. A shard run
+    records in its own part, so it holds only that part (the shards of one ``OUT`` run side by side),
+    after checking that no plain run holds ``OUT``.
+    """
+    with contextlib.ExitStack() as stack:
+        if shard is None:
+            stack.enter_context(output_lock(out, "sspl prepare"))
+            parts = out / SHARDS_DIR  # every part, also one a shard run has only just made
+            for part in sorted(parts.iterdir()) if parts.is_dir() else ():
+                if part.is_dir():
+                    stack.enter_context(output_lock(part, "sspl prepare"))
+        else:
+            command = f"sspl prepare --shard {shard[0]}/{shard[1]}"
+            stack.enter_context(output_lock(_shard_dir(out, shard), command))
+            with _hold_briefly(out):
+                pass
+        yield
+
+
+@contextlib.contextmanager
+def _hold_briefly(out: Path) -> Iterator[None]:
+    """Hold ``OUT`` for a short step (a shard's check, a merge), waiting a little for another shard
+    doing the same; a plain run holds it for longer, and is reported."""
+    deadline = time.monotonic() + SHARD_WAIT_SECONDS
+    while True:
+        held = contextlib.ExitStack()
+        try:
+            held.enter_context(output_lock(out, "sspl prepare --merge"))
+        except OutputInUseError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
+            continue
+        with held:
+            yield
+        return
+
+
+def _remove_stale_temps(out: Path, ids: Iterable[str]) -> None:
+    """Remove the temporary files a killed run left for the clips ``ids`` (only those: a shard run
+    beside this one may be writing its own)."""
+    wanted = {name for clip_id in ids for name in _relpaths(clip_id)}
+    for sub in ("frames", "audio", "spect"):
+        folder = out / sub
+        if not folder.is_dir():
+            continue
+        # `.<name>.<random>.tmp`: only hidden files are looked at, then only names of this run's clips
+        names = {f"{sub}/{p.name[1:].rsplit('.', 2)[0]}" for p in folder.iterdir() if p.name.startswith(".")}
+        stale = [name.split("/", 1)[1] for name in names & wanted]
+        if stale:
+            remove_stale_temps(folder, stale)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -977,12 +1048,27 @@ def prepare(
         "source": str(src.resolve()),
     }
     _check_out(out, meta)
-    out.mkdir(parents=True, exist_ok=True)
-    write_meta(out, **meta)
+    check_output_folder(out, "OUT")
+    with _hold(out, shard):
+        if (out / META_NAME).is_file():  # again: a run that held OUT until now may have written it
+            _check_out(out, meta)
+        write_meta(out, **meta)
+        return _prepare_sources(out, sources, shard, audio_seconds, workers, progress)
 
+
+def _prepare_sources(
+    out: Path,
+    sources: Sequence[ClipSource],
+    shard: tuple[int, int] | None,
+    audio_seconds: float,
+    workers: int,
+    progress: bool,
+) -> PrepareSummary:
+    """The work of :func:`prepare`, once ``out`` is checked and held."""
     all_ids = [s.id for s in sources]
     ids = set(shard_slice(all_ids, shard)) if shard is not None else set(all_ids)
     record_dir = _shard_dir(out, shard) if shard is not None else out
+    _remove_stale_temps(out, ids)
     # Every clip recorded anywhere (the manifest, and the parts of sharded runs) counts as done.
     earlier = _merge_rows(_read_rows(out), *(_read_rows(p) for p in _part_dirs(out)))
     rows = dict(earlier)
