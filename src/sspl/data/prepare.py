@@ -69,6 +69,7 @@ from ..audio import (
 from ..errors import DataError
 from ..io import atomic_save_image, atomic_save_npy, atomic_write_bytes
 from ..outputs import OutputInUseError, check_output_folder, output_lock, remove_stale_temps
+from ..processes import end_with
 from .images import to_rgb
 from .lists import check_overlap, find_overlap, parse_rows, read_list_text, vggsound_clip
 from .manifest import (
@@ -652,7 +653,10 @@ def _read_clip(source: ClipSource, audio_seconds: float):
 # --------------------------------------------------------------------------------------------------
 
 
-def _init_worker() -> None:
+def _init_worker(command_pid: int) -> None:
+    # SIGKILL of the command runs no clean-up: the worker must see it die by itself (and then the
+    # forkserver and resource tracker, which live as long as a worker does, end too).
+    end_with(command_pid)
     # One process per core: keep torch's intra-op pool (and FFmpeg, via threads=1) to one thread.
     torch.set_num_threads(1)
     # Ctrl-C is the parent's to handle: it stops the pool (_close_pool) and keeps what was recorded.
@@ -681,7 +685,9 @@ def _mp_context() -> multiprocessing.context.BaseContext:
 
 
 def _pool(workers: int) -> cf.ProcessPoolExecutor:
-    return cf.ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context(), initializer=_init_worker)
+    return cf.ProcessPoolExecutor(
+        max_workers=workers, mp_context=_mp_context(), initializer=_init_worker, initargs=(os.getpid(),)
+    )
 
 
 def _close_pool(pool: cf.ProcessPoolExecutor, completed: bool) -> None:

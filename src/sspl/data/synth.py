@@ -63,6 +63,7 @@ from ..audio import CLIP_SECONDS, SAMPLE_RATE_HZ, encode_wav_float32, official_c
 from ..errors import DataError
 from ..io import atomic_save_json, atomic_save_npy, atomic_write_bytes, atomic_write_text, nearest_existing
 from ..outputs import LOCK_NAME, check_output_folder, output_lock
+from ..processes import end_with
 from .manifest import ANNOTATIONS_NAME, META_NAME, ManifestRow, read_meta, write_manifest, write_meta
 
 __all__ = [
@@ -663,8 +664,10 @@ def _make_scene_star(args: tuple) -> _SceneRecord:
     return _make_scene(*args)
 
 
-def _worker_init() -> None:
+def _worker_init(command_pid: int) -> None:
     import torch
+
+    end_with(command_pid)  # a SIGKILLed command runs no clean-up: its workers end by themselves
 
     # Each worker is one of ``workers`` processes: one thread each avoids oversubscribing the cores.
     torch.set_num_threads(1)
@@ -869,7 +872,7 @@ def _run_tasks(tasks: list[tuple], workers: int, progress: bool) -> list[_SceneR
         # arriving while they still import torch does not print their tracebacks; the parent stops them.
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
-            pool = mp.get_context("spawn").Pool(workers, initializer=_worker_init)
+            pool = mp.get_context("spawn").Pool(workers, initializer=_worker_init, initargs=(os.getpid(),))
         finally:
             signal.signal(signal.SIGINT, previous)
         with pool:
