@@ -29,10 +29,14 @@ def end_with(command_pid: int) -> None:
     Two guards, for the two ways a worker is started: the parent-death signal (Linux) kills it when its
     parent dies, which covers a worker the command started itself and a worker forked from a forkserver
     when that server dies; a watchdog thread waits on ``command_pid`` itself, which covers a forkserver's
-    worker when the command dies (the server then lives on as long as any worker does).
+    worker when the command dies. Such a worker takes its server with it: the server would end by itself
+    once no worker is left, but only after seconds of interpreter shutdown, holding its memory meanwhile.
     """
     _set_parent_death_signal()
-    thread = threading.Thread(target=_watch, args=(command_pid,), name="sspl-end-with-parent", daemon=True)
+    server = os.getppid() if os.getppid() != command_pid else None  # forked by a forkserver
+    thread = threading.Thread(
+        target=_watch, args=(command_pid, server), name="sspl-end-with-parent", daemon=True
+    )
     thread.start()
 
 
@@ -49,19 +53,19 @@ def _set_parent_death_signal() -> None:
         _end()
 
 
-def _watch(pid: int) -> None:
-    """Wait until process ``pid`` has ended, then end this one."""
+def _watch(pid: int, server: int | None) -> None:
+    """Wait until process ``pid`` has ended, then end this one (and its forkserver ``server``)."""
     try:
         fd = os.pidfd_open(pid)
     except ProcessLookupError:
-        _end()
+        _end(server)
     except (AttributeError, OSError):  # no pidfd (not Linux 5.3+): poll
         while _alive(pid):
             time.sleep(_POLL_SECONDS)
-        _end()
+        _end(server)
     else:
         select.select([fd], [], [])  # readable once the process has ended (a zombie has ended)
-        _end()
+        _end(server)
 
 
 def _alive(pid: int) -> bool:
@@ -79,5 +83,8 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def _end() -> None:
+def _end(server: int | None = None) -> None:
+    # The server is killed only while it is this process's parent: a live parent's pid is not reused.
+    if server is not None and os.getppid() == server:
+        os.kill(server, signal.SIGKILL)
     os.kill(os.getpid(), signal.SIGKILL)
