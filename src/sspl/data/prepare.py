@@ -69,6 +69,7 @@ from ..audio import (
 from ..errors import DataError
 from ..io import atomic_save_image, atomic_save_npy, atomic_write_bytes
 from ..outputs import OutputInUseError, check_output_folder, output_lock, remove_stale_temps
+from ..paths import path_inside, plain_name
 from ..processes import end_with
 from .images import to_rgb
 from .lists import check_overlap, find_overlap, parse_rows, read_list_text, vggsound_clip
@@ -409,7 +410,7 @@ def read_clip_list(path: str | os.PathLike) -> list[ListEntry]:
     for row in parse_rows(text, source):
         if row.split not in SPLITS:
             raise DataError(f"{source}:{row.line}: unknown split {row.split!r} (use one of {SPLITS[:-1]})")
-        entry = ListEntry(row.id, row.label, row.split)
+        entry = ListEntry(plain_name(row.id, f"{source}:{row.line}"), row.label, row.split)
         first = entries.setdefault(row.id, entry)
         if first != entry:
             raise DataError(
@@ -858,7 +859,17 @@ class _Journal:
 
 
 def _files_present(out: Path, row: ManifestRow) -> bool:
-    return row.ok and all(p and (out / p).is_file() for p in (row.frame, row.audio, row.spect))
+    """Whether a recorded clip is finished: done, and its three files are in ``out`` (a path that leads
+    out of ``out``, as a crafted manifest may hold, is not: the clip is prepared again)."""
+    if not row.ok:
+        return False
+    try:
+        paths = [
+            path_inside(out, p, f"{out / MANIFEST_NAME}: {row.id}") for p in (row.frame, row.audio, row.spect)
+        ]
+    except DataError:
+        return False
+    return all(p.is_file() for p in paths)
 
 
 def _merge_rows(*tables: dict[str, ManifestRow]) -> dict[str, ManifestRow]:
