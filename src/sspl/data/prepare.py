@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import errno
 import json
 import logging
 import multiprocessing
@@ -66,7 +67,7 @@ from ..audio import (
     too_short,
     waveform_to_examples,
 )
-from ..errors import DataError
+from ..errors import DataError, SSPLError
 from ..io import atomic_save_image, atomic_save_npy, atomic_write_bytes
 from ..outputs import OutputInUseError, check_output_folder, output_lock, remove_stale_temps
 from ..paths import path_inside, plain_name
@@ -118,6 +119,9 @@ AUDIO_MARGIN_SECONDS = 0.25
 MANIFEST_FLUSH_SECONDS = 10.0
 #: most audio a clip may keep (``--audio-seconds``): ten minutes of 16 kHz float32 is 38 MB per clip
 MAX_AUDIO_SECONDS = 600.0
+#: errors of a full or read-only output, which stop the run (the finished clips are kept) instead of
+#: failing every clip after them
+OUTPUT_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
 # Jobs queued per worker: enough to keep processes busy, few enough that a crash has few suspects.
 JOBS_PER_WORKER = 4
 
@@ -607,6 +611,11 @@ def prepare_clip(
         _save_wav(out / audio_rel, kept)
     except (DataError, FileNotFoundError) as e:
         return replace(row, duration=0.0, status=STATUS_FAILED, error=str(e))
+    except OSError as e:
+        if e.errno in OUTPUT_FULL_ERRNOS:  # not this clip's fault: every clip after it would fail too
+            raise
+        log.debug("unexpected error on %s", source.visual, exc_info=True)
+        return replace(row, status=STATUS_FAILED, error=f"{source.visual}: {type(e).__name__}: {e}")
     except Exception as e:  # one bad clip must never stop a long run
         log.debug("unexpected error on %s", source.visual, exc_info=True)
         return replace(row, status=STATUS_FAILED, error=f"{source.visual}: {type(e).__name__}: {e}")
@@ -1069,8 +1078,16 @@ def prepare(
     with _hold(out, shard):
         if (out / META_NAME).is_file():  # again: a run that held OUT until now may have written it
             _check_out(out, meta)
-        write_meta(out, **meta)
-        return _prepare_sources(out, sources, shard, audio_seconds, workers, progress)
+        try:
+            write_meta(out, **meta)
+            return _prepare_sources(out, sources, shard, audio_seconds, workers, progress)
+        except OSError as e:
+            if e.errno not in OUTPUT_FULL_ERRNOS:
+                raise
+            raise SSPLError(
+                f"{out}: cannot write the prepared dataset: {e.strerror}; the clips finished so far are kept: "
+                "make room and rerun the same command to resume"
+            ) from e
 
 
 def _prepare_sources(
