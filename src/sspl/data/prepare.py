@@ -935,7 +935,9 @@ def _check_out(out: Path, meta: dict) -> None:
                 )
     elif out.exists() and not out.is_dir():
         raise DataError(f"{out}: is a file, not a folder for the prepared dataset")
-    elif out.is_dir() and any(not p.name.startswith(".") for p in out.iterdir()):
+    # shards/ alone is not "something else": a shard run started just before this one has made it, and
+    # not yet its meta
+    elif out.is_dir() and any(not p.name.startswith(".") and p.name != SHARDS_DIR for p in out.iterdir()):
         raise DataError(f"{out}: exists, is not empty and is not a prepared dataset (no {META_NAME})")
 
 
