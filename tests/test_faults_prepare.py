@@ -215,10 +215,10 @@ def test_sigkill_at_random_points_then_resume_gives_an_uninterrupted_runs_files(
         before = _recorded(out)
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 120
-        goal = before + rng.randint(1, 3)
+        goal = before + rng.randint(1, 2)
         while proc.poll() is None and _recorded(out) < goal and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0.0, 0.3))  # somewhere inside the next clips' writes
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.0, 0.05))  # somewhere inside the next clips' writes
         if proc.poll() is not None:
             break
         proc.send_signal(signal.SIGKILL)
