@@ -408,3 +408,15 @@ def test_prepare_and_localize_see_the_same_pixels(tmp_path):
     assert abs(frame[:, 8:120].mean() - 128) < 2 and abs(frame[:, 136:248].mean() - 25) < 2  # not white
     frame = np.asarray(Image.open(out / "frames" / "rgba.jpg"), np.float32)
     assert frame[:, 8:120].max() < 8 and abs(frame[:, 136:248, 0].mean() - 250) < 3
+
+
+def test_a_rerun_removes_only_its_own_stale_temporary_files(tmp_path):
+    src = _videos(tmp_path / "src", 2)
+    out = tmp_path / "out"
+    prep.prepare(src, out, workers=1, progress=False)
+    stale = [out / "frames" / ".clip00.jpg.k2j3_9ab.tmp", out / "spect" / ".clip01.npy.x8y7z6w5.tmp"]
+    kept = [out / "frames" / ".notes.txt", out / "frames" / ".other.jpg.k2j3_9ab.tmp"]  # not ours
+    for path in stale + kept:
+        path.write_bytes(b"left by a killed run")
+    assert str(prep.prepare(src, out, workers=1, progress=False)) == "done 0 / skipped 2 / failed 0"
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in kept)
