@@ -611,12 +611,9 @@ def prepare_clip(
         _save_wav(out / audio_rel, kept)
     except (DataError, FileNotFoundError) as e:
         return replace(row, duration=0.0, status=STATUS_FAILED, error=str(e))
-    except OSError as e:
-        if e.errno in OUTPUT_FULL_ERRNOS:  # not this clip's fault: every clip after it would fail too
-            raise
-        log.debug("unexpected error on %s", source.visual, exc_info=True)
-        return replace(row, status=STATUS_FAILED, error=f"{source.visual}: {type(e).__name__}: {e}")
     except Exception as e:  # one bad clip must never stop a long run
+        if isinstance(e, OSError) and e.errno in OUTPUT_FULL_ERRNOS:  # but a full disk is no clip's fault
+            raise
         log.debug("unexpected error on %s", source.visual, exc_info=True)
         return replace(row, status=STATUS_FAILED, error=f"{source.visual}: {type(e).__name__}: {e}")
     return replace(
