@@ -28,6 +28,7 @@ from sspl.data.synth import (
     synth_config,
 )
 from sspl.errors import DataError
+from sspl.outputs import LOCK_NAME
 
 TINY = {"num": 12, "seed": 3, "pretrain_num": 16, "val_fraction": 0.25, "test_fraction": 0.25}
 
@@ -44,7 +45,7 @@ def _file_digests(root: Path) -> dict[str, str]:
     return {
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(root.rglob("*"))
-        if p.is_file()
+        if p.is_file() and p.name != LOCK_NAME  # the lock holds the writer's pid: not an output
     }
 
 

@@ -13,29 +13,10 @@ from torch import nn
 
 from .audio import SAMPLE_RATE_HZ, clip_at, official_clip, resample, waveform_to_examples
 from .config import Config, SSPLConfig
+from .data.images import to_rgb  # re-exported: `sspl.api.to_rgb` is public
 from .errors import WeightsError
 
 __all__ = ["Preprocess", "load", "to_rgb"]
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL image mode as 8-bit RGB.
-
-    Grey, palette and CMYK convert as PIL does; transparency (RGBA, LA, palette with alpha) is composited
-    over black; 16-bit and float images are min-max scaled to 0-255 first.
-    """
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        arr = np.asarray(image, dtype=np.float64)
-        lo, hi = float(arr.min()), float(arr.max())
-        arr = np.zeros_like(arr) if hi == lo else (arr - lo) / (hi - lo) * 255.0
-        image = Image.fromarray(arr.round().astype(np.uint8), mode="L")
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
-        image = Image.alpha_composite(background, rgba)
-    return image.convert("RGB")
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
-from .api import to_rgb
+from .data.images import to_rgb
 from .errors import DataError
 from .io import atomic_write_text
 from .metrics import (
@@ -153,7 +153,7 @@ def overlay_heatmap(
     """Blend a heat map onto an image of the same size.
 
     Args:
-        image: any PIL mode (converted with :func:`sspl.api.to_rgb`).
+        image: any PIL mode (converted with :func:`sspl.data.images.to_rgb`).
         heat: ``H x W`` in [0, 1] at the image's size; NaN pixels (no prediction) are greyed.
         alpha: weight of the colour where there is a prediction.
         colorbar: append a colour bar on the right (the result is wider than ``image``).

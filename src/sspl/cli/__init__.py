@@ -50,6 +50,24 @@ def parse_device(name: str | None):
     return device
 
 
+class CommandParser(argparse.ArgumentParser):
+    """A sub-command's parser: options may come before, between or after its positionals
+    (`sspl prepare SRC --no-progress OUT`), as :meth:`~argparse.ArgumentParser.parse_intermixed_args` reads
+    them. Plain parsing stops a positional list at the first option, so the positional after it was
+    left over as an "unrecognized argument"."""
+
+    _intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._intermixing:  # parse_known_intermixed_args parses twice with the plain method
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
@@ -59,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"sspl {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=CommandParser)
     for name in COMMANDS:
         module = importlib.import_module(f"{__name__}.{name}")
         module.register(sub)

@@ -31,6 +31,8 @@ parts automatically by the shard that finds every selected id recorded, or on de
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
+import errno
 import json
 import logging
 import multiprocessing
@@ -65,8 +67,12 @@ from ..audio import (
     too_short,
     waveform_to_examples,
 )
-from ..errors import DataError
+from ..errors import DataError, SSPLError
 from ..io import atomic_save_image, atomic_save_npy, atomic_write_bytes
+from ..outputs import OutputInUseError, check_output_folder, output_lock, remove_stale_temps
+from ..paths import path_inside, plain_name
+from ..processes import end_with
+from .images import to_rgb
 from .lists import check_overlap, find_overlap, parse_rows, read_list_text, vggsound_clip
 from .manifest import (
     JOURNAL_NAME,
@@ -113,6 +119,9 @@ AUDIO_MARGIN_SECONDS = 0.25
 MANIFEST_FLUSH_SECONDS = 10.0
 #: most audio a clip may keep (``--audio-seconds``): ten minutes of 16 kHz float32 is 38 MB per clip
 MAX_AUDIO_SECONDS = 600.0
+#: errors of a full or read-only output, which stop the run (the finished clips are kept) instead of
+#: failing every clip after them
+OUTPUT_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
 # Jobs queued per worker: enough to keep processes busy, few enough that a crash has few suspects.
 JOBS_PER_WORKER = 4
 
@@ -405,7 +414,7 @@ def read_clip_list(path: str | os.PathLike) -> list[ListEntry]:
     for row in parse_rows(text, source):
         if row.split not in SPLITS:
             raise DataError(f"{source}:{row.line}: unknown split {row.split!r} (use one of {SPLITS[:-1]})")
-        entry = ListEntry(row.id, row.label, row.split)
+        entry = ListEntry(plain_name(row.id, f"{source}:{row.line}"), row.label, row.split)
         first = entries.setdefault(row.id, entry)
         if first != entry:
             raise DataError(
@@ -563,7 +572,7 @@ def _save_frame(path: Path, image: Image.Image, source: str | None = None) -> No
         if image.size == (FRAME_SIZE, FRAME_SIZE):
             atomic_write_bytes(path, Path(source).read_bytes())
             return
-    frame = image.convert("RGB").resize((FRAME_SIZE, FRAME_SIZE), Image.Resampling.BICUBIC)
+    frame = to_rgb(image).resize((FRAME_SIZE, FRAME_SIZE), Image.Resampling.BICUBIC)
     atomic_save_image(path, frame, quality=JPEG_QUALITY)
 
 
@@ -603,6 +612,8 @@ def prepare_clip(
     except (DataError, FileNotFoundError) as e:
         return replace(row, duration=0.0, status=STATUS_FAILED, error=str(e))
     except Exception as e:  # one bad clip must never stop a long run
+        if isinstance(e, OSError) and e.errno in OUTPUT_FULL_ERRNOS:  # but a full disk is no clip's fault
+            raise
         log.debug("unexpected error on %s", source.visual, exc_info=True)
         return replace(row, status=STATUS_FAILED, error=f"{source.visual}: {type(e).__name__}: {e}")
     return replace(
@@ -649,7 +660,10 @@ def _read_clip(source: ClipSource, audio_seconds: float):
 # --------------------------------------------------------------------------------------------------
 
 
-def _init_worker() -> None:
+def _init_worker(command_pid: int) -> None:
+    # SIGKILL of the command runs no clean-up: the worker must see it die by itself (and then the
+    # forkserver and resource tracker, which live as long as a worker does, end too).
+    end_with(command_pid)
     # One process per core: keep torch's intra-op pool (and FFmpeg, via threads=1) to one thread.
     torch.set_num_threads(1)
     # Ctrl-C is the parent's to handle: it stops the pool (_close_pool) and keeps what was recorded.
@@ -678,7 +692,9 @@ def _mp_context() -> multiprocessing.context.BaseContext:
 
 
 def _pool(workers: int) -> cf.ProcessPoolExecutor:
-    return cf.ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context(), initializer=_init_worker)
+    return cf.ProcessPoolExecutor(
+        max_workers=workers, mp_context=_mp_context(), initializer=_init_worker, initargs=(os.getpid(),)
+    )
 
 
 def _close_pool(pool: cf.ProcessPoolExecutor, completed: bool) -> None:
@@ -849,7 +865,17 @@ class _Journal:
 
 
 def _files_present(out: Path, row: ManifestRow) -> bool:
-    return row.ok and all(p and (out / p).is_file() for p in (row.frame, row.audio, row.spect))
+    """Whether a recorded clip is finished: done, and its three files are in ``out`` (a path that leads
+    out of ``out``, as a crafted manifest may hold, is not: the clip is prepared again)."""
+    if not row.ok:
+        return False
+    try:
+        paths = [
+            path_inside(out, p, f"{out / MANIFEST_NAME}: {row.id}") for p in (row.frame, row.audio, row.spect)
+        ]
+    except DataError:
+        return False
+    return all(p.is_file() for p in paths)
 
 
 def _merge_rows(*tables: dict[str, ManifestRow]) -> dict[str, ManifestRow]:
@@ -878,13 +904,15 @@ def merge_shards(out: str | os.PathLike) -> PrepareSummary:
 
     Raises:
         DataError: ``out`` holds no shard parts.
+        OutputInUseError: a plain (unsharded) run is writing ``out``.
     """
     out = Path(out)
-    parts = _part_dirs(out)
-    if not parts:
+    if not _part_dirs(out):
         raise DataError(f"{out}: no shard manifests under {out / SHARDS_DIR} to merge")
-    rows = _merge_rows(_read_rows(out), *(_read_rows(p) for p in parts))
-    write_manifest(out, list(rows.values()))
+    check_output_folder(out, "OUT")
+    with _hold_briefly(out):
+        rows = _merge_rows(_read_rows(out), *(_read_rows(p) for p in _part_dirs(out)))
+        write_manifest(out, list(rows.values()))
     done = sum(r.ok for r in rows.values())
     return PrepareSummary(out, done=done, skipped=0, failed=len(rows) - done, merged=True)
 
@@ -904,8 +932,77 @@ def _check_out(out: Path, meta: dict) -> None:
                 )
     elif out.exists() and not out.is_dir():
         raise DataError(f"{out}: is a file, not a folder for the prepared dataset")
-    elif out.is_dir() and any(not p.name.startswith(".") for p in out.iterdir()):
+    # shards/ alone is not "something else": a shard run started just before this one has made it, and
+    # not yet its meta
+    elif out.is_dir() and any(not p.name.startswith(".") and p.name != SHARDS_DIR for p in out.iterdir()):
         raise DataError(f"{out}: exists, is not empty and is not a prepared dataset (no {META_NAME})")
+
+
+# --------------------------------------------------------------------------------------------------
+# One writer per output
+# --------------------------------------------------------------------------------------------------
+
+#: how long a shard run waits for ``OUT`` while another shard holds it for an instant (to check or merge)
+SHARD_WAIT_SECONDS = 5.0
+
+
+@contextlib.contextmanager
+def _hold(out: Path, shard: tuple[int, int] | None) -> Iterator[None]:
+    """Hold the folders a run writes its records in, for the whole run (:func:`sspl.outputs.output_lock`).
+
+    A plain run records every clip in ``OUT/manifest.csv``: it holds ``OUT`` and every shard part in it,
+    so no other run (plain or sharded) writes there meanwhile; two lists prepared at once into one
+    ``OUT`` would each rewrite the manifest from the rows it knows, losing the other's. A shard run
+    records in its own part, so it holds only that part (the shards of one ``OUT`` run side by side),
+    after checking that no plain run holds ``OUT``.
+    """
+    with contextlib.ExitStack() as stack:
+        if shard is None:
+            stack.enter_context(output_lock(out, "sspl prepare"))
+            parts = out / SHARDS_DIR  # every part, also one a shard run has only just made
+            for part in sorted(parts.iterdir()) if parts.is_dir() else ():
+                if part.is_dir():
+                    stack.enter_context(output_lock(part, "sspl prepare"))
+        else:
+            command = f"sspl prepare --shard {shard[0]}/{shard[1]}"
+            stack.enter_context(output_lock(_shard_dir(out, shard), command))
+            with _hold_briefly(out):
+                pass
+        yield
+
+
+@contextlib.contextmanager
+def _hold_briefly(out: Path) -> Iterator[None]:
+    """Hold ``OUT`` for a short step (a shard's check, a merge), waiting a little for another shard
+    doing the same; a plain run holds it for longer, and is reported."""
+    deadline = time.monotonic() + SHARD_WAIT_SECONDS
+    while True:
+        held = contextlib.ExitStack()
+        try:
+            held.enter_context(output_lock(out, "sspl prepare --merge"))
+        except OutputInUseError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
+            continue
+        with held:
+            yield
+        return
+
+
+def _remove_stale_temps(out: Path, ids: Iterable[str]) -> None:
+    """Remove the temporary files a killed run left for the clips ``ids`` (only those: a shard run
+    beside this one may be writing its own)."""
+    wanted = {name for clip_id in ids for name in _relpaths(clip_id)}
+    for sub in ("frames", "audio", "spect"):
+        folder = out / sub
+        if not folder.is_dir():
+            continue
+        # `.<name>.<random>.tmp`: only hidden files are looked at, then only names of this run's clips
+        names = {f"{sub}/{p.name[1:].rsplit('.', 2)[0]}" for p in folder.iterdir() if p.name.startswith(".")}
+        stale = [name.split("/", 1)[1] for name in names & wanted]
+        if stale:
+            remove_stale_temps(folder, stale)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -976,12 +1073,35 @@ def prepare(
         "source": str(src.resolve()),
     }
     _check_out(out, meta)
-    out.mkdir(parents=True, exist_ok=True)
-    write_meta(out, **meta)
+    check_output_folder(out, "OUT")
+    with _hold(out, shard):
+        if (out / META_NAME).is_file():  # again: a run that held OUT until now may have written it
+            _check_out(out, meta)
+        try:
+            write_meta(out, **meta)
+            return _prepare_sources(out, sources, shard, audio_seconds, workers, progress)
+        except OSError as e:
+            if e.errno not in OUTPUT_FULL_ERRNOS:
+                raise
+            raise SSPLError(
+                f"{out}: cannot write the prepared dataset: {e.strerror}; the clips finished so far are kept: "
+                "make room and rerun the same command to resume"
+            ) from e
 
+
+def _prepare_sources(
+    out: Path,
+    sources: Sequence[ClipSource],
+    shard: tuple[int, int] | None,
+    audio_seconds: float,
+    workers: int,
+    progress: bool,
+) -> PrepareSummary:
+    """The work of :func:`prepare`, once ``out`` is checked and held."""
     all_ids = [s.id for s in sources]
     ids = set(shard_slice(all_ids, shard)) if shard is not None else set(all_ids)
     record_dir = _shard_dir(out, shard) if shard is not None else out
+    _remove_stale_temps(out, ids)
     # Every clip recorded anywhere (the manifest, and the parts of sharded runs) counts as done.
     earlier = _merge_rows(_read_rows(out), *(_read_rows(p) for p in _part_dirs(out)))
     rows = dict(earlier)

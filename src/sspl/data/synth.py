@@ -62,6 +62,8 @@ from PIL import Image
 from ..audio import CLIP_SECONDS, SAMPLE_RATE_HZ, encode_wav_float32, official_clip, waveform_to_examples
 from ..errors import DataError
 from ..io import atomic_save_json, atomic_save_npy, atomic_write_bytes, atomic_write_text, nearest_existing
+from ..outputs import LOCK_NAME, check_output_folder, output_lock
+from ..processes import end_with
 from .manifest import ANNOTATIONS_NAME, META_NAME, ManifestRow, read_meta, write_manifest, write_meta
 
 __all__ = [
@@ -662,8 +664,10 @@ def _make_scene_star(args: tuple) -> _SceneRecord:
     return _make_scene(*args)
 
 
-def _worker_init() -> None:
+def _worker_init(command_pid: int) -> None:
     import torch
+
+    end_with(command_pid)  # a SIGKILLed command runs no clean-up: its workers end by themselves
 
     # Each worker is one of ``workers`` processes: one thread each avoids oversubscribing the cores.
     torch.set_num_threads(1)
@@ -690,7 +694,7 @@ def _check_output_dir(out_dir: Path, config: SynthConfig) -> None:
         return
     if not out_dir.is_dir():
         raise DataError(f"{out_dir}: exists and is not a folder")
-    if not any(p for p in out_dir.iterdir() if not _stale_temp(p)):
+    if not any(p for p in out_dir.iterdir() if not _stale_temp(p) and p.name != LOCK_NAME):
         return
     if not (out_dir / META_NAME).is_file():
         raise DataError(f"{out_dir}: folder is not empty and holds no SynthAV set; choose a new folder")
@@ -743,10 +747,19 @@ def generate_synth(
 
     Raises:
         DataError: the folder holds something else, or two generated frames are identical.
+        OutputInUseError: another process is writing the folder.
+        PermissionError: nothing can be written there.
     """
     out = Path(out_dir)
     _check_output_dir(out, config)
-    out.mkdir(parents=True, exist_ok=True)
+    check_output_folder(out, "OUT")
+    with output_lock(out, "sspl synth"):  # one writer: two runs would mix their scenes and records
+        _check_output_dir(out, config)  # again: a run that held the folder until now may have written it
+        return _generate(out, config, workers, progress)
+
+
+def _generate(out: Path, config: SynthConfig, workers: int | None, progress: bool) -> dict:
+    """The work of :func:`generate_synth`, once ``out`` is checked and held."""
     start = time.perf_counter()
     categories = [asdict(c) for c in config.categories]
     write_meta(
@@ -859,7 +872,7 @@ def _run_tasks(tasks: list[tuple], workers: int, progress: bool) -> list[_SceneR
         # arriving while they still import torch does not print their tracebacks; the parent stops them.
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
-            pool = mp.get_context("spawn").Pool(workers, initializer=_worker_init)
+            pool = mp.get_context("spawn").Pool(workers, initializer=_worker_init, initargs=(os.getpid(),))
         finally:
             signal.signal(signal.SIGINT, previous)
         with pool:
