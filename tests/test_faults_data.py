@@ -117,11 +117,12 @@ def test_an_id_leading_outside_never_names_an_evaluation_output(
         assert cli_main(_evaluate(checkpoint, data, out, *overlays)) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("sspl evaluate: error: ") and len(err.splitlines()) == 1
-    assert "1 clip(s) of the split failed to prepare (../../x)" in err
-    assert caplog.messages == [
+    refused = (
         f"{data}/manifest.csv:{line}: id '../../x' is not a plain file name (no '/', '..' or control "
         "characters); the clip is refused"
-    ]
+    )
+    assert f"1 clip(s) of the split failed to prepare (../../x), e.g. {refused}; a score" in err
+    assert caplog.messages == [refused]
     assert not out.exists()
     assert cli_main(_evaluate(checkpoint, data, out, *overlays, "--allow-missing")) == 0
     report = json.loads((out / "report.json").read_text())

@@ -23,7 +23,7 @@ from ..api import load
 from ..data.annotations import BUNDLED_ANNOTATIONS, load_annotations, subset_annotations
 from ..data.datasets import PreparedDataset, load_samples
 from ..data.lists import canonical_id, test_ids
-from ..data.manifest import ANNOTATIONS_NAME, read_manifest
+from ..data.manifest import ANNOTATIONS_NAME, ManifestRow, read_manifest
 from ..errors import DataError
 from ..io import atomic_save_json, atomic_write_text, output_folder_blocked
 from ..metrics import BASELINE_KINDS, BENCHMARKS, EvalResult, baseline_maps, evaluate_maps
@@ -180,12 +180,12 @@ def _pick_split(data_dir: Path, split: str | None) -> list:
     return samples
 
 
-def _not_prepared(data_dir: Path, split: str | None) -> list[str]:
-    """Ids of the split's manifest rows that did not finish preparing."""
+def _not_prepared(data_dir: Path, split: str | None) -> list[ManifestRow]:
+    """The split's manifest rows that did not finish preparing or were refused (sorted by id)."""
     rows = read_manifest(data_dir)
     if split is not None and any(r.split == split for r in rows):
         rows = [r for r in rows if r.split == split]
-    return sorted(r.id for r in rows if not r.ok)
+    return sorted((r for r in rows if not r.ok), key=lambda r: r.id)
 
 
 def _check_cycles(model: torch.nn.Module, cycles: int | None) -> None:
@@ -278,11 +278,13 @@ def evaluate(
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     _check_out_dir(out_dir, overwrite)
     samples = _pick_split(data_dir, split)
-    not_prepared = _not_prepared(data_dir, split)
+    failed = _not_prepared(data_dir, split)
+    not_prepared = [r.id for r in failed]
     if not_prepared and not allow_missing:
+        why = next((f", e.g. {r.error}" for r in failed if r.error), "")
         raise DataError(
             f"{data_dir}: {len(not_prepared)} clip(s) of the split failed to prepare "
-            f"({', '.join(not_prepared[:10])}); a score without them is not the benchmark's. Prepare them "
+            f"({', '.join(not_prepared[:10])}){why}; a score without them is not the benchmark's. Prepare them "
             "again, or pass --allow-missing to evaluate the rest (they are listed in report.json)"
         )
     gt = subset_annotations(_annotations_for(benchmark, data_dir, annotations), [s.id for s in samples])
