@@ -139,7 +139,7 @@ def _passwd_from(folder: Path) -> str:
 
 
 @pytest.mark.parametrize("column", ["frame", "spect", "audio"])
-@pytest.mark.parametrize("form", ["dotdot", "absolute", "link"])
+@pytest.mark.parametrize("form", ["dotdot", "absolute", "link", "folder_link"])
 def test_a_path_leading_outside_is_refused_with_its_manifest_line(
     synth_dir,
     tmp_path,
@@ -157,10 +157,13 @@ def test_a_path_leading_outside_is_refused_with_its_manifest_line(
         "dotdot": _passwd_from(tmp_path / "data"),
         "absolute": str(outside),
         "link": "frames/link.jpg",
+        "folder_link": "elsewhere/outside",
     }[form]
     line = _crafted(synth_dir, data, clip, **{column: crafted})
     if form == "link":
         (data / "frames" / "link.jpg").symlink_to(outside)
+    if form == "folder_link":
+        (data / "elsewhere").symlink_to(tmp_path)
     from sspl.data.datasets import PreparedDataset, load_samples
 
     with caplog.at_level("WARNING", logger="sspl.data.manifest"):

@@ -233,9 +233,9 @@ def _refused_if_unsafe(row: ManifestRow, inside: _InsideCheck, where: str) -> Ma
     """``row``, or a failed copy of it naming ``where`` when its id or a path of it is unsafe."""
     try:
         plain_name(row.id, where)
-        for name in ("frame", "audio", "spect"):
-            if getattr(row, name):
-                inside(getattr(row, name), f"{where}: {name} of clip {row.id}")
+        for name, relative in (("frame", row.frame), ("audio", row.audio), ("spect", row.spect)):
+            if relative:
+                inside(relative, f"{where}: {name} of clip {row.id}")
     except DataError as e:
         message = f"{e}; the clip is refused"
         if message not in _warned:
@@ -243,6 +243,10 @@ def _refused_if_unsafe(row: ManifestRow, inside: _InsideCheck, where: str) -> Ma
             log.warning("%s", message)
         return replace(row, status=STATUS_FAILED, error=message)
     return row
+
+
+#: path components that :class:`_InsideCheck` leaves to the full check
+_ODD_PARTS = frozenset(("", ".", ".."))
 
 
 class _InsideCheck:
@@ -259,13 +263,16 @@ class _InsideCheck:
 
     def __call__(self, relative: str, where: str) -> None:
         parts = relative.split("/")
-        if relative.startswith("/") or "\0" in relative or any(p in ("", ".", "..") for p in parts):
+        if relative.startswith("/") or "\0" in relative or not _ODD_PARTS.isdisjoint(parts):
             path_inside(self.root, relative, where)
             return
         folder = "/".join(parts[:-1])
         if folder not in self.links:
-            if folder:
-                path_inside(self.root, folder, where)
+            try:
+                path_inside(self.root, folder or ".", where)
+            except DataError:  # the folder leads out: the whole path decides (and is named)
+                path_inside(self.root, relative, where)
+                return
             try:
                 with os.scandir(self.root / folder) as entries:
                     self.links[folder] = {e.name for e in entries if e.is_symlink()}
