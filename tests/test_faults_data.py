@@ -179,6 +179,24 @@ def test_a_path_leading_outside_is_refused_with_its_manifest_line(
     assert not {str(outside.resolve()), "/etc/passwd"} & set(opened)
 
 
+def test_links_that_stay_inside_the_folder_are_followed(synth_dir, tmp_path, caplog):
+    from sspl.data.datasets import load_samples
+
+    data = tmp_path / "data"
+    clips = _test_ids(synth_dir)[:2]
+    _crafted(synth_dir, data, clips[0], frame=f"up/data/frames/{clips[0]}.jpg")
+    rows = read_manifest(data)
+    rows = [dataclasses.replace(r, spect=f"mel/{r.id}.npy") if r.id == clips[1] else r for r in rows]
+    write_manifest(data, rows)
+    (data / "up").symlink_to(tmp_path)  # out of the folder, and back in
+    (data / "mel").symlink_to(data / "spect")  # a folder link inside
+    with caplog.at_level("WARNING", logger="sspl.data.manifest"):
+        samples = {s.id: s for s in load_samples(data)}
+    assert caplog.messages == []
+    assert samples[clips[0]].load_frame().size == (256, 256)
+    assert samples[clips[1]].load_spect().shape == (3, 96, 64)
+
+
 @pytest.mark.slow  # a whole (tiny) training run: about 30 s on 2 busy cores
 def test_train_leaves_out_a_clip_whose_frame_leads_outside(synth_dir, tmp_path, caplog, opened):
     clip = sorted(r.id for r in read_manifest(synth_dir) if r.split == "train")[0]
@@ -335,6 +353,23 @@ def test_train_names_a_non_finite_log_mel(synth_dir, tmp_path, capsys):
     found = re.search(named, err)
     assert found and found[1] == found[2], err
     assert "learning rate" not in err
+
+
+def test_encoder_pretraining_names_a_non_finite_log_mel(synth_dir, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(synth_dir, data)
+    clip = next(r for r in read_manifest(data) if r.split == "pretrain")
+    spect = np.load(data / clip.spect)
+    spect[1, 2, 3] = np.inf
+    np.save(data / clip.spect, spect)
+    assert (
+        cli_main(["synth-pretrain", "--data", str(data), "--out", str(tmp_path / "enc"), "--epochs", "1"])
+        == 1
+    )
+    assert capsys.readouterr().err.strip() == (
+        f"sspl synth-pretrain: error: {data / clip.spect}: log-mel patches hold NaN, infinite or non-numeric "
+        "values; rerun `sspl synth`"
+    )
 
 
 def test_a_log_mel_of_text_or_infinities_is_named(synth_dir, tmp_path):
