@@ -15,8 +15,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "evaluate",
         help="evaluate a checkpoint on a prepared test set",
         description="Writes OUT/report.json (ciou@0.5, auc, success curve, sample count, protocol, and the "
-        "whole-image / centre-box / random-map baselines), OUT/per_sample.csv and OUT/success_curve.png (with --save-overlays, OUT/index.html and OUT/overlays/). "
-        "OUT must be empty or new, unless --overwrite.",
+        "whole-image / centre-box / random-map baselines), OUT/per_sample.csv and OUT/success_curve.png "
+        "(with --save-overlays, OUT/index.html and OUT/overlays/). OUT must be new or empty, unless "
+        "--overwrite.",
     )
     p.add_argument(
         "--checkpoint", required=True, help="run directory, checkpoint file, or official SSPL folder"

@@ -284,8 +284,8 @@ def evaluate(
         why = next((f", e.g. {r.error}" for r in failed if r.error), "")
         raise DataError(
             f"{data_dir}: {len(not_prepared)} clip(s) of the split failed to prepare "
-            f"({', '.join(not_prepared[:10])}){why}; a score without them is not the benchmark's. Prepare them "
-            "again, or pass --allow-missing to evaluate the rest (they are listed in report.json)"
+            f"({', '.join(not_prepared[:10])}){why}; a score without them is not the benchmark's. Prepare "
+            "them again, or pass --allow-missing to evaluate the rest (they are listed in report.json)"
         )
     gt = subset_annotations(_annotations_for(benchmark, data_dir, annotations), [s.id for s in samples])
     _check_box_format(gt, benchmark, _annotations_source(benchmark, data_dir, annotations))
