@@ -31,7 +31,7 @@ from test_engine import SMALL, small_config, synth_dir  # noqa: F401  (the engin
 
 
 @pytest.fixture(scope="module")
-def checkpoint(synth_dir, tmp_path_factory) -> Path:
+def checkpoint(tmp_path_factory) -> Path:
     """The small model at its seeded start: enough to run every evaluation here in seconds."""
     from sspl.engine.synthav import save_untrained
 
@@ -310,7 +310,7 @@ def test_overwrite_removes_only_what_an_evaluation_wrote(synth_dir, checkpoint, 
     )
 
 
-def test_evaluate_waits_for_no_one_while_another_command_writes_its_out(synth_dir, checkpoint, tmp_path):
+def test_evaluate_refuses_an_out_another_command_is_writing(synth_dir, checkpoint, tmp_path):
     from sspl.engine.evaluate import evaluate
 
     out = tmp_path / "out"
