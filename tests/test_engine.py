@@ -705,16 +705,14 @@ def test_evaluate_refuses_what_would_not_be_the_benchmarks_number(synth_dir, tmp
     out = tmp_path / "ev4"
     evaluate(run, synth_dir, "synth", out, save_overlays=2, progress=False)
     assert (out / "index.html").is_file() and len(list((out / "overlays").iterdir())) == 2
-    evaluate(run, synth_dir, "synth", out, progress=False)
+    evaluate(run, synth_dir, "synth", out, overwrite=True, progress=False)
     assert not (out / "index.html").exists() and not (out / "overlays").exists()
     assert (out / "report.json").is_file()
     # ... but a page or overlays no evaluation wrote are the user's: refused, not deleted.
     theirs = tmp_path / "site"
     (theirs / "overlays").mkdir(parents=True)
     (theirs / "index.html").write_text("<html>mine</html>")
-    with pytest.raises(
-        DataError, match=r"site: holds index.html and overlays that no earlier `sspl evaluate`"
-    ):
+    with pytest.raises(FileExistsError, match=r"site: not empty \(holds index.html, overlays\)"):
         evaluate(run, synth_dir, "synth", theirs, progress=False)
     assert (theirs / "index.html").read_text() == "<html>mine</html>" and (theirs / "overlays").is_dir()
     # Options out of range fail on one line before anything is computed.

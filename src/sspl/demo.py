@@ -230,9 +230,10 @@ def run_demo(
     config, result = trained["config"], trained["result"]
 
     _step(4, "evaluating on the held-out test scenes")
-    ev = evaluate(run, data, "synth", out / "eval", save_overlays=8, progress=progress)
+    # the demo's own evaluation folders: a rerun replaces the evaluations' outputs there (and nothing else)
+    ev = evaluate(run, data, "synth", out / "eval", save_overlays=8, overwrite=True, progress=progress)
     untrained_ckpt = save_untrained(config, out / "untrained" / "checkpoint.pt")
-    ev0 = evaluate(untrained_ckpt, data, "synth", out / "untrained" / "eval", progress=False)
+    ev0 = evaluate(untrained_ckpt, data, "synth", out / "untrained" / "eval", overwrite=True, progress=False)
     oracle = oracle_result(encoders, data, "test")
     rows = [
         {"map": "SSPL, trained", **_scores(ev.result)},

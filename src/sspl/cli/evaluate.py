@@ -15,7 +15,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "evaluate",
         help="evaluate a checkpoint on a prepared test set",
         description="Writes OUT/report.json (ciou@0.5, auc, success curve, sample count, protocol, and the "
-        "whole-image / centre-box / random-map baselines), OUT/per_sample.csv and OUT/success_curve.png.",
+        "whole-image / centre-box / random-map baselines), OUT/per_sample.csv and OUT/success_curve.png "
+        "(with --save-overlays, OUT/index.html and OUT/overlays/). OUT must be new or empty, unless "
+        "--overwrite.",
     )
     p.add_argument(
         "--checkpoint", required=True, help="run directory, checkpoint file, or official SSPL folder"
@@ -54,6 +56,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="evaluate even if clips of the split failed to prepare (they are listed in report.json as "
         "not_evaluated); by default the run fails, since the number would not be the benchmark's",
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into a non-empty OUT, replacing an earlier evaluation's outputs there (other files are "
+        "left alone); by default a non-empty OUT is refused",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -82,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         cycles=args.cycles,
         allow_missing=args.allow_missing,
         save_overlays=args.save_overlays,
+        overwrite=args.overwrite,
         progress=not args.no_progress,
     )
     r = report.report

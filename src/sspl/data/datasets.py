@@ -51,6 +51,8 @@ class Sample:
 
     @classmethod
     def from_row(cls, root: Path, row: ManifestRow) -> Sample:
+        """The sample of a done row of :func:`~sspl.data.manifest.read_manifest`, which refuses a row whose
+        id is not a plain file name or whose paths lead outside ``root``."""
         return cls(row.id, root / row.frame, root / row.spect, root / row.audio, row.label, row.split)
 
     def load_frame(self) -> Image.Image:
@@ -64,7 +66,8 @@ class Sample:
             raise DataError(f"{self.frame}: cannot read frame of clip {self.id} ({e})") from e
 
     def load_spect(self) -> torch.Tensor:
-        """``P x 96 x 64`` float32 log-mel patches."""
+        """``P x 96 x 64`` float32 log-mel patches; a missing, unreadable or non-finite file is a DataError
+        naming it."""
         try:
             arr = np.load(self.spect, allow_pickle=False)
         except FileNotFoundError:
@@ -75,7 +78,20 @@ class Sample:
             raise DataError(f"{self.spect}: cannot read log-mel of clip {self.id} ({e})") from e
         if arr.ndim != 3 or arr.shape[1:] != (96, 64):
             raise DataError(f"{self.spect}: expected P x 96 x 64 log-mel patches, got shape {arr.shape}")
-        return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+        try:
+            with np.errstate(over="ignore"):  # a value beyond float32 becomes infinite: refused below
+                values = np.ascontiguousarray(arr, dtype=np.float32)
+        except (TypeError, ValueError) as e:  # e.g. an array of text
+            raise DataError(
+                f"{self.spect}: log-mel of clip {self.id} holds {arr.dtype} values, not numbers"
+            ) from e
+        bad = np.count_nonzero(~np.isfinite(values))
+        if bad:  # else a NaN surfaces later as a "non-finite loss" that blames the learning rates
+            raise DataError(
+                f"{self.spect}: log-mel of clip {self.id} holds {bad} non-finite value(s) (NaN or infinity); "
+                "the file is damaged: prepare the clip again"
+            )
+        return torch.from_numpy(values)
 
 
 def load_samples(

@@ -28,6 +28,7 @@ from importlib import resources
 from pathlib import Path, PurePosixPath
 
 from ..errors import DataError
+from ..paths import plain_name
 
 __all__ = [
     "BUNDLED_LISTS",
@@ -141,7 +142,8 @@ def parse_rows(text: str, source: str = "<text>") -> list[ListRow]:
         The rows in file order (duplicates kept), each with its line number.
 
     Raises:
-        DataError: when no id is found, or a row breaks the file's VGG-Sound format (names the line).
+        DataError: when no id is found, an id is not a plain file name (``..``, a control character), or a
+            row breaks the file's VGG-Sound format (names the line).
     """
     rows: list[ListRow] = []
     other: list[tuple[int, list[str]]] = []  # rows read as plain ids, checked below
@@ -162,6 +164,8 @@ def parse_rows(text: str, source: str = "<text>") -> list[ListRow]:
         else:
             rows.append(ListRow(_padded(_stem(fields[0])), line=line))
             other.append((line, fields))
+    for row in rows:  # an id names the prepared files (frames/<id>.jpg ...)
+        plain_name(row.id, f"{source}:{row.line}")
     if not rows:
         raise DataError(
             f"{source}: no ids found (expected one id per line or `ytid,start,label,split` CSV rows)"

@@ -22,12 +22,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
 from collections import Counter
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
+from ..errors import DataError
 from ..io import atomic_save_json, atomic_write_text
+from ..paths import path_inside, plain_name
 
 __all__ = [
     "FORMAT_NAME",
@@ -43,6 +46,8 @@ __all__ = [
     "write_manifest",
     "write_meta",
 ]
+
+log = logging.getLogger(__name__)
 
 FORMAT_NAME = "sspl-prepared"
 FORMAT_VERSION = 1
@@ -93,6 +98,11 @@ MANIFEST_FIELDS = [f.name for f in fields(ManifestRow)]
 def read_manifest(root: str | os.PathLike) -> list[ManifestRow]:
     """Read ``root/manifest.csv``.
 
+    A done row whose id is not a plain file name, or whose frame, audio or spect path leads outside
+    ``root`` (``..``, an absolute path, a link out of the folder), is refused: it comes back as a failed
+    row whose ``error`` names the manifest line and the reason (logged once as a warning), so no command
+    opens or writes such a path, and the commands that report failed clips report it.
+
     Raises:
         FileNotFoundError: with a hint when ``root`` is not a prepared folder.
         ValueError: when a column is missing, a row has too few or too many fields, a number does not
@@ -120,6 +130,7 @@ def read_manifest(root: str | os.PathLike) -> list[ManifestRow]:
 
 def _read_rows(path: Path) -> list[ManifestRow]:
     rows: list[ManifestRow] = []
+    inside = _InsideCheck(path.parent)
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         columns = reader.fieldnames or []
@@ -159,6 +170,8 @@ def _read_rows(path: Path) -> list[ManifestRow]:
                     f"{path}:{line}: clip {rows[-1].id} is marked done but its {' and '.join(empty)} "
                     "column is empty; the file is damaged"
                 )
+            if rows[-1].ok:
+                rows[-1] = _refused_if_unsafe(rows[-1], inside, f"{path}:{line}")
     return rows
 
 
@@ -210,3 +223,60 @@ def read_meta(root: str | os.PathLike) -> dict:
             f"({FORMAT_VERSION}); upgrade sspl"
         )
     return meta
+
+
+#: refusals already logged by this process (a command may read its manifest more than once)
+_warned: set[str] = set()
+
+
+def _refused_if_unsafe(row: ManifestRow, inside: _InsideCheck, where: str) -> ManifestRow:
+    """``row``, or a failed copy of it naming ``where`` when its id or a path of it is unsafe."""
+    try:
+        plain_name(row.id, where)
+        for name, relative in (("frame", row.frame), ("audio", row.audio), ("spect", row.spect)):
+            if relative:
+                inside(relative, f"{where}: {name} of clip {row.id}")
+    except DataError as e:
+        message = f"{e}; the clip is refused"
+        if message not in _warned:
+            _warned.add(message)
+            log.warning("%s", message)
+        return replace(row, status=STATUS_FAILED, error=message)
+    return row
+
+
+#: path components that :class:`_InsideCheck` leaves to the full check
+_ODD_PARTS = frozenset(("", ".", ".."))
+
+
+class _InsideCheck:
+    """:func:`sspl.paths.path_inside` for the many paths of one manifest, at the cost of a few.
+
+    A path of the usual form ``folder/name`` is inside when its folder resolves inside the root (checked
+    once per folder) and its name is not a symbolic link (the links of a folder are listed once); the
+    other paths, and the links, get the full check.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.links: dict[str, set[str]] = {}
+
+    def __call__(self, relative: str, where: str) -> None:
+        parts = relative.split("/")
+        if relative.startswith("/") or "\0" in relative or not _ODD_PARTS.isdisjoint(parts):
+            path_inside(self.root, relative, where)
+            return
+        folder = "/".join(parts[:-1])
+        if folder not in self.links:
+            try:
+                path_inside(self.root, folder or ".", where)
+            except DataError:  # the folder leads out: the whole path decides (and is named)
+                path_inside(self.root, relative, where)
+                return
+            try:
+                with os.scandir(self.root / folder) as entries:
+                    self.links[folder] = {e.name for e in entries if e.is_symlink()}
+            except OSError:  # no such folder (yet): its files are reported missing when read
+                self.links[folder] = set()
+        if parts[-1] in self.links[folder]:
+            path_inside(self.root, relative, where)

@@ -12,7 +12,6 @@ import csv
 import io
 import logging
 import os
-import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -24,10 +23,12 @@ from ..api import load
 from ..data.annotations import BUNDLED_ANNOTATIONS, load_annotations, subset_annotations
 from ..data.datasets import PreparedDataset, load_samples
 from ..data.lists import canonical_id, test_ids
-from ..data.manifest import ANNOTATIONS_NAME, read_manifest
+from ..data.manifest import ANNOTATIONS_NAME, ManifestRow, read_manifest
 from ..errors import DataError
 from ..io import atomic_save_json, atomic_write_text, output_folder_blocked
 from ..metrics import BASELINE_KINDS, BENCHMARKS, EvalResult, baseline_maps, evaluate_maps
+from ..outputs import LOCK_NAME, check_output_folder, output_lock, remove_stale_temps, remove_written
+from ..paths import is_plain_name
 
 __all__ = ["EvaluationReport", "benchmark_coverage", "compute_maps", "evaluate"]
 
@@ -114,27 +115,55 @@ def _check_box_format(gt: dict, benchmark: str, source: str) -> None:
         )
 
 
-def _check_out_dir(out_dir: Path) -> None:
-    """Fail before the model pass, not after it, when ``out_dir`` cannot be a folder."""
+def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
+    """Fail before the model pass, not after it, when ``out_dir`` cannot take this evaluation's outputs:
+    it cannot be a folder, nothing can be written there, or it holds files and ``overwrite`` is off."""
     blocked = output_folder_blocked(out_dir)
     if blocked:
         raise DataError(blocked)
-    if _foreign_outputs(out_dir):
-        raise DataError(
-            f"{out_dir}: holds {' and '.join(_foreign_outputs(out_dir))} that no earlier `sspl evaluate` wrote "
-            "(no report.json or per_sample.csv beside them); choose another --out"
+    check_output_folder(out_dir, "--out")
+    held = _held(out_dir)
+    if held and not overwrite:
+        shown = ", ".join(held[:5]) + (f", ... ({len(held)} in all)" if len(held) > 5 else "")
+        raise FileExistsError(
+            f"{out_dir}: not empty (holds {shown}); choose another --out, or pass --overwrite to replace an "
+            "earlier evaluation's outputs (other files are left alone)"
         )
 
 
-#: what an evaluation writes that a rerun replaces; report.json or per_sample.csv marks them as ours
-_PAGE_OUTPUTS = ("index.html", "overlays")
-
-
-def _foreign_outputs(out_dir: Path) -> list[str]:
-    """Names of a page and overlays in ``out_dir`` that an evaluation would replace but did not write."""
-    if (out_dir / "report.json").exists() or (out_dir / "per_sample.csv").exists():
+def _held(out_dir: Path) -> list[str]:
+    """What ``out_dir`` holds, but its lock file (sorted names)."""
+    if not out_dir.is_dir():
         return []
-    return [name for name in _PAGE_OUTPUTS if (out_dir / name).exists()]
+    return sorted(p.name for p in out_dir.iterdir() if p.name != LOCK_NAME)
+
+
+#: the files every evaluation writes (``overlays/<id>.png`` beside them, for the ids of per_sample.csv)
+_OUTPUTS = ("report.json", "per_sample.csv", "success_curve.png", "index.html")
+
+
+def _earlier_outputs(out_dir: Path) -> list[str]:
+    """The files an earlier evaluation wrote in ``out_dir``: :data:`_OUTPUTS` and the overlays of the ids
+    its ``per_sample.csv`` lists (an id that is not a plain file name names no overlay of ours)."""
+    try:
+        with open(out_dir / "per_sample.csv", newline="", encoding="utf-8") as f:
+            ids = [row[0] for row in list(csv.reader(f))[1:] if row]
+    except (OSError, UnicodeDecodeError, csv.Error):  # none, or not one an evaluation wrote
+        ids = []
+    return [*_OUTPUTS, *(f"overlays/{i}.png" for i in ids if is_plain_name(i))]
+
+
+def _replace_earlier(out_dir: Path, overwrite: bool) -> None:
+    """Under the output lock: check ``out_dir`` again (another command may have written since the first
+    check), then delete an earlier evaluation's outputs and the temporary files a killed one left."""
+    _check_out_dir(out_dir, overwrite)
+    earlier = _earlier_outputs(out_dir)
+    overlays = [Path(name).name for name in earlier if name.startswith("overlays/")]
+    # per_sample.csv last: while it is there, an interrupted clean-up still knows the overlays
+    remove_written(out_dir, [name for name in earlier if name != "per_sample.csv"])
+    remove_written(out_dir, ["per_sample.csv"])
+    remove_stale_temps(out_dir, _OUTPUTS)
+    remove_stale_temps(out_dir / "overlays", overlays)
 
 
 def _pick_split(data_dir: Path, split: str | None) -> list:
@@ -151,12 +180,12 @@ def _pick_split(data_dir: Path, split: str | None) -> list:
     return samples
 
 
-def _not_prepared(data_dir: Path, split: str | None) -> list[str]:
-    """Ids of the split's manifest rows that did not finish preparing."""
+def _not_prepared(data_dir: Path, split: str | None) -> list[ManifestRow]:
+    """The split's manifest rows that did not finish preparing or were refused (sorted by id)."""
     rows = read_manifest(data_dir)
     if split is not None and any(r.split == split for r in rows):
         rows = [r for r in rows if r.split == split]
-    return sorted(r.id for r in rows if not r.ok)
+    return sorted((r for r in rows if not r.ok), key=lambda r: r.id)
 
 
 def _check_cycles(model: torch.nn.Module, cycles: int | None) -> None:
@@ -202,6 +231,7 @@ def evaluate(
     cycles: int | None = None,
     save_overlays: int = 0,
     allow_missing: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> EvaluationReport:
     """Evaluate a checkpoint on a prepared test set.
@@ -220,7 +250,12 @@ def evaluate(
         cycles: PCM cycles at test time (paper Fig. 6); default all.
         save_overlays: draw this many samples' maps with boxes and the evaluated mask.
         allow_missing: evaluate the prepared clips even if others of the split failed to prepare; they
-            are listed under ``not_evaluated`` in the report (default: refuse, naming them).
+            are listed under ``not_evaluated`` in the report (default: refuse, naming them). A clip whose
+            manifest row is refused (an id that is not a plain file name, a path leading outside the
+            folder) counts as one that failed, its reason logged with the manifest line.
+        overwrite: write into a non-empty ``out_dir``, deleting an earlier evaluation's outputs there
+            (its reports, plots, page and the overlays of the clips its ``per_sample.csv`` lists) and
+            nothing else; without it a non-empty ``out_dir`` is refused before any work.
 
     Returns:
         An :class:`EvaluationReport`.
@@ -228,6 +263,9 @@ def evaluate(
     Raises:
         DataError: unusable data or options, clips that failed to prepare (unless ``allow_missing``),
             or clips without a map or boxes (each names the clips).
+        FileExistsError: ``out_dir`` is not empty and ``overwrite`` is off.
+        PermissionError: nothing can be written in ``out_dir`` (checked before any work).
+        OutputInUseError: another command is writing into ``out_dir``.
     """
     if benchmark not in BENCHMARKS:
         raise DataError(f"unknown benchmark {benchmark!r}; choose from {', '.join(BENCHMARKS)}")
@@ -238,14 +276,16 @@ def evaluate(
     if save_overlays < 0:
         raise DataError(f"save_overlays (--save-overlays) must be at least 0, got {save_overlays}")
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    _check_out_dir(out_dir)
+    _check_out_dir(out_dir, overwrite)
     samples = _pick_split(data_dir, split)
-    not_prepared = _not_prepared(data_dir, split)
+    failed = _not_prepared(data_dir, split)
+    not_prepared = [r.id for r in failed]
     if not_prepared and not allow_missing:
+        why = next((f", e.g. {r.error}" for r in failed if r.error), "")
         raise DataError(
             f"{data_dir}: {len(not_prepared)} clip(s) of the split failed to prepare "
-            f"({', '.join(not_prepared[:10])}); a score without them is not the benchmark's. Prepare them "
-            "again, or pass --allow-missing to evaluate the rest (they are listed in report.json)"
+            f"({', '.join(not_prepared[:10])}){why}; a score without them is not the benchmark's. Prepare "
+            "them again, or pass --allow-missing to evaluate the rest (they are listed in report.json)"
         )
     gt = subset_annotations(_annotations_for(benchmark, data_dir, annotations), [s.id for s in samples])
     _check_box_format(gt, benchmark, _annotations_source(benchmark, data_dir, annotations))
@@ -288,14 +328,12 @@ def evaluate(
         "benchmark_coverage": coverage,
         "baselines": {k: {b.ciou_name: b.ciou_success_rate, "auc": b.auc} for k, b in baselines.items()},
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # An earlier evaluation's page and overlays must not stand beside this report (report.json goes last:
-    # while it or per_sample.csv is there, an interrupted clean-up is known to be ours and is redone).
-    for path in [*(out_dir / name for name in _PAGE_OUTPUTS), out_dir / "report.json"]:
-        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    atomic_write_text(out_dir / "per_sample.csv", _per_sample_csv(result, baselines))
-    _plots(out_dir, result, baselines, maps, samples, gt, proto, save_overlays, benchmark)
-    atomic_save_json(out_dir / "report.json", report)  # last: its presence means the evaluation finished
+    with output_lock(out_dir, "sspl evaluate"):
+        _replace_earlier(out_dir, overwrite)
+        # per_sample.csv first: it lists the ids whose overlays a rerun with --overwrite may remove
+        atomic_write_text(out_dir / "per_sample.csv", _per_sample_csv(result, baselines))
+        _plots(out_dir, result, baselines, maps, samples, gt, proto, save_overlays, benchmark)
+        atomic_save_json(out_dir / "report.json", report)  # last: its presence means the evaluation finished
     return EvaluationReport(result, baselines, report, out_dir)
 
 

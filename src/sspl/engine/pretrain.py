@@ -44,6 +44,7 @@ from ..data.synth import (
 from ..errors import DataError, SSPLError
 from ..io import atomic_save_json, atomic_save_torch, nearest_existing
 from ..models.small import SmallAudioCNN, SmallVisualCNN
+from ..paths import path_inside
 
 __all__ = [
     "AUDIO_WEIGHTS_NAME",
@@ -211,6 +212,10 @@ def _spect(path: Path) -> np.ndarray:
     if array.shape != (3, 96, 64):
         raise DataError(
             f"{path}: log-mel patches of shape {array.shape}, expected (3, 96, 64); rerun `sspl synth`"
+        )
+    if array.dtype.kind not in "fiu" or not np.isfinite(array).all():
+        raise DataError(
+            f"{path}: log-mel patches hold NaN, infinite or non-numeric values; rerun `sspl synth`"
         )
     return array
 
@@ -633,6 +638,19 @@ def _rate(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def _weights_path(root: Path, record: dict, info_path: Path) -> Path:
+    """The weights file an ``encoders.json`` record names: a path inside its folder, else a WeightsError."""
+    from ..errors import WeightsError
+
+    relative = record["weights"]
+    if not isinstance(relative, str):
+        raise TypeError(f"a weights file name is text, not {type(relative).__name__}")
+    try:
+        return path_inside(root, relative, str(info_path))
+    except DataError as e:
+        raise WeightsError(str(e)) from None
+
+
 def load_synth_encoders(
     directory: str | os.PathLike, device: str | torch.device = "cpu"
 ) -> tuple[SmallVisualCNN, SmallAudioCNN]:
@@ -658,8 +676,11 @@ def load_synth_encoders(
     try:
         info = json.loads(info_path.read_text(encoding="utf-8"))
         pairs = (
-            (SmallVisualCNN(int(info["visual"]["out_channels"])), root / info["visual"]["weights"]),
-            (SmallAudioCNN(int(info["audio"]["embed_dim"])), root / info["audio"]["weights"]),
+            (
+                SmallVisualCNN(int(info["visual"]["out_channels"])),
+                _weights_path(root, info["visual"], info_path),
+            ),
+            (SmallAudioCNN(int(info["audio"]["embed_dim"])), _weights_path(root, info["audio"], info_path)),
         )
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
         raise WeightsError(f"{info_path}: not an encoders record of `sspl synth-pretrain` ({e})") from e
