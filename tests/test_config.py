@@ -152,3 +152,15 @@ def test_a_config_that_is_a_folder_or_not_text_is_named(tmp_path):
     binary.write_bytes(b"method: sspl\n\xff\xfe\x00")
     with pytest.raises(ConfigError, match=r"bin.yaml: not a YAML text file \(byte 13 is not UTF-8\)"):
         load_config(binary)
+
+
+def test_the_names_config_accepts_are_the_ones_the_models_and_data_implement():
+    """config validates names without importing the layers above it: its lists must be theirs."""
+    from sspl import config
+    from sspl.data import transforms
+    from sspl.models import attention, encoders
+
+    assert tuple(sorted(encoders.VISUAL_ENCODERS)) == config.VISUAL_ENCODER_NAMES
+    assert tuple(sorted(encoders.AUDIO_ENCODERS)) == config.AUDIO_ENCODER_NAMES
+    assert attention.SCALINGS == config.SCALINGS and attention.FUSIONS == config.FUSIONS
+    assert transforms.AUGMENTATIONS is config.AUGMENTATIONS

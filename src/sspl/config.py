@@ -21,6 +21,11 @@ import yaml
 from .errors import SSPLError
 
 __all__ = [
+    "AUDIO_ENCODER_NAMES",
+    "AUGMENTATIONS",
+    "FUSIONS",
+    "SCALINGS",
+    "VISUAL_ENCODER_NAMES",
     "Config",
     "ConfigError",
     "DataConfig",
@@ -33,6 +38,16 @@ __all__ = [
     "load_config",
     "save_config",
 ]
+
+
+#: The names a config may hold; the modules that implement them import these (config is the layer below
+#: them, so it validates a config without importing models or data).
+SCALINGS = ("minmax", "sigmoid", "softmax", "relu", "relu_softmax")
+FUSIONS = ("attention", "concat", "multiply", "add")
+VISUAL_ENCODER_NAMES = ("small_cnn", "vgg16")
+AUDIO_ENCODER_NAMES = ("small_cnn", "vggish")
+#: the Table S2 augmentations (:mod:`sspl.data.transforms`)
+AUGMENTATIONS = ("crop", "hflip", "vflip", "translate", "rotate", "color_jitter", "grayscale", "blur")
 
 
 class ConfigError(SSPLError):
@@ -93,21 +108,17 @@ class SSPLConfig:
     transform_hidden: int = 512
 
     def __post_init__(self) -> None:
-        from .models.attention import FUSIONS, SCALINGS
-
         if self.scaling not in SCALINGS:
             raise ConfigError(f"model.scaling={self.scaling!r}: choose from {', '.join(SCALINGS)}")
         if self.fusion not in FUSIONS:
             raise ConfigError(f"model.fusion={self.fusion!r}: choose from {', '.join(FUSIONS)}")
         if self.cycles < 0:
             raise ConfigError(f"model.cycles={self.cycles}: must be >= 0")
-        from .models.encoders import AUDIO_ENCODERS, VISUAL_ENCODERS
-
-        if self.visual_encoder not in VISUAL_ENCODERS:
-            choices = ", ".join(sorted(VISUAL_ENCODERS))
+        if self.visual_encoder not in VISUAL_ENCODER_NAMES:
+            choices = ", ".join(VISUAL_ENCODER_NAMES)
             raise ConfigError(f"model.visual_encoder={self.visual_encoder!r}: choose from {choices}")
-        if self.audio_encoder not in AUDIO_ENCODERS:
-            choices = ", ".join(sorted(AUDIO_ENCODERS))
+        if self.audio_encoder not in AUDIO_ENCODER_NAMES:
+            choices = ", ".join(AUDIO_ENCODER_NAMES)
             raise ConfigError(f"model.audio_encoder={self.audio_encoder!r}: choose from {choices}")
         sizes = ("visual_channels", "audio_dim", "proj_dim", "pred_hidden", "transform_hidden")
         _at_least("model", self, 1, *sizes)
@@ -146,8 +157,6 @@ class DataConfig:
     cache_visual: bool = False
 
     def __post_init__(self) -> None:
-        from .data.transforms import AUGMENTATIONS
-
         unknown = [a for a in self.augmentations if a not in AUGMENTATIONS]
         if unknown or len(set(self.augmentations)) != len(self.augmentations):
             raise ConfigError(

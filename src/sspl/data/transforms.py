@@ -40,6 +40,8 @@ from PIL import Image, ImageFilter
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 
+from ..config import AUGMENTATIONS  # the names; this module implements them
+
 __all__ = [
     "AUGMENTATIONS",
     "CROP_RESIZE_FACTOR",
@@ -71,7 +73,6 @@ BLUR_P = 0.5
 BLUR_SIGMA_RANGE = (0.1, 2.0)
 
 #: Names in the order they are applied.
-AUGMENTATIONS = ("crop", "hflip", "vflip", "translate", "rotate", "color_jitter", "grayscale", "blur")
 DEFAULT_AUGMENTATIONS = ("crop", "hflip")
 
 

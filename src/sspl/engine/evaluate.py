@@ -19,7 +19,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..api import load
 from ..data.annotations import BUNDLED_ANNOTATIONS, load_annotations, subset_annotations
 from ..data.datasets import PreparedDataset, load_samples
 from ..data.lists import canonical_id, test_ids
@@ -29,6 +28,7 @@ from ..io import atomic_save_json, atomic_write_text, output_folder_blocked
 from ..metrics import BASELINE_KINDS, BENCHMARKS, EvalResult, baseline_maps, evaluate_maps
 from ..outputs import LOCK_NAME, check_output_folder, output_lock, remove_stale_temps, remove_written
 from ..paths import is_plain_name
+from .loading import load
 
 __all__ = ["EvaluationReport", "benchmark_coverage", "compute_maps", "evaluate"]
 

@@ -36,7 +36,6 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..api import load
 from ..config import Config, apply_overrides
 from ..data.annotations import Annotation, load_annotations, subset_annotations
 from ..data.datasets import PreparedDataset, Sample, load_samples
@@ -51,6 +50,7 @@ from ..metrics import (
 from ..models.methods import get_method
 from .checkpoint import save_checkpoint
 from .evaluate import compute_maps
+from .loading import load
 from .pretrain import load_synth_encoders, load_synth_split, oracle_query_maps
 
 __all__ = ["audio_swap_result", "map_placement", "oracle_result", "save_untrained", "synthav_config"]
