@@ -15,8 +15,8 @@ __version__ = "0.1.0"
 
 from .api import load
 from .config import SSPLConfig
-from .factory import create_model
 from .localize import localize_image, localize_video
+from .models.factory import create_model
 from .models.sspl import SSPL, SSPLOutput
 
 __all__ = [

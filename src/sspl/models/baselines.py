@@ -1,12 +1,12 @@
 """The paper's contrastive baselines as modules: Attention (Senocak et al., CVPR 2018) and HardWay (LVS,
 Chen et al., CVPR 2021), built from the same parts as SSPL (paper Sec. 4.1; supplement C).
 
-Both are two-stream networks: the configured visual encoder (``B x 3 x H x W -> B x C x h x w``) and audio
-encoder (``B x 1 x 96 x 64 -> B x D`` per log-mel patch), frozen unless the config trains them, as in SSPL,
-and the audio transform ``g`` (FC(512)-ReLU-FC(512), "as in [46]", paper Sec. 4.2) that maps the audio
-embedding into the visual feature space. The modules return maps and embeddings; the contrastive losses,
-which need the other clips of the batch, live with the methods (:mod:`sspl.models.methods.attention`,
-:mod:`sspl.models.methods.hardway`).
+Both are two-stream networks on :class:`~sspl.models.streams.AudioVisualStreams`, as SSPL: the visual
+encoder (``B x 3 x H x W -> B x C x h x w``) and audio encoder (``B x 1 x 96 x 64 -> B x D`` per log-mel
+patch), frozen unless the config trains them, and the audio transform ``g`` (FC(512)-ReLU-FC(512), "as in
+[46]", paper Sec. 4.2) that maps the audio embedding into the visual feature space. The modules return maps
+and embeddings; the contrastive losses, which need the other clips of the batch, live with the methods
+(:mod:`sspl.models.methods.attention`, :mod:`sspl.models.methods.hardway`).
 """
 
 from __future__ import annotations
@@ -19,14 +19,12 @@ from torch import nn
 
 from ..config import SSPLConfig
 from .attention import attention_pool, cosine_map, scale_map
-from .encoders import build_audio_encoder, build_visual_encoder, freeze
-from .heads import AudioTransform
+from .streams import AudioVisualStreams
 
 __all__ = [
     "ATTENTION_SCALINGS",
     "AttentionBaseline",
     "AttentionOutput",
-    "AudioVisualStreams",
     "HardWayBaseline",
     "cosine_maps_all_pairs",
 ]
@@ -53,84 +51,6 @@ def cosine_maps_all_pairs(visual: torch.Tensor, audio: torch.Tensor) -> torch.Te
     v = F.normalize(visual, p=2, dim=1)
     a = F.normalize(audio, p=2, dim=1)
     return torch.einsum("ichw,jc->ijhw", v, a)
-
-
-class AudioVisualStreams(nn.Module):
-    """The two streams every baseline shares: encoders (frozen unless configured) and ``g``.
-
-    Args:
-        config: the ``model:`` section (encoders, their sizes, ``train_visual`` / ``train_audio``,
-            ``transform_hidden``); its SSPL-only fields (PCM, head) are ignored.
-
-    The constructor builds randomly initialised encoders and does no I/O; the methods load weights.
-    """
-
-    def __init__(self, config: SSPLConfig) -> None:
-        super().__init__()
-        self.config = config
-        c = config.visual_channels
-        self.visual_encoder = build_visual_encoder(config.visual_encoder, c)
-        self.audio_encoder = build_audio_encoder(config.audio_encoder, config.audio_dim)
-        self.audio_transform = AudioTransform(config.audio_dim, c, config.transform_hidden)
-        if not config.train_visual:
-            freeze(self.visual_encoder)
-        if not config.train_audio:
-            freeze(self.audio_encoder)
-
-    def train(self, mode: bool = True) -> AudioVisualStreams:
-        """Set training mode; frozen encoders stay in eval mode (their batch norms keep statistics)."""
-        super().train(mode)
-        if not self.config.train_visual:
-            self.visual_encoder.eval()
-        if not self.config.train_audio:
-            self.audio_encoder.eval()
-        return self
-
-    def trained_encoder_parameters(self) -> dict[str, list[nn.Parameter]]:
-        """The parameters of the encoders the config trains, by attribute name (for optimiser groups)."""
-        out = {}
-        for name in ("visual_encoder", "audio_encoder"):
-            params = [p for p in getattr(self, name).parameters() if p.requires_grad]
-            if params:
-                out[name] = params
-        return out
-
-    def encode_visual(self, frames: torch.Tensor) -> torch.Tensor:
-        """``B x 3 x H x W`` normalised frames -> ``B x C x h x w`` feature maps."""
-        if frames.dim() != 4 or frames.shape[1] != 3:
-            raise ValueError(f"frames must be B x 3 x H x W, got {tuple(frames.shape)}")
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.config.train_visual):
-            return self.visual_encoder(frames)
-
-    def encode_audio(self, spect: torch.Tensor) -> torch.Tensor:
-        """``B x P x 96 x 64`` (or ``B x P x 1 x 96 x 64``) log-mel patches -> ``B x P x D`` embeddings."""
-        if spect.dim() == 5 and spect.shape[2] == 1:
-            spect = spect.squeeze(2)
-        if spect.dim() != 4:
-            raise ValueError(
-                f"spect must be B x P x 96 x 64 (or B x P x 1 x 96 x 64), got {tuple(spect.shape)}"
-            )
-        b, p = spect.shape[:2]
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.config.train_audio):
-            emb = self.audio_encoder(spect.reshape(b * p, 1, *spect.shape[2:]))  # BP x D
-        return emb.view(b, p, -1)
-
-    def audio(
-        self, spect: torch.Tensor | None, audio_patch_embeddings: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The clip's audio embedding ``B x D`` (mean over patches) and query ``g`` ``B x C``.
-
-        As in SSPL, ``g`` is applied to every patch and the results are averaged.
-
-        Args:
-            spect: ``B x P x 96 x 64`` log-mel patches, or ``None`` with
-            audio_patch_embeddings: ``B x P x D`` cached embeddings of a frozen audio encoder.
-        """
-        if audio_patch_embeddings is None:
-            if spect is None:
-                raise ValueError("give spect (log-mel patches) or audio_patch_embeddings")
-            audio_patch_embeddings = self.encode_audio(spect)
-        return audio_patch_embeddings.mean(dim=1), self.audio_transform(audio_patch_embeddings).mean(dim=1)
 
 
 @dataclass
@@ -161,10 +81,19 @@ class AttentionBaseline(AudioVisualStreams):
     Args:
         config: the ``model:`` section.
         scaling: ``softmax`` (paper) or ``relu_softmax`` (their public code); see :data:`ATTENTION_SCALINGS`.
+        visual_encoder, audio_encoder: modules replacing the configured encoders (see
+            :class:`~sspl.models.streams.AudioVisualStreams`).
     """
 
-    def __init__(self, config: SSPLConfig, *, scaling: str = "softmax") -> None:
-        super().__init__(config)
+    def __init__(
+        self,
+        config: SSPLConfig,
+        *,
+        scaling: str = "softmax",
+        visual_encoder: nn.Module | None = None,
+        audio_encoder: nn.Module | None = None,
+    ) -> None:
+        super().__init__(config, visual_encoder=visual_encoder, audio_encoder=audio_encoder)
         if scaling not in ATTENTION_SCALINGS:
             raise ValueError(f"unknown attention scaling {scaling!r}; choose from {ATTENTION_SCALINGS}")
         self.scaling = scaling

@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...config import Config, ConfigError, OptimConfig
-from ...weights import load_audio_encoder_weights, load_visual_encoder_weights
 from ..baselines import ATTENTION_SCALINGS, AttentionBaseline
+from ..factory import load_encoder_weights
 from . import register_method
 from .negatives import NEGATIVES, negative_mask, parse_method_options
 
@@ -133,11 +133,7 @@ class AttentionMethod:
         options = parse_method_options(AttentionOptions, config)
         cfg = config.model
         model = AttentionBaseline(cfg, scaling=options.scaling)
-        if pretrained and cfg.visual_weights:
-            load_visual_encoder_weights(model.visual_encoder, cfg.visual_weights)
-        if pretrained and cfg.audio_weights:
-            load_audio_encoder_weights(model.audio_encoder, cfg.audio_weights)
-        return model
+        return load_encoder_weights(model, cfg) if pretrained else model
 
     def loss(self, model: nn.Module, batch: dict, config: Config) -> tuple[torch.Tensor, dict[str, float]]:
         options = parse_method_options(AttentionOptions, config)

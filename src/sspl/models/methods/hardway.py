@@ -38,8 +38,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...config import Config, ConfigError, OptimConfig
-from ...weights import load_audio_encoder_weights, load_visual_encoder_weights
 from ..baselines import HardWayBaseline
+from ..factory import load_encoder_weights
 from . import register_method
 from .negatives import NEGATIVES, negative_mask, parse_method_options
 
@@ -155,11 +155,7 @@ class HardWayMethod:
         parse_method_options(HardWayOptions, config)  # fail on bad options before any training
         cfg = config.model
         model = HardWayBaseline(cfg)
-        if pretrained and cfg.visual_weights:
-            load_visual_encoder_weights(model.visual_encoder, cfg.visual_weights)
-        if pretrained and cfg.audio_weights:
-            load_audio_encoder_weights(model.audio_encoder, cfg.audio_weights)
-        return model
+        return load_encoder_weights(model, cfg) if pretrained else model
 
     def loss(self, model: nn.Module, batch: dict, config: Config) -> tuple[torch.Tensor, dict[str, float]]:
         options = parse_method_options(HardWayOptions, config)

@@ -6,9 +6,8 @@ import torch
 from torch import nn
 
 from ...config import Config, OptimConfig
-from ...factory import create_model
-from ...losses import simsiam_loss
-from ..sspl import SSPL
+from ..factory import create_model
+from ..sspl import SSPL, sspl_loss
 from . import register_method
 
 __all__ = ["SSPLMethod"]
@@ -26,23 +25,19 @@ class SSPLMethod:
         if "feat_view1" in batch:  # data.cache_visual: the views are feature maps (stored as float16)
             v1 = v2 = None
             features = (batch["feat_view1"].float(), batch["feat_view2"].float())
-            size = features[0].shape[0]
         else:
             v1, v2 = batch["frame_view1"], batch["frame_view2"]
             features = None
-            size = v1.shape[0]
-        if model.training and size < 2:
-            raise ValueError("training needs a batch of at least 2 (batch norm statistics); got 1")
-        out = model(
+        loss, out = sspl_loss(
+            model,
             v1,
             v2,
             batch.get("spect"),
             audio_patch_embeddings=batch.get("audio_emb"),
             visual_features=features,
         )
-        loss = simsiam_loss(out.p1, out.p2, out.z1, out.z2)
         z_std = float("nan")  # undefined for one sample (a last validation batch of 1)
-        if size > 1:
+        if out.z1.shape[0] > 1:
             with torch.no_grad():
                 # SimSiam's collapse indicator: the std of the normalised projections (1/sqrt(d) when healthy)
                 z_std = torch.nn.functional.normalize(out.z1.detach(), dim=1).std(dim=0).mean().item()
@@ -62,10 +57,8 @@ class SSPLMethod:
             groups.append({"name": "pcm_rates", "params": rates, "lr": optim.lr, "weight_decay": 0.0})
         groups.append({"name": "head", "params": list(model.head.parameters()), "lr": optim.lr_head})
         encoder_lr = optim.lr_encoder if optim.lr_encoder is not None else optim.lr
-        for name in ("visual_encoder", "audio_encoder"):
-            params = [p for p in getattr(model, name).parameters() if p.requires_grad]
-            if params:
-                groups.append({"name": name, "params": params, "lr": encoder_lr})
+        for name, params in model.trained_encoder_parameters().items():
+            groups.append({"name": name, "params": params, "lr": encoder_lr})
         for g in groups:
             g.setdefault("weight_decay", optim.weight_decay)
         return groups
