@@ -162,5 +162,5 @@ def test_the_names_config_accepts_are_the_ones_the_models_and_data_implement():
 
     assert tuple(sorted(encoders.VISUAL_ENCODERS)) == config.VISUAL_ENCODER_NAMES
     assert tuple(sorted(encoders.AUDIO_ENCODERS)) == config.AUDIO_ENCODER_NAMES
-    assert attention.SCALINGS == config.SCALINGS and attention.FUSIONS == config.FUSIONS
+    assert attention.SCALINGS is config.SCALINGS and attention.FUSIONS is config.FUSIONS
     assert transforms.AUGMENTATIONS is config.AUGMENTATIONS

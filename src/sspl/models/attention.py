@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import FUSIONS, SCALINGS  # the names a config may hold; implemented here
+
 __all__ = ["FUSIONS", "SCALINGS", "AttentionModule", "attention_pool", "cosine_map", "scale_map"]
 
-SCALINGS = ("minmax", "sigmoid", "softmax", "relu", "relu_softmax")
-FUSIONS = ("attention", "concat", "multiply", "add")
 
 MINMAX_EPS = 1e-10  # the official code adds it to the range so a constant map does not divide by zero
 
