@@ -21,6 +21,11 @@ frames, never the video; the raw maps (``T x 14 x 14``, 784 floats per frame) ar
 
 Outputs (:func:`write_image_outputs`, :func:`write_video_outputs`) are written under temporary names
 and renamed together at the end: a failed run leaves none of them.
+
+This module is the API; its parts live beside it: reading and checking the inputs in
+:mod:`sspl.localize_inputs`, the map on the original frame in :mod:`sspl.data.projection`, the
+background decoding in :mod:`sspl.data.prefetch`, the MP4 encoding in :mod:`sspl.data.video_writer`
+and the atomic output set in :mod:`sspl.localize_outputs`.
 """
 
 from __future__ import annotations
@@ -335,7 +340,8 @@ def localize_video(
     times: list[float] = []
     expected = max(1, math.floor(info.duration * rate + _TIME_EPS_SECONDS))
     with tqdm(total=expected, unit="frame", desc=path.name, disable=not progress) as bar:
-        batches = prefetch(_batches(path, rate, preprocess, wave, audio_t0, batch_size), PREFETCH_BATCHES)
+        decoded = _batches(path, rate, preprocess, wave, audio_t0, batch_size)
+        batches = prefetch(decoded, PREFETCH_BATCHES, name="sspl-localize-decode")
         for batch in batches:
             with torch.inference_mode():
                 out = model.localize(_prepare_frames(batch.frames, dev), batch.spects.to(dev))
