@@ -9,8 +9,12 @@ with ``sspl.load`` (timed apart), then:
 - video: a synthetic ``--seconds`` 640 x 360 25-fps h264 + AAC clip through ``write_video_outputs`` at
   ``--fps`` (all four outputs written), from a cold start of the loaded model.
 
+- imports: ``import torch``, ``import sspl`` and ``import sspl.localize`` each in a fresh interpreter,
+  best of 5 wall-clock times (run first, interleaved, so a busy machine slows them alike).
+
 Target (issue 5): a 10-s 360p clip at 10 fps localized, outputs written, in under 60 s on the 2-core
 CPU, and faster than real time on a GPU (measured when CUDA is present, else reported as pending).
+Target (issue 21): ``import sspl`` within 0.5 s of ``import torch``.
 
     python bench/bench_localize.py [--seconds 10] [--fps 10] [--images 8] [--batch-size N] [--no-record]
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +45,8 @@ from sspl.engine.checkpoint import save_checkpoint
 from sspl.localize import localize_image, write_image_outputs, write_video_outputs
 
 TARGET_CPU_SECONDS = 60.0
+#: `import sspl` may take at most this much longer than `import torch` (issue 21).
+IMPORT_MARGIN_SECONDS = 0.5
 
 
 def make_inputs(folder: Path, images: int, seconds: float) -> tuple[list[Path], Path, Path]:
@@ -68,6 +75,21 @@ def bench_video(model, preprocess, clip: Path, out: Path, fps: float, batch_size
     return {"frames": frames, "s": round(wall, 2), "maps_per_s": round(frames / wall, 2)}
 
 
+def bench_imports(runs: int = 5) -> dict:
+    """Best wall-clock seconds of each import in a fresh interpreter (``python -c``)."""
+    statements = {"torch": "import torch", "sspl": "import sspl", "sspl.localize": "import sspl.localize"}
+    best = dict.fromkeys(statements, float("inf"))
+    for _ in range(runs):
+        for name, statement in statements.items():
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-c", statement], check=True)
+            best[name] = min(best[name], time.perf_counter() - t0)
+    out = {name: round(s, 3) for name, s in best.items()}
+    out["sspl_over_torch_s"] = round(best["sspl"] - best["torch"], 3)
+    out["target_met"] = best["sspl"] - best["torch"] <= IMPORT_MARGIN_SECONDS
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -93,6 +115,7 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(),
         "load_avg_1min_before": round(os.getloadavg()[0], 2),
     }
+    result["import_s"] = bench_imports()
     with tempfile.TemporaryDirectory(prefix="sspl-bench-localize-") as tmp:
         tmp = Path(tmp)
         images, wav, clip = make_inputs(tmp, args.images, args.seconds)

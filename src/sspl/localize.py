@@ -21,40 +21,58 @@ frames, never the video; the raw maps (``T x 14 x 14``, 784 floats per frame) ar
 
 Outputs (:func:`write_image_outputs`, :func:`write_video_outputs`) are written under temporary names
 and renamed together at the end: a failed run leaves none of them.
+
+This module is the API; its parts live beside it: reading and checking the inputs in
+:mod:`sspl.localize_inputs`, the map on the original frame in :mod:`sspl.data.projection`, the
+background decoding in :mod:`sspl.data.prefetch`, the MP4 encoding in :mod:`sspl.data.video_writer`
+and the atomic output set in :mod:`sspl.localize_outputs`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
 import math
 import os
-import queue
-import threading
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from fractions import Fraction
-from functools import lru_cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING
 
-import av
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 from torch import nn
 
-from .api import Preprocess, load, to_rgb
-from .audio import CLIP_SECONDS, SAMPLE_RATE_HZ, AudioDecodeError, is_silent, load_audio, too_short
-from .data.transforms import CropMapping
+from .api import Preprocess, load
+from .data.prefetch import prefetch
+from .data.projection import project_map
 from .data.video import VideoDecodeError, VideoInfo, iter_frames, video_info
-from .errors import DataError
-from .outputs import check_output_folder, remove_stale_temps
+from .localize_inputs import (
+    AUDIO_SHORTFALL_WARN_SECONDS,
+    AudioArg,
+    ImageArg,
+    as_audio,
+    as_image,
+    check_audio_source,
+    load_video_audio,
+    read_image,
+)
+from .localize_outputs import (
+    OutputSet,
+    check_outputs_free,
+    image_output_paths,
+    save_npy,
+    save_png,
+    video_output_paths,
+)
 from .viz import DEFAULT_ALPHA, add_colorbar, contact_sheet, overlay_heatmap
 
+if TYPE_CHECKING:
+    from .data.transforms import CropMapping
+    from .data.video_writer import VideoWriter
+
 __all__ = [
+    "AUDIO_SHORTFALL_WARN_SECONDS",
     "DEFAULT_MAX_FPS",
     "ImageResult",
     "VideoResult",
@@ -80,146 +98,16 @@ DEFAULT_BATCH_SIZE = {"cpu": 8, "cuda": 32}
 CONTACT_FRAMES = 8
 #: Batches decoded ahead of the model.
 PREFETCH_BATCHES = 2
-#: A sound ending this much before the video's last frame is warned about (container slack is less).
-AUDIO_SHORTFALL_WARN_SECONDS = 1.0
 # Timestamps this close count as equal (pts rounding).
 _TIME_EPS_SECONDS = 1e-6
-#: Audio codecs the MP4 muxer takes as they are; anything else is re-encoded to AAC.
-_COPY_AUDIO_CODECS = frozenset({"aac", "mp3"})
-_AAC_RATES_HZ = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
-# Fine enough that any source timestamp survives; the mp4 muxer re-expresses it in its own time base.
-_VIDEO_TIME_BASE = Fraction(1, 90000)
-_X264_OPTIONS = {"preset": "veryfast", "crf": "20"}
 
 ModelArg = nn.Module | str | os.PathLike
-ImageArg = Image.Image | str | os.PathLike
-AudioArg = str | os.PathLike | tuple[np.ndarray, int]
 FrameCallback = Callable[[int, float, Image.Image, np.ndarray], None]
 
 
 # --------------------------------------------------------------------------------------------------
-# The map on the original frame
+# The model
 # --------------------------------------------------------------------------------------------------
-
-
-@lru_cache(maxsize=32)
-def _axis_weights(
-    n_out: int, scale: float, offset: float, size: int, n_in: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Bilinear weights ``n_out x n_in`` from map cells to original pixels along one axis, and which
-    original pixels lie inside the crop.
-
-    Pixel ``i``'s centre sits at crop coordinate ``c = (i + 0.5 - offset) / scale``, i.e. at map
-    coordinate ``c * n_in / size - 0.5`` (half-pixel centres, clamped to the border cells, as
-    ``F.interpolate(..., align_corners=False)``).
-    """
-    crop = (np.arange(n_out, dtype=np.float64) + 0.5 - offset) / scale
-    inside = (crop >= 0) & (crop < size)
-    src = np.clip(crop * n_in / size - 0.5, 0, n_in - 1)
-    i0 = np.floor(src).astype(np.intp)
-    i1 = np.minimum(i0 + 1, n_in - 1)
-    frac = src - i0
-    weights = np.zeros((n_out, n_in), dtype=np.float64)
-    rows = np.arange(n_out)
-    np.add.at(weights, (rows, i0), 1 - frac)
-    np.add.at(weights, (rows, i1), frac)
-    return weights.astype(np.float32), inside
-
-
-def project_map(raw_map: np.ndarray | torch.Tensor, mapping: CropMapping) -> np.ndarray:
-    """A raw map over the network's crop, drawn on the original frame and min-max normalised.
-
-    Args:
-        raw_map: ``h x w`` raw similarity map (or ``N x h x w``).
-        mapping: :meth:`Preprocess.crop_mapping` of the original ``width x height``.
-
-    Returns:
-        ``height x width`` (or ``N x height x width``) float32 in [0, 1] inside the crop, NaN outside
-        (no prediction). A map with zero range is all ones inside the crop, as in
-        :func:`sspl.metrics.normalize_map`.
-    """
-    raw = raw_map.detach().cpu().numpy() if isinstance(raw_map, torch.Tensor) else np.asarray(raw_map)
-    raw = raw.astype(np.float32, copy=False)
-    if raw.ndim not in (2, 3):
-        raise ValueError(f"raw_map must be h x w or N x h x w, got shape {raw.shape}")
-    h, w = raw.shape[-2:]
-    wy, in_y = _axis_weights(mapping.height, mapping.scale_y, mapping.offset_y, mapping.size, h)
-    wx, in_x = _axis_weights(mapping.width, mapping.scale_x, mapping.offset_x, mapping.size, w)
-    # The crop is a rectangle of whole rows and columns: interpolate only there.
-    rows, cols = np.flatnonzero(in_y), np.flatnonzero(in_x)
-    # Two single-axis contractions in NumPy's own loops: a BLAS call of this size costs more in
-    # thread hand-offs than in arithmetic, badly so on a busy machine.
-    up = np.einsum("nyj,xj->nyx", np.einsum("yi,nij->nyj", wy[rows], raw.reshape(-1, h, w)), wx[cols])
-    up = up.reshape(*raw.shape[:-2], rows.size, cols.size)  # (N x) rows x cols
-    lo = up.min(axis=(-2, -1), keepdims=True)
-    span = up.max(axis=(-2, -1), keepdims=True) - lo
-    # Constancy is judged on the raw map: interpolation weights that sum to 1 only up to rounding
-    # would otherwise stretch a constant map's last-bit noise over [0, 1].
-    varies = (raw.max(axis=(-2, -1)) > raw.min(axis=(-2, -1)))[..., None, None] & (span > 0)
-    heat = np.full((*raw.shape[:-2], mapping.height, mapping.width), np.nan, dtype=np.float32)
-    if rows.size and cols.size:
-        inside = np.where(varies, (up - lo) / np.where(varies, span, 1), np.float32(1))
-        heat[..., rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] = np.clip(inside, 0, 1)
-    return heat
-
-
-# --------------------------------------------------------------------------------------------------
-# Inputs
-# --------------------------------------------------------------------------------------------------
-
-
-def read_image(path: str | os.PathLike) -> Image.Image:
-    """Read an image file of any mode, upright (EXIF orientation applied), as RGB.
-
-    Raises:
-        FileNotFoundError: no such file.
-        DataError: the file is not a readable image.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path}: " + ("is a folder, not an image file" if path.is_dir() else "no such image file")
-        )
-    try:
-        with Image.open(path) as img:
-            img.load()
-            upright = ImageOps.exif_transpose(img)
-    except Image.DecompressionBombError as e:
-        raise DataError(f"{path}: too large to read safely ({e}); downscale it first") from e
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise DataError(f"{path}: cannot read as an image ({e})") from e
-    return to_rgb(upright)
-
-
-def _image(image: ImageArg) -> Image.Image:
-    if isinstance(image, Image.Image):
-        return to_rgb(image)
-    return read_image(image)
-
-
-def _audio(audio: AudioArg) -> tuple[np.ndarray, int]:
-    if isinstance(audio, tuple):
-        if len(audio) != 2:
-            raise ValueError("audio must be a file path or a (wave, sample_rate) pair")
-        wave, rate = np.asarray(audio[0], dtype=np.float32), int(audio[1])
-        if wave.ndim != 1 or wave.size == 0:
-            raise ValueError(f"wave must be a non-empty 1-D array, got shape {wave.shape}")
-        if not np.all(np.isfinite(wave)):
-            raise ValueError(f"wave holds {int((~np.isfinite(wave)).sum())} NaN or infinite sample(s)")
-        if rate <= 0:
-            raise ValueError(f"sample rate must be positive, got {rate}")
-        _warn_if_no_sound(wave, rate, "the audio array")
-        return wave, rate
-    wave, rate = load_audio(audio, SAMPLE_RATE_HZ)
-    _warn_if_no_sound(wave, rate, audio)
-    return wave, rate
-
-
-def _warn_if_no_sound(wave: np.ndarray, rate: int, source: object) -> None:
-    """A map is still computed for silence or a few samples, but it cannot show where a sound is."""
-    why = too_short(wave.shape[0], rate) or ("silent audio (constant signal)" if is_silent(wave) else None)
-    if why:
-        log.warning("%s: %s; the map cannot show where a sound comes from", source, why)
 
 
 def _resolve(
@@ -309,8 +197,8 @@ def localize_image(
     Raises:
         FileNotFoundError, DataError: an input file is missing or unreadable (named in the message).
     """
-    rgb = _image(image)
-    wave, rate = _audio(audio)
+    rgb = as_image(image)
+    wave, rate = as_audio(audio)
     model, preprocess, dev = _resolve(model, preprocess, device)
     if pcm_steps and getattr(model, "pcm", None) is None:
         raise ValueError("pcm_steps=True needs a model with a PCM")
@@ -367,93 +255,6 @@ def output_fps(fps: float | None, source_fps: float) -> float:
             raise ValueError(f"fps must be a positive number, got {fps}")
         return min(float(fps), source_fps) if source_fps > 0 else float(fps)
     return min(source_fps, DEFAULT_MAX_FPS) if source_fps > 0 else DEFAULT_MAX_FPS
-
-
-def _check_audio_source(path: Path, info: VideoInfo, audio_path: str | os.PathLike | None) -> Path:
-    if audio_path is not None:
-        audio_path = Path(audio_path)
-        if not audio_path.is_file():
-            raise FileNotFoundError(
-                f"{audio_path}: "
-                + ("is a folder, not an audio file" if audio_path.is_dir() else "no such audio file")
-            )
-        return audio_path
-    if not info.has_audio:
-        raise DataError(
-            f"{path}: no audio stream; give the sound as a separate file (--audio FILE on the command "
-            "line, audio_path= in Python)"
-        )
-    return path
-
-
-def _load_video_audio(path: Path, info: VideoInfo, audio: Path) -> tuple[np.ndarray, float]:
-    """The 16 kHz waveform and the time (on the video's timeline) of its first sample."""
-    wave, rate = load_audio(audio, SAMPLE_RATE_HZ)
-    _warn_if_no_sound(wave, rate, audio)
-    # A separate sound file is taken to start with the video's first frame.
-    t0 = info.audio_start if audio == path else info.start
-    audio_end, video_end = t0 + wave.shape[0] / rate, info.start + info.duration
-    if video_end - audio_end > AUDIO_SHORTFALL_WARN_SECONDS:
-        log.warning(
-            "%s: its sound ends at %.2f s of the %.2f s video %s; every later frame gets its last %g s",
-            audio,
-            audio_end - info.start,
-            info.duration,
-            path,
-            CLIP_SECONDS,
-        )
-    return wave, t0
-
-
-_T = TypeVar("_T")
-
-
-class _Failure:
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-
-def _prefetch(items: Iterator[_T], depth: int) -> Iterator[_T]:
-    """Iterate ``items`` in a background thread, at most ``depth`` items ahead of the consumer."""
-    slots: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    end = object()
-
-    def put(item: object) -> bool:
-        while not stop.is_set():
-            try:
-                slots.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def work() -> None:
-        try:
-            for item in items:
-                if not put(item):
-                    return
-            put(end)
-        except BaseException as e:  # handed to the consumer, raised there
-            put(_Failure(e))
-        finally:
-            close = getattr(items, "close", None)
-            if close is not None:
-                close()
-
-    thread = threading.Thread(target=work, name="sspl-localize-decode", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = slots.get()
-            if item is end:
-                return
-            if isinstance(item, _Failure):
-                raise item.error
-            yield item
-    finally:
-        stop.set()
-        thread.join()
 
 
 @dataclass
@@ -525,11 +326,11 @@ def localize_video(
     """
     path = Path(video_path)
     info = video_info(path)
-    audio = _check_audio_source(path, info, audio_path)
+    audio = check_audio_source(path, info, audio_path)
     rate = output_fps(fps, info.fps)
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    wave, audio_t0 = _load_video_audio(path, info, audio)
+    wave, audio_t0 = load_video_audio(path, info, audio)
     model, preprocess, dev = _resolve(model, preprocess, device)
     batch_size = batch_size or DEFAULT_BATCH_SIZE.get(dev.type, DEFAULT_BATCH_SIZE["cpu"])
 
@@ -539,7 +340,8 @@ def localize_video(
     times: list[float] = []
     expected = max(1, math.floor(info.duration * rate + _TIME_EPS_SECONDS))
     with tqdm(total=expected, unit="frame", desc=path.name, disable=not progress) as bar:
-        batches = _prefetch(_batches(path, rate, preprocess, wave, audio_t0, batch_size), PREFETCH_BATCHES)
+        decoded = _batches(path, rate, preprocess, wave, audio_t0, batch_size)
+        batches = prefetch(decoded, PREFETCH_BATCHES, name="sspl-localize-decode")
         for batch in batches:
             with torch.inference_mode():
                 out = model.localize(_prepare_frames(batch.frames, dev), batch.spects.to(dev))
@@ -578,129 +380,6 @@ def localize_video(
 # --------------------------------------------------------------------------------------------------
 
 
-class _Outputs:
-    """Files written under hidden temporary names in one folder and renamed together on success.
-
-    Each temporary file is held (``flock``) by this process until the run ends. So another run into the
-    same folder, which first removes the temporary files of its outputs that a killed run left
-    (:func:`sspl.outputs.remove_stale_temps`), leaves those of a live run alone; the OS releases the hold
-    of a killed process. On failure (or an interrupt) the temporary files are removed, and the folder too
-    when this run created it and it is empty, so nothing half-written is left looking finished.
-    """
-
-    def __init__(self, paths: dict[str, Path], *, overwrite: bool) -> None:
-        folders = {p.parent for p in paths.values()}
-        if len(folders) != 1:
-            raise ValueError(f"outputs must share one folder, got {sorted(map(str, folders))}")
-        check_output_folder(next(iter(folders)), "--out")
-        if not overwrite:
-            check_outputs_free(paths)
-        for path in paths.values():  # checked now: a rename failing at the end would leave a mixed set
-            if path.is_dir():
-                raise IsADirectoryError(f"{path}: is a folder; --overwrite replaces output files only")
-        self.folder = folders.pop()
-        self.final = dict(paths)
-        self._created = not self.folder.exists()
-        self._temps: dict[str, Path] = {}
-        self._held: list[int] = []
-
-    def __enter__(self) -> _Outputs:
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise DataError(
-                f"{self.folder}: cannot create the output folder (--out): {e.strerror or e}"
-            ) from e
-        remove_stale_temps(self.folder, [path.name for path in self.final.values()])
-        return self
-
-    def temp(self, key: str) -> Path:
-        """A fresh temporary path for the output ``key``: created empty (with the permissions the
-        user's umask gives) and held until the run ends; the writer opens it by name."""
-        while True:
-            tmp = self.folder / f".{self.final[key].name}.{uuid.uuid4().hex[:12]}.part"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            if _names(fd, tmp):  # not removed as stale between its creation and the hold
-                break
-            os.close(fd)
-        self._held.append(fd)
-        self._temps[key] = tmp
-        return tmp
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        try:
-            if exc_type is None:
-                missing = set(self.final) - set(self._temps)
-                if missing:
-                    raise RuntimeError(f"outputs never written: {sorted(missing)}")
-                for key, tmp in self._temps.items():
-                    os.replace(tmp, self.final[key])
-                return
-            for tmp in self._temps.values():
-                with contextlib.suppress(FileNotFoundError):
-                    tmp.unlink()
-            if self._created:
-                with contextlib.suppress(OSError):
-                    self.folder.rmdir()
-        finally:
-            for fd in self._held:  # released once renamed or removed
-                os.close(fd)
-
-
-def _names(fd: int, path: Path) -> bool:
-    """Whether ``path`` is still the file open as ``fd``."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return False
-    own = os.fstat(fd)
-    return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
-
-
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    with open(path, "wb") as f:  # a file object: np.save would append ".npy" to a path
-        np.save(f, np.ascontiguousarray(array), allow_pickle=False)
-
-
-def _save_png(path: Path, image: Image.Image) -> None:
-    image.save(path, format="PNG")
-
-
-def image_output_paths(out_dir: str | os.PathLike, stem: str) -> dict[str, Path]:
-    """The files :func:`write_image_outputs` writes: ``overlay`` and ``map``."""
-    folder = Path(out_dir)
-    return {"overlay": folder / f"{stem}_overlay.png", "map": folder / f"{stem}_map.npy"}
-
-
-def video_output_paths(out_dir: str | os.PathLike, stem: str) -> dict[str, Path]:
-    """The files :func:`write_video_outputs` writes: ``heatmap_video``, ``maps``, ``timestamps``,
-    ``contact_sheet``."""
-    folder = Path(out_dir)
-    return {
-        "heatmap_video": folder / f"{stem}_heatmap.mp4",
-        "maps": folder / f"{stem}_maps.npy",
-        "timestamps": folder / f"{stem}_timestamps.npy",
-        "contact_sheet": folder / f"{stem}_contact.png",
-    }
-
-
-def check_outputs_free(paths: dict[str, Path]) -> None:
-    """Refuse to replace existing outputs, or to write them under something that is not a folder.
-
-    Raises:
-        NotADirectoryError: an output's folder is an existing file.
-        FileExistsError: naming the first output that exists.
-    """
-    for folder in sorted({p.parent for p in paths.values()}):
-        check_output_folder(folder, "--out")
-    for path in paths.values():
-        if path.exists():
-            raise FileExistsError(
-                f"{path}: already exists (choose another output folder or pass --overwrite)"
-            )
-
-
 def write_image_outputs(
     result: ImageResult,
     out_dir: str | os.PathLike,
@@ -719,160 +398,55 @@ def write_image_outputs(
         FileExistsError: an output exists and ``overwrite`` is False.
     """
     paths = image_output_paths(out_dir, stem)
-    with _Outputs(paths, overwrite=overwrite) as outs:
-        _save_png(outs.temp("overlay"), result.overlay(colorbar=colorbar))
-        _save_npy(outs.temp("map"), result.raw_map.astype(np.float32))
+    with OutputSet(paths, overwrite=overwrite) as outs:
+        save_png(outs.temp("overlay"), result.overlay(colorbar=colorbar))
+        save_npy(outs.temp("map"), result.raw_map.astype(np.float32))
     return paths
 
 
-class _AudioTrack:
-    """An audio stream muxed beside the heat-map video: copied when MP4 takes its codec, else
-    re-encoded to AAC; packets are released in time order as the video advances.
+class _OverlaySink:
+    """The ``on_frame`` of :func:`write_video_outputs`: each frame's overlay into the heat-map video, and
+    the overlays of the contact sheet (the first frame at or after each of ``count`` times spread evenly
+    over the video, the middles of equal spans; the last frame when the video ends before its declared
+    duration)."""
 
-    Args:
-        source: the file holding the audio (the video itself or a separate sound file).
-        out: the output container.
-        align_to: ``None`` keeps the source's timestamps (the video's own track); a time in seconds
-            shifts the track so its first sample plays then (a separate file, aligned with the
-            video's first frame).
-    """
+    def __init__(
+        self,
+        preprocess: Preprocess,
+        open_video: Callable[[], VideoWriter],
+        info: VideoInfo,
+        count: int,
+        colorbar: bool,
+    ) -> None:
+        self._preprocess = preprocess
+        self._open_video = open_video
+        self._colorbar = colorbar
+        self._targets = [info.start + (k + 0.5) * info.duration / count for k in range(count)]
+        self._mappings: dict[tuple[int, int], CropMapping] = {}
+        self._thumbs: list[tuple[float, Image.Image]] = []
+        self._last: tuple[float, Image.Image] | None = None
+        self.video: VideoWriter | None = None
 
-    def __init__(self, source: Path, out: av.container.OutputContainer, align_to: float | None) -> None:
-        try:
-            self._container = av.open(str(source))
-        except (av.FFmpegError, OSError) as e:
-            raise AudioDecodeError(f"{source}: cannot open container ({e})") from e
-        if not self._container.streams.audio:
-            self._container.close()
-            raise AudioDecodeError(f"{source}: no audio stream")
-        self.source = source
-        stream = self._container.streams.audio[0]
-        start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
-        self._shift = 0.0 if align_to is None else align_to - start
-        # The codec's own name: the decoder's (``mp3float`` for MP3) is not what the muxer knows.
-        self._copy = stream.codec_context.codec.canonical_name in _COPY_AUDIO_CODECS
-        if self._copy:
-            self.stream = out.add_stream_from_template(stream)
-        else:
-            rate = stream.rate or stream.codec_context.sample_rate
-            channels = stream.codec_context.channels
-            self.stream = out.add_stream(
-                "aac",
-                rate=rate if rate in _AAC_RATES_HZ else 48000,
-                layout="mono" if channels == 1 else "stereo",
-            )
-        self._out = out
-        self._packets = self._generate(stream)
-        self._pending = next(self._packets, None)
+    def __call__(self, index: int, t: float, image: Image.Image, raw: np.ndarray) -> None:
+        if self.video is None:
+            self.video = self._open_video()
+        if image.size not in self._mappings:
+            self._mappings[image.size] = self._preprocess.crop_mapping(*image.size)
+        overlay = overlay_heatmap(image, project_map(raw, self._mappings[image.size]))
+        self.video.write(add_colorbar(overlay) if self._colorbar else overlay, t)
+        self._last = (t, overlay)
+        targets = self._targets
+        if targets and targets[0] <= t + _TIME_EPS_SECONDS:
+            while targets and targets[0] <= t + _TIME_EPS_SECONDS:
+                targets.pop(0)
+            self._thumbs.append((t, overlay))
 
-    def _generate(self, stream: av.AudioStream) -> Iterator[av.Packet]:
-        try:
-            if self._copy:
-                for packet in self._container.demux(stream):
-                    if packet.dts is None:  # the demuxer's end-of-stream marker
-                        continue
-                    if self._shift:
-                        delta = round(self._shift / packet.time_base)
-                        packet.pts = None if packet.pts is None else packet.pts + delta
-                        packet.dts += delta
-                    packet.stream = self.stream
-                    yield packet
-                return
-            for frame in self._container.decode(stream):
-                if self._shift and frame.pts is not None:
-                    frame.pts += round(self._shift / frame.time_base)
-                yield from self.stream.encode(frame)
-            yield from self.stream.encode(None)
-        except av.FFmpegError as e:
-            # The maps were computed from what load_audio could decode; keep the sound up to here.
-            log.warning("%s: audio ends early in the heat-map video (%s)", self.source, e)
-
-    def mux_until(self, seconds: float | None) -> None:
-        """Mux the packets that start at or before ``seconds`` (``None``: all that remain)."""
-        while self._pending is not None:
-            p = self._pending
-            when = p.pts if p.pts is not None else p.dts
-            if seconds is not None and when is not None and float(when * p.time_base) > seconds:
-                return
-            self._out.mux(p)
-            self._pending = next(self._packets, None)
-
-    def close(self) -> None:
-        self._container.close()
-
-
-class _HeatmapVideo:
-    """H.264 MP4 of overlays at the source resolution (trimmed to even sides, as yuv420p needs), one
-    frame per output frame at its source timestamp, with an audio track; nothing plays past ``end``
-    (the source video's end): a frame lasts until the next sample time or ``end``, and a longer sound
-    file is cut there."""
-
-    def __init__(self, path: Path, rate: float, audio: Path, align_to: float | None, end: float) -> None:
-        self._container = av.open(str(path), "w", format="mp4")
-        try:
-            self._stream = self._container.add_stream(
-                "libx264", rate=Fraction(rate).limit_denominator(1001), options=dict(_X264_OPTIONS)
-            )
-            self._stream.pix_fmt = "yuv420p"
-            self._stream.codec_context.time_base = _VIDEO_TIME_BASE
-            self._audio = _AudioTrack(audio, self._container, align_to)
-        except BaseException:
-            self._container.close()
-            raise
-        self._period = 1 / rate
-        self._end = end
-        self._last_pts = -1
-        self._last_end = 0.0
-        self._durations: dict[int, int] = {}  # pts -> how long that frame shows, in _VIDEO_TIME_BASE
-        self._opened = False
-
-    def write(self, overlay: Image.Image, seconds: float) -> None:
-        image = _even_sides(overlay)
-        if not self._opened:
-            self._stream.width, self._stream.height = image.size
-            self._opened = True
-        frame = av.VideoFrame.from_image(image)
-        frame.time_base = _VIDEO_TIME_BASE
-        frame.pts = max(round(seconds / _VIDEO_TIME_BASE), self._last_pts + 1)
-        shown = min(self._period, self._end - seconds) if self._end > seconds else self._period
-        self._durations[frame.pts] = max(1, round(shown / _VIDEO_TIME_BASE))
-        self._last_pts = frame.pts
-        self._last_end = max(self._last_end, seconds + shown)
-        self._mux(self._stream.encode(frame))
-        self._audio.mux_until(seconds)
-
-    def _mux(self, packets: list[av.Packet]) -> None:
-        # The encoder does not carry frame durations; the muxer takes the last frame's from its packet.
-        for packet in packets:
-            if packet.pts in self._durations:
-                packet.duration = self._durations.pop(packet.pts)
-            self._container.mux(packet)
-
-    def close(self) -> None:
-        try:
-            self._mux(self._stream.encode(None))
-            self._audio.mux_until(max(self._end, self._last_end))
-        finally:
-            self._audio.close()
-            self._container.close()
-
-    def abort(self) -> None:
-        with contextlib.suppress(Exception):
-            self._audio.close()
-        with contextlib.suppress(Exception):
-            self._container.close()
-
-
-def _even_sides(image: Image.Image) -> Image.Image:
-    """The image trimmed to even sides (yuv420p), or stretched to 2 pixels where a side is 1."""
-    if image.width < 2 or image.height < 2:
-        return image.resize((max(2, image.width), max(2, image.height)), Image.Resampling.NEAREST)
-    return image.crop((0, 0, image.width // 2 * 2, image.height // 2 * 2))
-
-
-def _contact_times(info: VideoInfo, count: int) -> list[float]:
-    """Times spread evenly over the video (the middles of ``count`` equal spans)."""
-    return [info.start + (k + 0.5) * info.duration / count for k in range(count)]
+    def contact_sheet(self) -> Image.Image:
+        thumbs, last = list(self._thumbs), self._last
+        if self._targets and last and (not thumbs or thumbs[-1][0] != last[0]):
+            thumbs.append(last)  # the video ended before its declared duration: show its last frame
+        sheet = contact_sheet([img for _, img in thumbs], labels=[f"{t:.2f} s" for t, _ in thumbs])
+        return add_colorbar(sheet) if self._colorbar else sheet
 
 
 def write_video_outputs(
@@ -920,36 +494,23 @@ def write_video_outputs(
     """
     path = Path(video_path)
     info = video_info(path)
-    audio = _check_audio_source(path, info, audio_path)
+    audio = check_audio_source(path, info, audio_path)
     rate = output_fps(fps, info.fps)
     if contact_frames < 1:
         raise ValueError(f"contact_frames must be >= 1, got {contact_frames}")
     paths = video_output_paths(out_dir, path.stem)
-    with _Outputs(paths, overwrite=overwrite) as outs:
+    with OutputSet(paths, overwrite=overwrite) as outs:
         model, preprocess, dev = _resolve(model, preprocess, device)
+        from .data.video_writer import VideoWriter
+
         align_to = None if audio == path else info.start
-        # Opened at the first map: by then localize_video has read and checked the sound the writer muxes.
-        writer: _HeatmapVideo | None = None
-        targets = _contact_times(info, contact_frames)
-        thumbs: list[tuple[float, Image.Image]] = []
-        last: list[tuple[float, Image.Image]] = []
-        mappings: dict[tuple[int, int], CropMapping] = {}
+        end = info.start + info.duration
 
-        def on_frame(index: int, t: float, image: Image.Image, raw: np.ndarray) -> None:
-            nonlocal writer
-            if writer is None:
-                end = info.start + info.duration
-                writer = _HeatmapVideo(outs.temp("heatmap_video"), rate, audio, align_to, end)
-            if image.size not in mappings:
-                mappings[image.size] = preprocess.crop_mapping(*image.size)
-            overlay = overlay_heatmap(image, project_map(raw, mappings[image.size]))
-            writer.write(add_colorbar(overlay) if colorbar else overlay, t)
-            last[:] = [(t, overlay)]
-            if targets and targets[0] <= t + _TIME_EPS_SECONDS:
-                while targets and targets[0] <= t + _TIME_EPS_SECONDS:
-                    targets.pop(0)
-                thumbs.append((t, overlay))
+        def open_video() -> VideoWriter:
+            # At the first map: by then localize_video has read and checked the sound the writer muxes.
+            return VideoWriter(outs.temp("heatmap_video"), rate, audio, align_to, end)
 
+        sink = _OverlaySink(preprocess, open_video, info, contact_frames, colorbar)
         try:
             result = localize_video(
                 model,
@@ -960,19 +521,14 @@ def write_video_outputs(
                 batch_size=batch_size,
                 device=dev,
                 progress=progress,
-                on_frame=on_frame,
+                on_frame=sink,
             )
-            writer.close()  # localize_video returns only after at least one frame
+            sink.video.close()  # localize_video returns only after at least one frame
         except BaseException:
-            if writer is not None:
-                writer.abort()
+            if sink.video is not None:
+                sink.video.abort()
             raise
-        if targets and last and (not thumbs or thumbs[-1][0] != last[0][0]):
-            thumbs += last  # the video ended before its declared duration: show its last frame
-        _save_npy(outs.temp("maps"), result.maps)
-        _save_npy(outs.temp("timestamps"), result.timestamps)
-        sheet = contact_sheet([img for _, img in thumbs], labels=[f"{t:.2f} s" for t, _ in thumbs])
-        if colorbar:
-            sheet = add_colorbar(sheet)
-        _save_png(outs.temp("contact_sheet"), sheet)
+        save_npy(outs.temp("maps"), result.maps)
+        save_npy(outs.temp("timestamps"), result.timestamps)
+        save_png(outs.temp("contact_sheet"), sink.contact_sheet())
     return result, paths

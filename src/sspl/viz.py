@@ -1,10 +1,12 @@
 """Pictures of localization results: heat-map overlays, evaluated samples, the PCM refinement strip,
-success curves, contact sheets and a small HTML report.
+success curves and contact sheets (the HTML report that shows them is :mod:`sspl.html_report`, its names
+re-exported here).
 
 One colour map everywhere, :data:`COLORMAP` (``"jet"``, as the paper's figures): 0 (blue) is the
 least and 1 (red) the most audio-like location of a map after min-max normalisation. Only PIL and
 matplotlib's object API (``matplotlib.figure.Figure`` on the Agg canvas) are used, so nothing here
-touches pyplot's global state or the process-wide backend.
+touches pyplot's global state or the process-wide backend; matplotlib is imported by the first picture
+that needs it, not with this module.
 
 Every function returns an RGB ``PIL.Image``; save it with :func:`sspl.io.atomic_save_image`.
 
@@ -15,26 +17,15 @@ Heat arrays (``heat``) are ``H x W`` float arrays in [0, 1]; a NaN marks a pixel
 
 from __future__ import annotations
 
-import html
-import os
-import urllib.parse
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
-from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
 from .data.images import to_rgb
-from .errors import DataError
-from .io import atomic_write_text
+from .html_report import ReportSection, write_html_report
 from .metrics import (
     BENCHMARKS,
     Protocol,
@@ -46,6 +37,9 @@ from .metrics import (
     threshold_map,
     upsample_map,
 )
+
+if TYPE_CHECKING:  # matplotlib is imported where a picture needs it: `import sspl.viz` is light
+    from matplotlib.figure import Figure
 
 __all__ = [
     "COLORMAP",
@@ -76,6 +70,8 @@ _LUT_SIZE = 256
 @lru_cache(maxsize=1)
 def _lut() -> np.ndarray:
     """``256 x 3`` uint8 colours of :data:`COLORMAP`."""
+    from matplotlib import colormaps
+
     rgba = colormaps[COLORMAP](np.linspace(0.0, 1.0, _LUT_SIZE))
     return np.round(rgba[:, :3] * 255).astype(np.uint8)
 
@@ -106,6 +102,8 @@ def _place_legend(fig: Figure, ax, entries: int) -> None:
 
 def _render(fig: Figure) -> Image.Image:
     """Draw a matplotlib figure on an Agg canvas and return its pixels."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
     return Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3].copy())
@@ -180,6 +178,10 @@ def _colorbar_strip(height: int) -> Image.Image:
 
     The label is drawn only where it fits (``height >= 200``).
     """
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+
     labelled = height >= 200
     width, dpi = (64 if labelled else 44), 100
     fontsize = float(np.clip(height / 36, 5, 9))
@@ -378,6 +380,8 @@ def success_curves_plot(
     if len(lengths) != 1 or min(lengths) < 2:
         raise ValueError(f"curves must share one length of at least 2, got lengths {sorted(lengths)}")
     x = success_thresholds(lengths.pop(), step)
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=figsize, dpi=dpi)
     ax = fig.add_subplot()
     for i, (name, curve) in enumerate(curves.items()):
@@ -422,6 +426,8 @@ def learning_curves_plot(
     Raises:
         ValueError: a run has no record with ``key``.
     """
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=figsize, dpi=dpi)
     ax = fig.add_subplot()
     for i, (name, history) in enumerate(histories.items()):
@@ -485,110 +491,3 @@ def contact_sheet(
     for i, thumb in enumerate(thumbs):
         out.paste(thumb, ((i % cols) * (thumb_width + gap), (i // cols) * (cell_h + gap)))
     return out
-
-
-# --------------------------------------------------------------------------------------------------
-# HTML report
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class ReportSection:
-    """One section of :func:`write_html_report`.
-
-    Attributes:
-        title: section heading.
-        images: image files, each a path or ``(path, caption)``; a relative path is relative to the
-            report's folder. They are linked, not embedded, so keep them beside the report.
-        table: rows of a table (dicts; the columns are the keys in order of first appearance; floats
-            shown with 3 decimals).
-        notes: paragraphs of plain text.
-    """
-
-    title: str
-    images: Sequence[str | os.PathLike | tuple[str | os.PathLike, str]] = ()
-    table: Sequence[Mapping[str, Any]] = ()
-    notes: Sequence[str] = field(default_factory=tuple)
-
-
-_CSS = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 70em; color: #222; }
-h1 { font-size: 1.6em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ddd; }
-figure { display: inline-block; margin: 0.5em; vertical-align: top; }
-figure img { max-width: 100%; border: 1px solid #ccc; }
-figcaption { font-size: 0.85em; color: #555; }
-table { border-collapse: collapse; margin: 1em 0; }
-th, td { border: 1px solid #ccc; padding: 0.3em 0.7em; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
-""".strip()
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return html.escape("" if value is None else str(value))
-
-
-def _section(sec: ReportSection | Mapping[str, Any]) -> ReportSection:
-    if isinstance(sec, ReportSection):
-        return sec
-    unknown = set(sec) - {"title", "images", "table", "notes"}
-    if unknown or "title" not in sec:
-        raise ValueError(
-            f"a report section needs 'title' and may have images, table, notes; got {sorted(sec)}"
-        )
-    return ReportSection(**sec)
-
-
-def write_html_report(
-    path: str | os.PathLike,
-    title: str,
-    sections: Sequence[ReportSection | Mapping[str, Any]],
-) -> Path:
-    """Write a small self-contained HTML page (inline style, no scripts) with images, tables and notes.
-
-    Args:
-        path: the ``.html`` file (written atomically).
-        title: page title and heading.
-        sections: :class:`ReportSection` objects, or dicts with the same keys.
-
-    Returns:
-        ``path`` as a Path.
-
-    Raises:
-        DataError: an image file does not exist (a report with broken pictures is not written).
-    """
-    path = Path(path)
-    root = path.parent.resolve()
-    body = [f"<h1>{html.escape(title)}</h1>"]
-    for sec in map(_section, sections):
-        body.append(f"<h2>{html.escape(sec.title)}</h2>")
-        notes = [sec.notes] if isinstance(sec.notes, str) else sec.notes
-        body += [f"<p>{html.escape(note)}</p>" for note in notes]
-        if sec.table:
-            columns: list[str] = []
-            for row in sec.table:
-                columns += [str(k) for k in row if str(k) not in columns]
-            body.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in columns) + "</tr>")
-            for row in sec.table:
-                cells = {str(k): v for k, v in row.items()}
-                body.append("<tr>" + "".join(f"<td>{_cell(cells.get(c))}</td>" for c in columns) + "</tr>")
-            body.append("</table>")
-        for item in sec.images:
-            image, caption = item if isinstance(item, tuple) else (item, "")
-            file = Path(image) if Path(image).is_absolute() else root / image
-            if not file.is_file():
-                raise DataError(f"{path}: report image {file} does not exist")
-            rel = Path(os.path.relpath(file.resolve(), root)).as_posix()
-            src = html.escape(urllib.parse.quote(rel))
-            alt = html.escape(caption or Path(rel).name)
-            cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
-            body.append(f'<figure><a href="{src}"><img src="{src}" alt="{alt}"></a>{cap}</figure>')
-    page = (
-        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        f"<title>{html.escape(title)}</title>\n<style>\n{_CSS}\n</style>\n</head>\n<body>\n"
-        + "\n".join(body)
-        + "\n</body>\n</html>\n"
-    )
-    atomic_write_text(path, page)
-    return path
