@@ -8,6 +8,7 @@ root); they are skipped where that is not permitted.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -135,36 +136,42 @@ def test_a_second_synth_pretrain_into_a_live_output_is_refused(synth_dir, tmp_pa
 # --------------------------------------------------------------------------------------------------
 
 
+def _logged_step(run: Path) -> int:
+    """The last step ``log.jsonl`` has a whole record of (0 before any)."""
+    path, step = run / "log.jsonl", 0
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        with contextlib.suppress(ValueError):
+            step = max(step, json.loads(line)["step"])
+    return step
+
+
 @pytest.mark.slow
 def test_sigkill_at_random_points_then_resume_is_bit_for_bit(synth_dir, tmp_path):
-    epochs, extra = 3, ["train.max_steps_per_epoch=6"]
+    epochs, extra = 3, ["train.max_steps_per_epoch=6"]  # 3 epochs of 4 steps
     full, part = tmp_path / "full", tmp_path / "part"
-    done = subprocess.run(
-        [sys.executable, "-m", "sspl.cli", *_cli(synth_dir, full, *extra, epochs=epochs)],
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, done.stderr
-    rng, killed_alive = random.Random(20), 0
-    for _ in range(3):
-        if (part / "checkpoints/last.pt").is_file():
-            how = ["--resume"]
-        else:  # killed before its first checkpoint: the run is started over, as the message says
-            how = ["--overwrite"]
-        proc = _start(_cli(synth_dir, part, *how, *extra, epochs=epochs))
+
+    def run_to_end(run: Path, *how: str) -> None:
+        argv = [sys.executable, "-m", "sspl.cli", *_cli(synth_dir, run, *how, *extra, epochs=epochs)]
+        done = subprocess.run(argv, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+
+    run_to_end(full)
+    # seeded random points: a step of the run, then a random delay into it (a step, a validation, a write)
+    rng = random.Random(20)
+    resumed = 0
+    for target in sorted(rng.sample(range(1, 12), 3)):
+        resume = (part / "checkpoints/last.pt").is_file()  # else killed before its first checkpoint:
+        resumed += resume  # started over, as the message says
+        proc = _start(_cli(synth_dir, part, "--resume" if resume else "--overwrite", *extra, epochs=epochs))
         _wait_for_lock(part, proc, "sspl train")
-        time.sleep(rng.uniform(0.5, 6.0))
-        killed_alive += proc.poll() is None
+        while _logged_step(part) < target and proc.poll() is None:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0, 0.5))
+        assert proc.poll() is None, "the run ended before its kill"
         proc.kill()
         proc.communicate()
-    assert killed_alive, "every run ended before its kill"
-    how = ["--resume"] if (part / "checkpoints/last.pt").is_file() else ["--overwrite"]
-    done = subprocess.run(
-        [sys.executable, "-m", "sspl.cli", *_cli(synth_dir, part, *how, *extra, epochs=epochs)],
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, done.stderr
+    assert resumed, "no kill came after a checkpoint"
+    run_to_end(part, "--resume" if (part / "checkpoints/last.pt").is_file() else "--overwrite")
     _same_state(load_checkpoint(full / "checkpoints/last.pt"), load_checkpoint(part / "checkpoints/last.pt"))
     a, b = load_checkpoint(full / "checkpoints/best.pt"), load_checkpoint(part / "checkpoints/best.pt")
     assert a["epoch"] == b["epoch"] and all(torch.equal(v, b["model"][k]) for k, v in a["model"].items())
@@ -213,17 +220,16 @@ def test_a_killed_synth_pretrains_temporary_files_go_and_do_not_count_as_content
 
 def test_overwrite_deletes_the_runs_files_not_the_users_beside_them(synth_dir, tmp_path):
     run = tmp_path / "run"
+    train(small_config("train.epochs=1", "data.cache_audio=true"), synth_dir, run, progress=False)
+    first_events = sorted((run / "tb").glob("events.out.tfevents.*"))
+    assert len(first_events) == 1
     mine = ["checkpoints/notes.txt", "checkpoints/old/best_of_may.pt", "tb/my_plot.png", "cache/mine.npy"]
     for rel in mine:
         (run / rel).parent.mkdir(parents=True, exist_ok=True)
         (run / rel).write_text(rel)
-    # a user's files in those folders are no run: a new one starts there without --overwrite
-    train(small_config("train.epochs=1", "data.cache_audio=true"), synth_dir, run, progress=False)
-    first_events = sorted((run / "tb").glob("events.out.tfevents.*"))
-    assert len(first_events) == 1
     time.sleep(1.1)  # TensorBoard names its file by the second
     train(small_config("train.epochs=1", "train.seed=5"), synth_dir, run, overwrite=True, progress=False)
-    assert [rel for rel in mine if (run / rel).read_text() != rel] == []
+    assert [rel for rel in mine if not (run / rel).is_file() or (run / rel).read_text() != rel] == []
     events = sorted((run / "tb").glob("events.out.tfevents.*"))
     assert len(events) == 1 and events != first_events  # the old run's events went, the new run's came
     assert not (run / "cache/audio_embeddings.pt").exists()  # the old run's cache went too

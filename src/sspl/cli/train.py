@@ -45,7 +45,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="continue the run in --run-dir from its last checkpoint, with its saved config; only epochs, "
         "patience, logging and evaluation frequency, device, loader workers and --cache-audio may change",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace a previous run's files in --run-dir")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a previous run's files in --run-dir (only the files a run writes: others stay)",
+    )
     p.add_argument(
         "--cache-audio", action="store_true", help="cache the frozen audio encoder's embeddings (exact)"
     )
