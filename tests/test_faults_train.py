@@ -158,19 +158,19 @@ def test_sigkill_at_random_points_then_resume_is_bit_for_bit(synth_dir, tmp_path
     run_to_end(full)
     # seeded random points: a step of the run, then a random delay into it (a step, a validation, a write)
     rng = random.Random(20)
-    resumed = 0
-    for target in sorted(rng.sample(range(1, 12), 3)):
-        resume = (part / "checkpoints/last.pt").is_file()  # else killed before its first checkpoint:
-        resumed += resume  # started over, as the message says
+    resumed_and_killed = 0
+    for target in sorted(rng.sample(range(1, 11), 3)):
+        # killed before its first checkpoint, a run is started over, as the message says
+        resume = (part / "checkpoints/last.pt").is_file()
         proc = _start(_cli(synth_dir, part, "--resume" if resume else "--overwrite", *extra, epochs=epochs))
         _wait_for_lock(part, proc, "sspl train")
         while _logged_step(part) < target and proc.poll() is None:
             time.sleep(0.01)
-        time.sleep(rng.uniform(0, 0.5))
-        assert proc.poll() is None, "the run ended before its kill"
+        time.sleep(rng.uniform(0, 0.3))
+        resumed_and_killed += resume and proc.poll() is None  # (a fast machine may finish first)
         proc.kill()
         proc.communicate()
-    assert resumed, "no kill came after a checkpoint"
+    assert resumed_and_killed, "no resumed run was killed"
     run_to_end(part, "--resume" if (part / "checkpoints/last.pt").is_file() else "--overwrite")
     _same_state(load_checkpoint(full / "checkpoints/last.pt"), load_checkpoint(part / "checkpoints/last.pt"))
     a, b = load_checkpoint(full / "checkpoints/best.pt"), load_checkpoint(part / "checkpoints/best.pt")
