@@ -20,6 +20,7 @@ from sspl.engine.pretrain import (
 )
 from sspl.errors import DataError, WeightsError
 from sspl.models.small import SmallAudioCNN, SmallVisualCNN
+from sspl.outputs import LOCK_NAME
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +70,11 @@ def test_small_audio_cnn_shapes(batch):
 
 def test_pretraining_writes_loadable_encoders(encoders_dir, synth_dir):
     out, info = encoders_dir
-    assert sorted(p.name for p in out.iterdir()) == ["audio_encoder.pt", "encoders.json", "visual_encoder.pt"]
+    assert sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME) == [
+        "audio_encoder.pt",
+        "encoders.json",
+        "visual_encoder.pt",
+    ]
     visual_state = torch.load(out / "visual_encoder.pt", weights_only=True)
     audio_state = torch.load(out / "audio_encoder.pt", weights_only=True)
     # encoder weights only: the classification heads are dropped

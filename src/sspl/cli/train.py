@@ -45,7 +45,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="continue the run in --run-dir from its last checkpoint, with its saved config; only epochs, "
         "patience, logging and evaluation frequency, device, loader workers and --cache-audio may change",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace a previous run's files in --run-dir")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a previous run's files in --run-dir (only the files a run writes: others stay)",
+    )
     p.add_argument(
         "--cache-audio", action="store_true", help="cache the frozen audio encoder's embeddings (exact)"
     )
@@ -67,8 +71,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import apply_overrides, load_config
-    from ..engine.train import saved_config, train
+    from ..config import Config, apply_overrides, load_config
+    from ..engine.train import TrainingError, saved_config, train
 
     overrides = list(args.overrides)
     if args.epochs is not None:
@@ -88,7 +92,11 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and args.overwrite:
         raise SystemExit("sspl train: error: --resume and --overwrite exclude each other")
     if args.resume and args.config is None:
-        cfg = apply_overrides(saved_config(args.run_dir), overrides)
+        try:
+            saved = saved_config(args.run_dir)
+        except TrainingError:  # train() says what is wrong, once it holds the run dir: a live run that has
+            saved = Config()  # no checkpoint yet is then named as in use, not taken for a stopped one
+        cfg = apply_overrides(saved, overrides)
     else:
         cfg = load_config(args.config, overrides)
     result = train(

@@ -12,7 +12,6 @@ the sound could at most produce that map, so its cIoU is the ceiling SSPL is com
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import math
@@ -44,6 +43,7 @@ from ..data.synth import (
 from ..errors import DataError, SSPLError
 from ..io import atomic_save_json, atomic_save_torch, nearest_existing
 from ..models.small import SmallAudioCNN, SmallVisualCNN
+from ..outputs import LOCK_NAME, check_output_folder, output_lock, remove_stale_temps
 from ..paths import path_inside
 
 __all__ = [
@@ -289,17 +289,20 @@ def _load_pretrain_data(root: Path) -> dict:
     }
 
 
-def _check_out_dir(out: Path, overwrite: bool) -> None:
+def _check_out_path(out: Path) -> None:
     """Refuse an output folder that cannot take the encoders before minutes of training, not after."""
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out}: exists and is not a folder")
     existing = nearest_existing(out)
     if not existing.is_dir():
         raise NotADirectoryError(f"{out}: cannot be made, {existing} is a file, not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
+    check_output_folder(out, "--out")
+
+
+def _check_out_empty(out: Path, overwrite: bool) -> None:
+    """Refuse a folder holding files (other than the lock this command holds) unless ``overwrite``."""
+    if any(p.name != LOCK_NAME for p in out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out}: folder is not empty; choose a new one or pass overwrite (--overwrite)")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise PermissionError(errno.EACCES, "cannot write there (permission denied)", str(existing))
 
 
 def _finite(loss: torch.Tensor, what: str, epoch: int) -> torch.Tensor:
@@ -528,6 +531,8 @@ def pretrain_synth_encoders(
 
     Raises:
         FileExistsError: ``out_dir`` is not empty and ``overwrite`` is false.
+        sspl.outputs.OutputInUseError: another process writes into ``out_dir``.
+        PermissionError: nothing can be written in ``out_dir`` (checked before any work).
         DataError: ``data_dir`` is not a complete SynthAV set.
         SSPLError: a loss became non-finite.
     """
@@ -546,92 +551,95 @@ def pretrain_synth_encoders(
             "--background-kinds splits the background class: it cannot go with --no-background-class"
         )
     root, out = Path(data_dir), Path(out_dir)
-    _check_out_dir(out, overwrite)
+    _check_out_path(out)
     start = time.perf_counter()
-    data = _load_pretrain_data(root)
-    background_outputs = (len(BACKGROUND_KINDS) if background_kinds else 1) if background_class else 0
-    if background_kinds:
-        data["coverage"] = split_background(data["coverage"], _background_kinds(root, data["ids"]))
-    num_categories = data["num_categories"]
-    m = len(data["ids"])
-    generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(m, generator=generator)
-    n_held = min(max(1, int(round(m * heldout_fraction))), m - 1)
-    held_idx, train_idx = order[:n_held], order[n_held:]
+    data = _load_pretrain_data(root)  # unusable data leaves no output folder behind
+    with output_lock(out, "sspl synth-pretrain"):  # one writer; the folder is looked at only once held
+        # a killed run's temporary files are this command's own: gone before the folder is judged empty
+        remove_stale_temps(out, (VISUAL_WEIGHTS_NAME, AUDIO_WEIGHTS_NAME, ENCODERS_JSON_NAME))
+        _check_out_empty(out, overwrite)
+        background_outputs = (len(BACKGROUND_KINDS) if background_kinds else 1) if background_class else 0
+        if background_kinds:
+            data["coverage"] = split_background(data["coverage"], _background_kinds(root, data["ids"]))
+        num_categories = data["num_categories"]
+        m = len(data["ids"])
+        generator = torch.Generator().manual_seed(seed)
+        order = torch.randperm(m, generator=generator)
+        n_held = min(max(1, int(round(m * heldout_fraction))), m - 1)
+        held_idx, train_idx = order[:n_held], order[n_held:]
 
-    with torch.random.fork_rng(
-        devices=[]
-    ):  # parameter initialisation is seeded without touching global state
-        torch.manual_seed(seed)
-        visual, visual_head = _train_visual(
-            data,
-            train_idx,
-            num_categories,
-            visual_channels,
-            epochs,
-            batch_size,
-            lr,
-            generator,
-            progress,
-            background_outputs,
+        with torch.random.fork_rng(
+            devices=[]
+        ):  # parameter initialisation is seeded without touching global state
+            torch.manual_seed(seed)
+            visual, visual_head = _train_visual(
+                data,
+                train_idx,
+                num_categories,
+                visual_channels,
+                epochs,
+                batch_size,
+                lr,
+                generator,
+                progress,
+                background_outputs,
+            )
+            visual_seconds = time.perf_counter() - start
+            audio, audio_head = _train_audio(
+                data, train_idx, num_categories, audio_dim, epochs, batch_size, lr, generator, progress
+            )
+        metrics = _visual_metrics(
+            visual, visual_head, data["frames"][held_idx], data["locations"][held_idx], background_outputs
         )
-        visual_seconds = time.perf_counter() - start
-        audio, audio_head = _train_audio(
-            data, train_idx, num_categories, audio_dim, epochs, batch_size, lr, generator, progress
+        metrics["audio_accuracy"] = _audio_accuracy(
+            audio, audio_head, data["spects"][held_idx], data["sounds"][held_idx]
         )
-    metrics = _visual_metrics(
-        visual, visual_head, data["frames"][held_idx], data["locations"][held_idx], background_outputs
-    )
-    metrics["audio_accuracy"] = _audio_accuracy(
-        audio, audio_head, data["spects"][held_idx], data["sounds"][held_idx]
-    )
-    seconds = time.perf_counter() - start
+        seconds = time.perf_counter() - start
 
-    out.mkdir(parents=True, exist_ok=True)
-    # encoders.json marks a finished pair: gone while the weights change, so a kill between the two
-    # files never leaves one generation's visual encoder beside another's audio encoder.
-    (out / ENCODERS_JSON_NAME).unlink(missing_ok=True)
-    atomic_save_torch(out / VISUAL_WEIGHTS_NAME, visual.state_dict())
-    atomic_save_torch(out / AUDIO_WEIGHTS_NAME, audio.state_dict())
-    info = {
-        "visual": {
-            "name": "small_cnn",
-            "class": "SmallVisualCNN",
-            "out_channels": visual_channels,
-            "stride": SmallVisualCNN.stride,
-            "weights": VISUAL_WEIGHTS_NAME,
-            "input": "B x 3 x 224 x 224 ImageNet-normalised",
-        },
-        "audio": {
-            "name": "small_cnn",
-            "class": "SmallAudioCNN",
-            "embed_dim": audio_dim,
-            "weights": AUDIO_WEIGHTS_NAME,
-            "input": "B x 1 x 96 x 64 VGGish log-mel patch",
-        },
-        "data_dir": str(root.resolve()),
-        "categories": data["category_names"],
-        "num_pretrain_scenes": m,
-        "num_heldout_scenes": n_held,
-        "metrics": metrics,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "lr": lr,
-        "seed": seed,
-        "background_class": background_class,
-        "background_kinds": list(BACKGROUND_KINDS) if background_kinds else None,
-        "seconds": {"visual": round(visual_seconds, 1), "total": round(seconds, 1)},
-        "torch_threads": torch.get_num_threads(),
-    }
-    atomic_save_json(out / ENCODERS_JSON_NAME, info)
-    log.info(
-        "pretrained encoders in %.0f s: per-location accuracy %s (object cells %s), audio accuracy %.3f",
-        seconds,
-        _rate(metrics["visual_location_accuracy"]),
-        _rate(metrics["visual_object_location_accuracy"]),
-        metrics["audio_accuracy"],
-    )
-    return info
+        # encoders.json marks a finished pair: gone while the weights change, so a kill between the two
+        # files never leaves one generation's visual encoder beside another's audio encoder.
+        (out / ENCODERS_JSON_NAME).unlink(missing_ok=True)
+        atomic_save_torch(out / VISUAL_WEIGHTS_NAME, visual.state_dict())
+        atomic_save_torch(out / AUDIO_WEIGHTS_NAME, audio.state_dict())
+        info = {
+            "visual": {
+                "name": "small_cnn",
+                "class": "SmallVisualCNN",
+                "out_channels": visual_channels,
+                "stride": SmallVisualCNN.stride,
+                "weights": VISUAL_WEIGHTS_NAME,
+                "input": "B x 3 x 224 x 224 ImageNet-normalised",
+            },
+            "audio": {
+                "name": "small_cnn",
+                "class": "SmallAudioCNN",
+                "embed_dim": audio_dim,
+                "weights": AUDIO_WEIGHTS_NAME,
+                "input": "B x 1 x 96 x 64 VGGish log-mel patch",
+            },
+            "data_dir": str(root.resolve()),
+            "categories": data["category_names"],
+            "num_pretrain_scenes": m,
+            "num_heldout_scenes": n_held,
+            "metrics": metrics,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "seed": seed,
+            "background_class": background_class,
+            "background_kinds": list(BACKGROUND_KINDS) if background_kinds else None,
+            "seconds": {"visual": round(visual_seconds, 1), "total": round(seconds, 1)},
+            "torch_threads": torch.get_num_threads(),
+        }
+        atomic_save_json(out / ENCODERS_JSON_NAME, info)
+        log.info(
+            "pretrained encoders in %.0f s: per-location accuracy %s (object cells %s), audio accuracy %.3f",
+            seconds,
+            _rate(metrics["visual_location_accuracy"]),
+            _rate(metrics["visual_object_location_accuracy"]),
+            metrics["audio_accuracy"],
+        )
+        return info
 
 
 def _rate(value: float | None) -> str:

@@ -13,8 +13,8 @@ import logging
 import math
 import os
 import random
-import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,8 @@ from ..config import Config, save_config
 from ..data.annotations import load_annotations
 from ..data.datasets import PreparedDataset, Sample, label_index, load_samples
 from ..data.feature_cache import (
+    FEATURES_NAME,
+    INDEX_NAME,
     VisualFeatureCache,
     build_visual_cache,
     check_cache_visual_config,
@@ -39,6 +41,7 @@ from ..errors import DataError, SSPLError, WeightsError
 from ..io import atomic_save_json, atomic_write_text
 from ..metrics import BENCHMARKS, evaluate_maps
 from ..models.methods import get_method
+from ..outputs import check_output_folder, output_lock, remove_stale_temps, remove_written
 from .checkpoint import (
     BEST,
     CHECKPOINT_DIR,
@@ -65,9 +68,14 @@ log = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.yaml"
 LOG_NAME = "log.jsonl"
+HISTORY_NAME = "history.json"
 TB_DIR = "tb"
+#: the event files TensorBoard's writer makes in ``tb/``
+TB_EVENTS = "events.out.tfevents.*"
 CACHE_DIR = "cache"
-_RUN_FILES = (CONFIG_NAME, LOG_NAME, CHECKPOINT_DIR, TB_DIR, CACHE_DIR, "history.json")
+AUDIO_CACHE_NAME = "audio_embeddings.pt"
+#: what holds the run directory, in the message a second writer gets
+LOCK_COMMAND = "sspl train"
 
 
 class TrainingError(SSPLError):
@@ -203,15 +211,74 @@ def build_scheduler(
 # --------------------------------------------------------------------------------------------------
 
 
-def _run_files(run_dir: Path) -> list[Path]:
-    return [run_dir / name for name in _RUN_FILES if (run_dir / name).exists()]
+def _run_folders(run_dir: Path) -> dict[str, tuple[str, ...]]:
+    """Each folder of a run (relative to ``run_dir``) and the files the run writes atomically in it."""
+    folders = {
+        ".": (CONFIG_NAME, LOG_NAME, HISTORY_NAME),
+        CHECKPOINT_DIR: (LAST, BEST),
+        CACHE_DIR: (AUDIO_CACHE_NAME,),
+    }
+    cache = run_dir / CACHE_DIR
+    if cache.is_dir():  # the visual feature caches (see visual_cache_dir), one per encoder and size
+        for sub in sorted(p for p in cache.glob("visual_*") if p.is_dir()):
+            folders[f"{CACHE_DIR}/{sub.name}"] = (FEATURES_NAME, INDEX_NAME)
+    return folders
+
+
+def _run_outputs(run_dir: Path) -> list[str]:
+    """The files a run wrote in ``run_dir`` (relative paths): its named outputs and TensorBoard's event
+    files. Nothing else in the folder is the run's, whatever its name or place."""
+    found = [
+        (Path(folder) / name).as_posix()
+        for folder, names in _run_folders(run_dir).items()
+        for name in names
+        if (run_dir / folder / name).is_file()
+    ]
+    tb = run_dir / TB_DIR
+    if tb.is_dir():
+        found += [f"{TB_DIR}/{p.name}" for p in sorted(tb.glob(TB_EVENTS)) if p.is_file()]
+    return found
+
+
+def _remove_stale_temps(run_dir: Path) -> None:
+    """Delete the temporary files of the atomic writes a killed run left (a checkpoint's: gigabytes)."""
+    for folder, names in _run_folders(run_dir).items():
+        for path in remove_stale_temps(run_dir / folder, names):
+            log.info("%s: removed, left by a run that was stopped while writing it", path)
+
+
+@contextlib.contextmanager
+def _hold_run_dir(run_dir: Path, env: DistEnv, resume: bool) -> Iterator[None]:
+    """Make ``run_dir`` this run's for the block, before anything in it is looked at.
+
+    The main process checks that the folder takes files, locks it (a second run in it is refused, naming
+    the process that holds it; a killed run releases it) and removes the temporary files a killed run
+    left. Under torchrun the other processes learn whether it could, and stop with it if not.
+    """
+    failure: BaseException | None = None
+    with contextlib.ExitStack() as held:
+        if env.is_main:
+            try:
+                if resume and not run_dir.is_dir():
+                    raise TrainingError(f"{run_dir}: nothing to resume (no such folder)")
+                check_output_folder(run_dir, "--run-dir")
+                held.enter_context(output_lock(run_dir, LOCK_COMMAND))
+                _remove_stale_temps(run_dir)
+            except (SSPLError, OSError) as e:
+                failure = e
+        if env.distributed:
+            flag = torch.tensor([0.0 if failure is None else 1.0], device=env.device)
+            dist.broadcast(flag, src=0)
+            if flag.item() and failure is None:
+                raise TrainingError(f"{run_dir}: the main process (rank 0) could not take the run directory")
+        if failure is not None:
+            raise failure
+        yield
 
 
 def _check_run_dir(run_dir: Path, overwrite: bool) -> None:
     """Refuse a run dir that holds a run, unless it is to be overwritten (nothing is deleted here)."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise TrainingError(f"{run_dir}: is a file, not a run directory")
-    if _run_files(run_dir) and not overwrite:
+    if _run_outputs(run_dir) and not overwrite:
         if not (run_dir / CHECKPOINT_DIR / LAST).is_file():
             raise TrainingError(
                 f"{run_dir}: holds the start of a training run that stopped before its first checkpoint "
@@ -223,9 +290,9 @@ def _check_run_dir(run_dir: Path, overwrite: bool) -> None:
 
 
 def _clear_run_dir(run_dir: Path) -> None:
-    for path in _run_files(run_dir):  # only what a run writes: never other files the user keeps there
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    """Delete the previous run's files, one by one: a user's file beside them (in ``checkpoints/`` or
+    ``tb/`` too) stays, and so do the folders that hold one."""
+    remove_written(run_dir, _run_outputs(run_dir))
 
 
 #: Settings a resumed run may change: how long it trains, how it reports and how fast it computes, not
@@ -247,15 +314,18 @@ def saved_config(run_dir: str | os.PathLike) -> Config:
     Raises:
         TrainingError: the folder holds no checkpoint to resume.
     """
-    last = Path(run_dir) / CHECKPOINT_DIR / LAST
-    if not last.is_file():
-        if _run_files(Path(run_dir)):
+    _check_resumable(Path(run_dir))
+    return _config_of(_load_last(Path(run_dir)))
+
+
+def _check_resumable(run_dir: Path) -> None:
+    if not (run_dir / CHECKPOINT_DIR / LAST).is_file():
+        if _run_outputs(run_dir):
             raise TrainingError(
                 f"{run_dir}: nothing to resume ({CHECKPOINT_DIR}/{LAST} not found: the run stopped before its "
                 "first epoch ended); pass --overwrite instead of --resume to start it over"
             )
         raise TrainingError(f"{run_dir}: nothing to resume ({CHECKPOINT_DIR}/{LAST} not found)")
-    return _config_of(_load_last(Path(run_dir)))
 
 
 def _load_last(run_dir: Path) -> dict:
@@ -429,7 +499,7 @@ def _audio_cache(
     """Exact cache of the frozen audio encoder's patch embeddings (computed once, stored in the run dir)."""
     if cfg.model.train_audio:
         raise TrainingError("data.cache_audio needs a frozen audio encoder (model.train_audio is true)")
-    path = run_dir / CACHE_DIR / "audio_embeddings.pt"
+    path = run_dir / CACHE_DIR / AUDIO_CACHE_NAME
     ids = [s.id for s in samples]
     if env.is_main and not path.is_file():
         from ..io import atomic_save_torch
@@ -526,24 +596,42 @@ def train(
             logging, on another device.
         data_dir: folder written by ``sspl prepare`` or ``sspl synth`` (splits ``train``/``val`` or none).
         run_dir: where config, logs and checkpoints go; must not hold a run unless ``resume`` or ``overwrite``.
+            It is held for the run (one writer at a time) from the start, before it is looked at.
         resume: continue from ``run_dir/checkpoints/last.pt``.
-        overwrite: delete a previous run's files in ``run_dir`` (other files are left alone).
+        overwrite: delete a previous run's files in ``run_dir`` one by one (other files are left alone).
         progress: show a progress bar.
 
     Returns:
         A :class:`TrainResult`.
 
     Raises:
+        sspl.outputs.OutputInUseError: another process trains in ``run_dir``.
+        PermissionError: nothing can be written in ``run_dir`` (checked before any work).
         TrainingError: on a non-finite loss, an existing run dir, or unusable options.
         sspl.errors.DataError: on unusable data (including train/test overlap unless allowed).
     """
     data_dir, run_dir = Path(data_dir), Path(run_dir)
     env = init_distributed(config.train.device)
     try:
-        return _train(config, data_dir, run_dir, env, resume=resume, overwrite=overwrite, progress=progress)
+        if not resume:  # a new run's options are checked before its folder is made (a resumed run's: in it)
+            _check_options(config, env)
+        with _hold_run_dir(run_dir, env, resume):
+            return _train(
+                config, data_dir, run_dir, env, resume=resume, overwrite=overwrite, progress=progress
+            )
     finally:
         if env.distributed:
             dist.barrier()
+
+
+def _check_options(cfg: Config, env: DistEnv) -> None:
+    """The checks of a config alone (no data, no run dir)."""
+    if cfg.data.cache_visual:
+        check_cache_visual_config(cfg)
+    if cfg.train.batch_size % env.world_size:
+        raise TrainingError(
+            f"train.batch_size={cfg.train.batch_size} does not divide over {env.world_size} processes"
+        )
 
 
 def _train(
@@ -559,7 +647,7 @@ def _train(
     # Everything is checked before anything in the run dir changes: a mistake never costs a run.
     ckpt = None
     if resume:
-        saved_config(run_dir)  # a clear error when there is nothing to resume
+        _check_resumable(run_dir)  # a clear error when there is nothing to resume
         ckpt = _load_last(run_dir)
         for key in ("optimizer", "scheduler", "rng"):
             if key not in ckpt:
@@ -573,12 +661,7 @@ def _train(
     else:
         _check_run_dir(run_dir, overwrite)
     cfg = config
-    if cfg.data.cache_visual:
-        check_cache_visual_config(cfg)
-    if cfg.train.batch_size % env.world_size:
-        raise TrainingError(
-            f"train.batch_size={cfg.train.batch_size} does not divide over {env.world_size} processes"
-        )
+    _check_options(cfg, env)
     local_batch = cfg.train.batch_size // env.world_size
 
     splits = _split_data(cfg, data_dir)
@@ -830,7 +913,7 @@ def _train(
                     trainer_state=trainer_state,
                     metrics=record,
                 )
-                atomic_save_json(run_dir / "history.json", state["history"])
+                atomic_save_json(run_dir / HISTORY_NAME, state["history"])
             if env.distributed:
                 flag = torch.tensor([1.0 if stop else 0.0], device=env.device)
                 dist.broadcast(flag, src=0)
