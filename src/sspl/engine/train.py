@@ -53,6 +53,7 @@ from .checkpoint import (
     stored_encoder_settings,
 )
 from .distributed import DistEnv, all_reduce_mean, convert_sync_batchnorm, init_distributed
+from .schedule import build_scheduler  # re-exported: sspl.engine.train.build_scheduler
 
 __all__ = [
     "RESUMABLE_KEYS",
@@ -186,24 +187,6 @@ def _worker_init(_: int) -> None:
 # --------------------------------------------------------------------------------------------------
 # optimisation
 # --------------------------------------------------------------------------------------------------
-
-
-def build_scheduler(
-    optimizer: torch.optim.Optimizer, cfg: Config, steps_per_epoch: int
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step learning-rate factor: constant (the paper), or linear warm-up then cosine decay."""
-    total = max(1, cfg.train.epochs * steps_per_epoch)
-    warmup = int(cfg.optim.warmup_epochs * steps_per_epoch)
-
-    def factor(step: int) -> float:
-        if cfg.optim.schedule == "constant":
-            return 1.0
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 # --------------------------------------------------------------------------------------------------
