@@ -4,6 +4,7 @@ A command killed with SIGKILL (the OOM killer, ``kill -9``, a batch scheduler) r
 its worker processes must notice by themselves: each calls :func:`end_with` first, naming the command's
 process. Once the workers are gone, multiprocessing's own helpers go too: a forkserver exits when no
 process holds its "alive" pipe any more, and the resource tracker when no process holds its pipe.
+:func:`init_worker` is the whole set-up of such a worker, for a pool's ``initializer``.
 """
 
 from __future__ import annotations

@@ -114,117 +114,6 @@ class PrepareSummary:
         return f"done {self.done} / skipped {self.skipped} / failed {self.failed}"
 
 
-def merge_shards(out: str | os.PathLike) -> PrepareSummary:
-    """Merge every shard part under ``out/shards`` (and an existing ``manifest.csv``) into ``manifest.csv``.
-
-    Returns:
-        Counts of the merged manifest (``done`` and ``failed`` rows; ``skipped`` is 0).
-
-    Raises:
-        DataError: ``out`` holds no shard parts.
-        OutputInUseError: a plain (unsharded) run is writing ``out``.
-    """
-    out = Path(out)
-    if not part_dirs(out):
-        raise DataError(f"{out}: no shard manifests under {out / SHARDS_DIR} to merge")
-    check_output_folder(out, "OUT")
-    with _hold_briefly(out):
-        rows = all_rows(out)
-        write_manifest(out, list(rows.values()))
-    done = sum(r.ok for r in rows.values())
-    return PrepareSummary(out, done=done, skipped=0, failed=len(rows) - done, merged=True)
-
-
-def _check_out(out: Path, meta: dict) -> None:
-    """Refuse an output folder prepared with other settings, or a non-empty folder of something else."""
-    if (out / META_NAME).is_file():
-        try:
-            existing = read_meta(out)
-        except ValueError as e:
-            raise DataError(str(e)) from e
-        for key in ("kind", "audio_seconds", "source"):
-            if existing.get(key, meta[key]) != meta[key]:
-                raise DataError(
-                    f"{out}: already holds a dataset prepared with {key}={existing.get(key)!r}, not "
-                    f"{meta[key]!r}; prepare into a new folder (or give the same settings to resume)"
-                )
-    elif out.exists() and not out.is_dir():
-        raise DataError(f"{out}: is a file, not a folder for the prepared dataset")
-    # shards/ alone is not "something else": a shard run started just before this one has made it, and
-    # not yet its meta
-    elif out.is_dir() and any(not p.name.startswith(".") and p.name != SHARDS_DIR for p in out.iterdir()):
-        raise DataError(f"{out}: exists, is not empty and is not a prepared dataset (no {META_NAME})")
-
-
-# --------------------------------------------------------------------------------------------------
-# One writer per output
-# --------------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _hold(out: Path, shard: tuple[int, int] | None) -> Iterator[None]:
-    """Hold the folders a run writes its records in, for the whole run (:func:`sspl.outputs.output_lock`).
-
-    A plain run records every clip in ``OUT/manifest.csv``: it holds ``OUT`` and every shard part in it,
-    so no other run (plain or sharded) writes there meanwhile; two lists prepared at once into one
-    ``OUT`` would each rewrite the manifest from the rows it knows, losing the other's. A shard run
-    records in its own part, so it holds only that part (the shards of one ``OUT`` run side by side),
-    after checking that no plain run holds ``OUT``.
-    """
-    with contextlib.ExitStack() as stack:
-        if shard is None:
-            stack.enter_context(output_lock(out, "sspl prepare"))
-            parts = out / SHARDS_DIR  # every part, also one a shard run has only just made
-            for part in sorted(parts.iterdir()) if parts.is_dir() else ():
-                if part.is_dir():
-                    stack.enter_context(output_lock(part, "sspl prepare"))
-        else:
-            command = f"sspl prepare --shard {shard[0]}/{shard[1]}"
-            stack.enter_context(output_lock(shard_dir(out, shard), command))
-            with _hold_briefly(out):
-                pass
-        yield
-
-
-@contextlib.contextmanager
-def _hold_briefly(out: Path) -> Iterator[None]:
-    """Hold ``OUT`` for a short step (a shard's check, a merge), waiting a little for another shard
-    doing the same; a plain run holds it for longer, and is reported."""
-    deadline = time.monotonic() + SHARD_WAIT_SECONDS
-    while True:
-        held = contextlib.ExitStack()
-        try:
-            held.enter_context(output_lock(out, "sspl prepare --merge"))
-        except OutputInUseError:
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(0.05)
-            continue
-        with held:
-            yield
-        return
-
-
-def _remove_stale_temps(out: Path, ids: Iterable[str]) -> None:
-    """Remove the temporary files a killed run left for the clips ``ids`` (only those: a shard run
-    beside this one may be writing its own)."""
-    wanted = {name for clip_id in ids for name in clip_relpaths(clip_id)}
-    for sub in ("frames", "audio", "spect"):
-        folder = out / sub
-        if not folder.is_dir():
-            continue
-        # `.<name>.<random>.tmp`: only hidden files are looked at, then only names of this run's clips
-        names = {f"{sub}/{p.name[1:].rsplit('.', 2)[0]}" for p in folder.iterdir() if p.name.startswith(".")}
-        stale = [name.split("/", 1)[1] for name in names & wanted]
-        if stale:
-            remove_stale_temps(folder, stale)
-
-
-# --------------------------------------------------------------------------------------------------
-# The command
-# --------------------------------------------------------------------------------------------------
-
-
 def prepare(
     src: str | os.PathLike,
     out: str | os.PathLike,
@@ -435,3 +324,109 @@ def _crashed_row(source: ClipSource) -> ManifestRow:
         status=STATUS_FAILED,
         error=f"{source.visual}: the decoder crashed the worker process on this file",
     )
+
+
+def merge_shards(out: str | os.PathLike) -> PrepareSummary:
+    """Merge every shard part under ``out/shards`` (and an existing ``manifest.csv``) into ``manifest.csv``.
+
+    Returns:
+        Counts of the merged manifest (``done`` and ``failed`` rows; ``skipped`` is 0).
+
+    Raises:
+        DataError: ``out`` holds no shard parts.
+        OutputInUseError: a plain (unsharded) run is writing ``out``.
+    """
+    out = Path(out)
+    if not part_dirs(out):
+        raise DataError(f"{out}: no shard manifests under {out / SHARDS_DIR} to merge")
+    check_output_folder(out, "OUT")
+    with _hold_briefly(out):
+        rows = all_rows(out)
+        write_manifest(out, list(rows.values()))
+    done = sum(r.ok for r in rows.values())
+    return PrepareSummary(out, done=done, skipped=0, failed=len(rows) - done, merged=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# The output folder: its checks, one writer at a time, a killed run's leftovers
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_out(out: Path, meta: dict) -> None:
+    """Refuse an output folder prepared with other settings, or a non-empty folder of something else."""
+    if (out / META_NAME).is_file():
+        try:
+            existing = read_meta(out)
+        except ValueError as e:
+            raise DataError(str(e)) from e
+        for key in ("kind", "audio_seconds", "source"):
+            if existing.get(key, meta[key]) != meta[key]:
+                raise DataError(
+                    f"{out}: already holds a dataset prepared with {key}={existing.get(key)!r}, not "
+                    f"{meta[key]!r}; prepare into a new folder (or give the same settings to resume)"
+                )
+    elif out.exists() and not out.is_dir():
+        raise DataError(f"{out}: is a file, not a folder for the prepared dataset")
+    # shards/ alone is not "something else": a shard run started just before this one has made it, and
+    # not yet its meta
+    elif out.is_dir() and any(not p.name.startswith(".") and p.name != SHARDS_DIR for p in out.iterdir()):
+        raise DataError(f"{out}: exists, is not empty and is not a prepared dataset (no {META_NAME})")
+
+
+@contextlib.contextmanager
+def _hold(out: Path, shard: tuple[int, int] | None) -> Iterator[None]:
+    """Hold the folders a run writes its records in, for the whole run (:func:`sspl.outputs.output_lock`).
+
+    A plain run records every clip in ``OUT/manifest.csv``: it holds ``OUT`` and every shard part in it,
+    so no other run (plain or sharded) writes there meanwhile; two lists prepared at once into one
+    ``OUT`` would each rewrite the manifest from the rows it knows, losing the other's. A shard run
+    records in its own part, so it holds only that part (the shards of one ``OUT`` run side by side),
+    after checking that no plain run holds ``OUT``.
+    """
+    with contextlib.ExitStack() as stack:
+        if shard is None:
+            stack.enter_context(output_lock(out, "sspl prepare"))
+            parts = out / SHARDS_DIR  # every part, also one a shard run has only just made
+            for part in sorted(parts.iterdir()) if parts.is_dir() else ():
+                if part.is_dir():
+                    stack.enter_context(output_lock(part, "sspl prepare"))
+        else:
+            command = f"sspl prepare --shard {shard[0]}/{shard[1]}"
+            stack.enter_context(output_lock(shard_dir(out, shard), command))
+            with _hold_briefly(out):
+                pass
+        yield
+
+
+@contextlib.contextmanager
+def _hold_briefly(out: Path) -> Iterator[None]:
+    """Hold ``OUT`` for a short step (a shard's check, a merge), waiting a little for another shard
+    doing the same; a plain run holds it for longer, and is reported."""
+    deadline = time.monotonic() + SHARD_WAIT_SECONDS
+    while True:
+        held = contextlib.ExitStack()
+        try:
+            held.enter_context(output_lock(out, "sspl prepare --merge"))
+        except OutputInUseError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
+            continue
+        with held:
+            yield
+        return
+
+
+def _remove_stale_temps(out: Path, ids: Iterable[str]) -> None:
+    """Remove the temporary files a killed run left for the clips ``ids`` (only those: a shard run
+    beside this one may be writing its own)."""
+    wanted = {name for clip_id in ids for name in clip_relpaths(clip_id)}
+    for sub in ("frames", "audio", "spect"):
+        folder = out / sub
+        if not folder.is_dir():
+            continue
+        # `.<name>.<random>.tmp`: only hidden files are looked at, then only names of this run's clips
+        names = {f"{sub}/{p.name[1:].rsplit('.', 2)[0]}" for p in folder.iterdir() if p.name.startswith(".")}
+        stale = [name.split("/", 1)[1] for name in names & wanted]
+        if stale:
+            remove_stale_temps(folder, stale)
