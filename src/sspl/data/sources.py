@@ -45,6 +45,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 AUDIO_SUFFIXES = (".wav", ".mp3", ".flac", ".ogg", ".m4a")
 FLICKR_AUDIO_DIRS = ("audio", "mp3")
 
+#: what a :class:`ClipSource` is: a video file, a Flickr frames folder, or one image
 KIND_VIDEO, KIND_FRAMES, KIND_IMAGE = "video", "frames", "image"
 _FRAME_OF_VIDEO = re.compile(r"(.+)_(\d+)")  # `<video>_<k>`: frame k of a video
 #: Folders the pairs layout leaves out: AVSBench's ground-truth masks are images named like its frames.
