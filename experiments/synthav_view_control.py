@@ -39,9 +39,9 @@ from sspl.data.manifest import read_meta
 from sspl.data.synth import (
     FRAME_SIZE,
     SynthConfig,
-    _encode_jpeg,
-    _render_background,
+    encode_jpeg,
     load_scenes,
+    render_background,
     render_scene,
     synth_config,
 )
@@ -74,7 +74,7 @@ def redrawn_frame(config: SynthConfig, index: int) -> tuple[np.ndarray, np.ndarr
     """
     scene = render_scene(config, "main", index)
     rng = np.random.default_rng(np.random.SeedSequence(entropy=config.seed, spawn_key=(ALT_STREAM, index)))
-    background, _ = _render_background(rng, FRAME_SIZE)
+    background, _ = render_background(rng, FRAME_SIZE)
     on_object = scene.masks.any(axis=0)
     redrawn = np.clip(np.round(background), 0, 255).astype(np.uint8)
     redrawn[on_object] = scene.image[on_object]
@@ -93,10 +93,10 @@ def write_redrawn(data: Path, out: Path) -> dict[str, Path]:
         path = out / f"{sid}.jpg"
         if not path.is_file():
             frame, redrawn = redrawn_frame(config, int(sid.rsplit("_", 1)[1]))
-            if (data / "frames" / f"{sid}.jpg").read_bytes() != _encode_jpeg(frame):
+            if (data / "frames" / f"{sid}.jpg").read_bytes() != encode_jpeg(frame):
                 raise DataError(f"{data / 'frames' / sid}.jpg: differs from its render; regenerate {data}")
             changed.append(float(np.mean(np.any(frame != redrawn, axis=-1))))
-            atomic_write_bytes(path, _encode_jpeg(redrawn))
+            atomic_write_bytes(path, encode_jpeg(redrawn))
         paths[sid] = path
     if changed:
         log.info("redrew %d frames; mean share of pixels changed %.3f", len(changed), np.mean(changed))

@@ -4,6 +4,7 @@ A command killed with SIGKILL (the OOM killer, ``kill -9``, a batch scheduler) r
 its worker processes must notice by themselves: each calls :func:`end_with` first, naming the command's
 process. Once the workers are gone, multiprocessing's own helpers go too: a forkserver exits when no
 process holds its "alive" pipe any more, and the resource tracker when no process holds its pipe.
+:func:`init_worker` is the whole set-up of such a worker, for a pool's ``initializer``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sys
 import threading
 import time
 
-__all__ = ["end_with"]
+__all__ = ["end_with", "init_worker"]
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _POLL_SECONDS = 1.0
@@ -38,6 +39,21 @@ def end_with(command_pid: int) -> None:
         target=_watch, args=(command_pid, server), name="sspl-end-with-parent", daemon=True
     )
     thread.start()
+
+
+def init_worker(command_pid: int) -> None:
+    """Set up a worker process of command ``command_pid`` (a pool's ``initializer``).
+
+    The worker ends with the command (:func:`end_with`), runs torch on one thread (the command starts
+    one worker per core) and ignores Ctrl-C: that is the parent's to handle (it stops the pool and keeps
+    what was finished), and workers printing their own tracebacks of the same KeyboardInterrupt would
+    bury the one line that matters.
+    """
+    import torch  # here: the watchdog alone needs no torch
+
+    end_with(command_pid)
+    torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _set_parent_death_signal() -> None:
