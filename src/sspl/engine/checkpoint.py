@@ -23,7 +23,8 @@ from torch import nn
 from ..config import Config, config_from_dict, config_to_dict
 from ..errors import WeightsError
 from ..io import atomic_save_torch
-from ..weights import KNOWN_WEIGHTS, load_audio_encoder_weights, load_visual_encoder_weights, unreadable
+from ..models.factory import load_encoder
+from ..weights import KNOWN_WEIGHTS, unreadable
 
 __all__ = [
     "BEST",
@@ -166,8 +167,7 @@ def load_published_encoders(model: nn.Module, ckpt: dict, *, download: bool = Tr
     (from the weights cache); returns the state-dict prefixes they fill."""
     dropped = []
     for attr, source in ckpt.get("encoder_sources", {}).items():
-        loader = load_visual_encoder_weights if attr == "visual_encoder" else load_audio_encoder_weights
-        loader(getattr(_unwrap(model), attr), source["weights"], download=download)
+        load_encoder(getattr(_unwrap(model), attr), attr, source["weights"], download=download)
         dropped.append(attr + ".")
     return dropped
 
