@@ -3,7 +3,7 @@
 Generates a SynthAV set (``--scenes`` scenes, distractors preset) in a temporary folder and iterates the
 trainer's training data, built as the trainer builds it: ``PreparedDataset`` in train mode (two augmented
 224 views per frame and its log-mel patches) and a ``DataLoader`` with the trainer's collate function and
-worker initialisation (``sspl.engine.train``), batch ``--batch-size``, shuffled, last partial batch
+worker initialisation (``sspl.data.loader``), batch ``--batch-size``, shuffled, last partial batch
 dropped, workers started afresh every epoch. For each ``--workers`` value and each input variant:
 
 - ``exact``: frames decoded and augmented, log-mel patches read (the default training);
@@ -40,8 +40,8 @@ from torch.utils.data import DataLoader
 from _common import report
 from sspl.data.datasets import PreparedDataset, load_samples
 from sspl.data.feature_cache import build_visual_cache
+from sspl.data.loader import collate_samples, worker_init
 from sspl.data.synth import generate_synth, synth_config
-from sspl.engine.train import _collate, _worker_init
 
 TARGET_RATIO = 2.0
 GPU_STEP_BATCH = 128  # the GPU training setting of the performance issue
@@ -67,8 +67,8 @@ def loader_throughput(dataset: PreparedDataset, workers: int, batch_size: int, e
         num_workers=workers,
         pin_memory=torch.cuda.is_available(),
         drop_last=True,
-        collate_fn=_collate,
-        worker_init_fn=_worker_init,
+        collate_fn=collate_samples,
+        worker_init_fn=worker_init,
     )
     first_s = steady_s = 0.0
     first_n = steady_n = 0

@@ -11,9 +11,11 @@ on the same random batch, with AdamW and the official parameter groups:
   loop over the samples (frozen VGGish recomputed every step, 3 patches per sample, ``g`` applied per
   patch and averaged), VGG16 is called once per view, fp32, default (contiguous) memory format. Its
   sub-networks are copies of ours, whose outputs equal the official modules' (tests/test_model_golden.py).
-- ours: the trainer's step (``sspl.engine.train``): the ``sspl`` method plugin's loss (audio batched,
-  both views through VGG16 in one call, frozen encoders without autograd), finite-loss check, backward,
-  gradient norm, optimiser step; channels-last memory format, as the trainer uses on every device.
+- ours: the trainer's own step function, ``sspl.engine.train.train_step``, called with what the trainer
+  builds (``build_optimisation``: AdamW over the ``sspl`` method's parameter groups, the schedule, the AMP
+  scaler): the method plugin's loss (audio batched, both views through VGG16 in one call, frozen encoders
+  without autograd), finite-loss check, backward, gradient norm, optimiser and scheduler step;
+  channels-last memory format, as the trainer uses on every device.
 - ours + cached audio: the same with the frozen VGGish embeddings precomputed (``--cache-audio``, exact).
 
 Before timing, both are checked to compute the same step: in float64 on the batch's first 4 pairs, loss
@@ -34,8 +36,8 @@ rows are measured when CUDA is present, else reported as pending. Run on an idle
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
+import dataclasses
 import os
 import statistics
 import sys
@@ -56,7 +58,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from _common import report
 from official_recipe import write_official_checkpoint
 from sspl.config import Config
-from sspl.engine.train import _grad_norm
+from sspl.engine.distributed import DistEnv
+from sspl.engine.step import build_optimisation
+from sspl.engine.train import train_step
 from sspl.models.methods import get_method
 from sspl.models.sspl import SSPL
 
@@ -146,14 +150,6 @@ def make_batch(batch_size: int, device: torch.device, generator: torch.Generator
     return {"frame_view1": views[0].to(device), "frame_view2": views[1].to(device), "spect": spect.to(device)}
 
 
-def _optimizer(model: SSPL, cfg: Config) -> torch.optim.Optimizer:
-    """The trainer's AdamW over the ``sspl`` method's parameter groups."""
-    groups = get_method("sspl").param_groups(model, cfg.optim)
-    return torch.optim.AdamW(
-        groups, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps, weight_decay=cfg.optim.weight_decay
-    )
-
-
 def official_optimizer(net: OfficialNet, cfg: Config) -> torch.optim.Optimizer:
     """The official ``create_optimizer``: g; PCM convolutions and norms; PCM rates without weight decay;
     SimSiam head at its own learning rate."""
@@ -187,7 +183,7 @@ class OfficialStep:
 
 
 class OursStep:
-    """The trainer's step on our model, optionally with cached audio embeddings and bf16 autocast."""
+    """The trainer's step function on our model, optionally with cached audio embeddings and bf16 autocast."""
 
     def __init__(
         self, model: SSPL, cfg: Config, device: torch.device, *, cached_audio: bool, amp: torch.dtype | None
@@ -197,11 +193,12 @@ class OursStep:
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.cfg = cfg
-        self.device = device
+        self.env = DistEnv(device=device)  # one process
         self.cached_audio = cached_audio
-        self.amp = amp
         self.method = get_method("sspl")
-        self.optimizer = _optimizer(self.model, cfg)
+        # The trainer's optimiser, schedule and scaler (off: no float16); autocast as the variant asks.
+        opt = build_optimisation(self.method, self.model, cfg, steps_per_epoch=1, device=device)
+        self.opt = dataclasses.replace(opt, amp_dtype=amp)
         self._cache: dict[int, torch.Tensor] = {}
 
     def prepare(self, batch: dict) -> dict:
@@ -220,20 +217,7 @@ class OursStep:
         return out
 
     def __call__(self, batch: dict) -> torch.Tensor:
-        autocast = (
-            torch.autocast(self.device.type, dtype=self.amp)
-            if self.amp is not None
-            else contextlib.nullcontext()
-        )
-        with autocast:
-            loss, _ = self.method.loss(self.model, batch, self.cfg)
-        if not torch.isfinite(loss.detach()).item():
-            raise RuntimeError(f"non-finite loss {loss.item()}")
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        _grad_norm(self.optimizer)
-        self.optimizer.step()
-        return loss.detach()
+        return train_step(self.model, self.method, batch, self.cfg, self.opt, self.env).loss
 
     def g_grads(self) -> list[torch.Tensor]:
         return [p.grad for p in self.model.audio_transform.parameters()]

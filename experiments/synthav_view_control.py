@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 import sspl.engine.train as train_module
-from sspl.data.datasets import PreparedDataset, Sample, _sample_seed
+from sspl.data.datasets import PreparedDataset, Sample, sample_seed
 from sspl.data.manifest import read_meta
 from sspl.data.synth import (
     FRAME_SIZE,
@@ -120,7 +120,7 @@ class RedrawnView2(PreparedDataset):
         sample = self.samples[index]
         alt = Sample(sample.id, self.redrawn[sample.id], sample.spect, sample.audio).load_frame()
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(_sample_seed(self.seed, self.epoch, index))  # the draw of the usual views
+            torch.manual_seed(sample_seed(self.seed, self.epoch, index))  # the draw of the usual views
             _, item["frame_view2"] = self.transform(alt)
         return item
 

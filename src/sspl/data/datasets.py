@@ -26,7 +26,7 @@ from .feature_cache import CACHE_AUGMENTATIONS, FeatureCropFlip, VisualFeatureCa
 from .manifest import ManifestRow, read_manifest, read_meta
 from .transforms import TwoViews, build_eval_transform, build_train_transform
 
-__all__ = ["PreparedDataset", "Sample", "label_index", "load_samples"]
+__all__ = ["PreparedDataset", "Sample", "label_index", "load_samples", "sample_seed"]
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,9 @@ def label_index(samples: Iterable[Sample]) -> dict[str, int]:
     return {name: i for i, name in enumerate(sorted({s.label for s in samples if s.label}))}
 
 
-def _sample_seed(seed: int, epoch: int, index: int) -> int:
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of the augmentation draws of item ``index`` in ``epoch`` of a dataset seeded ``seed``
+    (independent of the worker that loads it, so the views do not depend on ``num_workers``)."""
     digest = hashlib.blake2b(f"{seed}/{epoch}/{index}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF
 
@@ -216,7 +218,7 @@ class PreparedDataset(Dataset):
             # Seeded per sample; fork_rng keeps the caller's global RNG stream untouched. Feature views
             # draw the same numbers as pixel views, so both see the same crops and flips.
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(_sample_seed(self.seed, self.epoch, index))
+                torch.manual_seed(sample_seed(self.seed, self.epoch, index))
                 views = self.transform(source)
             prefix = "feat_view" if cached else "frame_view"
             item[f"{prefix}1"], item[f"{prefix}2"] = views

@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -309,38 +309,7 @@ def build_visual_cache(
 
             loader = tqdm(loader, desc="visual cache", unit="batch", dynamic_ncols=True)
         folder.mkdir(parents=True, exist_ok=True)
-        shape: tuple[int, ...] | None = None
-        resized_hw: tuple[int, int] | None = None
-        with atomic_open(folder / FEATURES_NAME, "wb") as f:
-            for items in loader:
-                for index, frame in items:
-                    if resized_hw is None:
-                        resized_hw = tuple(frame.shape[-2:])
-                    elif tuple(frame.shape[-2:]) != resized_hw:
-                        raise DataError(
-                            f"{samples[index].frame}: resizes to {tuple(frame.shape[-2:])}, the first frame to "
-                            f"{resized_hw}; the visual cache needs frames of one size (prepared frames are "
-                            "256 x 256)"
-                        )
-                frames = torch.stack([frame for _, frame in items]).to(device)
-                feats = encoder(frames).float().cpu().numpy()  # B x C x Hf x Wf
-                stored = feats.astype(CACHE_DTYPE)
-                finite = np.isfinite(stored).reshape(len(items), -1).all(axis=1)
-                if not finite.all():
-                    bad = samples[items[int(np.flatnonzero(~finite)[0])][0]]
-                    raise SSPLError(
-                        f"{bad.frame}: visual features are not finite or exceed the float16 range "
-                        f"(max |x| {np.abs(feats).max():.3g}); train without --cache-visual"
-                    )
-                if shape is None:
-                    shape = (len(samples), *stored.shape[1:])
-                    header = {
-                        "descr": np.lib.format.dtype_to_descr(np.dtype(CACHE_DTYPE)),
-                        "fortran_order": False,
-                        "shape": shape,
-                    }
-                    np.lib.format.write_array_header_1_0(f, header)
-                f.write(np.ascontiguousarray(stored).tobytes())
+        shape, resized_hw = _write_features(folder / FEATURES_NAME, loader, samples, encoder, device)
         assert shape is not None and resized_hw is not None
         if min(shape[-2:]) < window:
             raise SSPLError(
@@ -366,6 +335,46 @@ def build_visual_cache(
     finally:
         encoder.train(was_training)
     return VisualFeatureCache(folder)
+
+
+def _write_features(
+    path: Path, loader: Iterable, samples: Sequence[Sample], encoder: nn.Module, device: torch.device
+) -> tuple[tuple[int, ...] | None, tuple[int, int] | None]:
+    """Encode the loader's ``(index, resized frame)`` batches into the ``.npy`` file ``path`` (written
+    atomically, header first); returns the array's shape and the resized frames' size."""
+    shape: tuple[int, ...] | None = None
+    resized_hw: tuple[int, int] | None = None
+    with atomic_open(path, "wb") as f:
+        for items in loader:
+            for index, frame in items:
+                if resized_hw is None:
+                    resized_hw = tuple(frame.shape[-2:])
+                elif tuple(frame.shape[-2:]) != resized_hw:
+                    raise DataError(
+                        f"{samples[index].frame}: resizes to {tuple(frame.shape[-2:])}, the first frame to "
+                        f"{resized_hw}; the visual cache needs frames of one size (prepared frames are "
+                        "256 x 256)"
+                    )
+            frames = torch.stack([frame for _, frame in items]).to(device)
+            feats = encoder(frames).float().cpu().numpy()  # B x C x Hf x Wf
+            stored = feats.astype(CACHE_DTYPE)
+            finite = np.isfinite(stored).reshape(len(items), -1).all(axis=1)
+            if not finite.all():
+                bad = samples[items[int(np.flatnonzero(~finite)[0])][0]]
+                raise SSPLError(
+                    f"{bad.frame}: visual features are not finite or exceed the float16 range "
+                    f"(max |x| {np.abs(feats).max():.3g}); train without --cache-visual"
+                )
+            if shape is None:
+                shape = (len(samples), *stored.shape[1:])
+                header = {
+                    "descr": np.lib.format.dtype_to_descr(np.dtype(CACHE_DTYPE)),
+                    "fortran_order": False,
+                    "shape": shape,
+                }
+                np.lib.format.write_array_header_1_0(f, header)
+            f.write(np.ascontiguousarray(stored).tobytes())
+    return shape, resized_hw
 
 
 class FeatureCropFlip:

@@ -23,7 +23,8 @@ from torch import nn
 from ..config import Config, config_from_dict, config_to_dict
 from ..errors import WeightsError
 from ..io import atomic_save_torch
-from ..weights import KNOWN_WEIGHTS, load_audio_encoder_weights, load_visual_encoder_weights, unreadable
+from ..models.factory import load_encoder
+from ..weights import KNOWN_WEIGHTS, unreadable
 
 __all__ = [
     "BEST",
@@ -36,6 +37,7 @@ __all__ = [
     "load_published_encoders",
     "restore_model",
     "restore_rng",
+    "resumed_model",
     "save_checkpoint",
     "stored_encoder_settings",
 ]
@@ -166,10 +168,25 @@ def load_published_encoders(model: nn.Module, ckpt: dict, *, download: bool = Tr
     (from the weights cache); returns the state-dict prefixes they fill."""
     dropped = []
     for attr, source in ckpt.get("encoder_sources", {}).items():
-        loader = load_visual_encoder_weights if attr == "visual_encoder" else load_audio_encoder_weights
-        loader(getattr(_unwrap(model), attr), source["weights"], download=download)
+        load_encoder(getattr(_unwrap(model), attr), attr, source["weights"], download=download)
         dropped.append(attr + ".")
     return dropped
+
+
+def resumed_model(method, config: Config, ckpt: dict, *, download: bool = True) -> nn.Module:
+    """The model of a run to resume, in the state of its checkpoint ``ckpt``: built by ``method`` for
+    ``config``, published encoder weights from the weights cache, everything else from the checkpoint."""
+    model = method.build(config, pretrained=False)
+    load_published_encoders(model, ckpt, download=download)
+    model.load_state_dict(_full_state(model, ckpt["model"]), strict=True)
+    return model
+
+
+def _full_state(model: nn.Module, saved: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Saved state completed with the model's own (published, frozen) encoder weights it omits."""
+    state = model.state_dict()
+    state.update(saved)
+    return state
 
 
 def stored_encoder_settings(ckpt: dict) -> set[str]:

@@ -20,9 +20,12 @@ __all__ = [
     "DistEnv",
     "GlobalBatchNorm",
     "all_reduce_mean",
+    "all_true",
+    "broadcast_flag",
     "convert_sync_batchnorm",
     "init_distributed",
     "shutdown",
+    "wrap_ddp",
 ]
 
 
@@ -85,6 +88,33 @@ def all_reduce_mean(value: float, env: DistEnv) -> float:
     t = torch.tensor([value], dtype=torch.float64, device=env.device)
     dist.all_reduce(t)
     return float(t.item()) / env.world_size
+
+
+def all_true(flag: torch.Tensor, env: DistEnv) -> bool:
+    """Whether a ``0.``/``1.`` flag tensor is ``1`` on every process (a minimum over them)."""
+    if env.distributed:
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return flag.item() >= 1
+
+
+def broadcast_flag(value: bool, env: DistEnv) -> bool:
+    """The main process's ``value``, on every process."""
+    if not env.distributed:
+        return value
+    flag = torch.tensor([1.0 if value else 0.0], device=env.device)
+    dist.broadcast(flag, src=0)
+    return bool(flag.item())
+
+
+def wrap_ddp(model: nn.Module, env: DistEnv, *, find_unused_parameters: bool = False) -> nn.Module:
+    """``model`` in DistributedDataParallel under torchrun (one device per process), else itself."""
+    if not env.distributed:
+        return model
+    return nn.parallel.DistributedDataParallel(
+        model,
+        device_ids=[env.device] if env.device.type == "cuda" else None,
+        find_unused_parameters=find_unused_parameters,
+    )
 
 
 class _AllReduceSum(torch.autograd.Function):
