@@ -24,7 +24,7 @@ The second, :func:`map_placement`, says where the evaluated mask goes when it mi
 sounding object, on a silent object, or on the background, overall and per sounding category (a query
 that settles on the background for some sounds and on the object for others shows up there).
 
-**The pipeline.** ``sspl demo``, the SynthAV experiments and the benchmarks all run the same steps, through
+**The pipeline.** ``sspl demo`` and the SynthAV experiments run the same steps, through
 these functions: :func:`prepare_synthav` (generate the set, pretrain its encoders), :func:`synthav_config`,
 :func:`train_synthav`, then :func:`evaluate_synthav` (the trained model on the test split, the untrained
 one, the oracle query). Rerunning any of them picks up where a killed or finished run stopped, by one
