@@ -24,9 +24,8 @@ import logging
 import sys
 from pathlib import Path
 
-from sspl.data.synth import generate_synth, synth_config
-from sspl.engine.pretrain import ENCODERS_JSON_NAME, pretrain_synth_encoders
-from sspl.engine.synthav import oracle_result
+from sspl.data.synth import synth_config
+from sspl.engine.synthav import oracle_result, prepare_synthav
 from sspl.io import atomic_save_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -39,11 +38,8 @@ VARIANT = "sspl_nopcm_lrx10"  # the rate picked on validation by synthav_lr_swee
 
 def run_preset(out: Path, preset: str, epochs: int, pretrain_epochs: int, seed: int = TRAIN_SEED) -> dict:
     data, enc = out / preset / "data", out / preset / "encoders_kinds"
-    generate_synth(data, synth_config(preset, num=800, seed=0, pretrain_num=600), progress=False)
-    if not (enc / ENCODERS_JSON_NAME).is_file():
-        pretrain_synth_encoders(
-            data, enc, epochs=pretrain_epochs, background_kinds=True, overwrite=True, progress=False
-        )
+    synth = synth_config(preset, num=800, seed=0, pretrain_num=600)
+    encoders = prepare_synthav(data, enc, synth, pretrain_epochs=pretrain_epochs, background_kinds=True)
     run = out / preset / "kinds" / f"{VARIANT}_e{epochs}{seed_suffix(seed)}"
     row = run_variant(data, enc, run, VARIANT, epochs, [], swap=preset == "distractors", seed=seed)
     report = json.loads((run / "test_eval" / "report.json").read_text())
@@ -54,7 +50,7 @@ def run_preset(out: Path, preset: str, epochs: int, pretrain_epochs: int, seed: 
         "oracle": {"ciou@0.5": oracle.ciou_success_rate, "auc": oracle.auc},
         "oracle_val_ciou@0.5": oracle_result(enc, data, "val").ciou_success_rate,
         "trivial": report["baselines"],
-        "encoders": json.loads((enc / ENCODERS_JSON_NAME).read_text())["metrics"],
+        "encoders": encoders["metrics"],
         "epochs": epochs,
     }
 

@@ -8,7 +8,10 @@ checkpoint once on the test split. Optionally (``--negatives``) it runs the pape
 the contrastive baseline with all in-batch negatives vs. without same-class negatives, on a set whose
 distractors may share the sounding object's category.
 
-Everything is resumable: rerunning skips finished sets, encoders, runs and evaluations.
+Everything is resumable, by the one rule of the SynthAV pipeline (:mod:`sspl.engine.synthav`): rerunning
+keeps finished sets and encoders, resumes runs (a finished one trains no further, one of other settings
+starts over) and scores every run again (the evaluations and diagnostics always describe the run in the
+folder).
 
     python experiments/synthav_learning.py --out runs/synthav            # everything (~1.5 h on 2 cores)
     python experiments/synthav_learning.py --out runs/synthav --presets easy --variants sspl_nopcm
@@ -36,18 +39,21 @@ import torch
 from torch.utils.data import default_collate
 
 from sspl.data.datasets import PreparedDataset, load_samples
-from sspl.data.synth import generate_synth, synth_config
-from sspl.engine.checkpoint import CHECKPOINT_DIR, LAST, find_checkpoint, load_checkpoint, restore_model
+from sspl.data.synth import synth_config
+from sspl.engine.checkpoint import find_checkpoint, load_checkpoint, restore_model
 from sspl.engine.evaluate import evaluate
-from sspl.engine.pretrain import ENCODERS_JSON_NAME, pretrain_synth_encoders
+from sspl.engine.pretrain import ENCODERS_JSON_NAME
 from sspl.engine.synthav import (
     audio_swap_result,
+    evaluate_synthav,
+    evaluate_untrained,
     map_placement,
     oracle_result,
-    save_untrained,
+    prepare_synthav,
+    resumable,
     synthav_config,
+    train_synthav,
 )
-from sspl.engine.train import train
 from sspl.io import atomic_save_image, atomic_save_json
 from sspl.models.methods import get_method
 from sspl.viz import learning_curves_plot, success_curves_plot
@@ -93,10 +99,10 @@ def _scores(result) -> dict:
 
 
 def prepare(out: Path, name: str, synth, pretrain_epochs: int) -> tuple[Path, Path]:
+    """The set ``OUT/<name>/data`` and its encoders ``OUT/<name>/encoders`` (the SynthAV pipeline's first
+    steps, :func:`sspl.engine.synthav.prepare_synthav`)."""
     data, enc = out / name / "data", out / name / "encoders"
-    generate_synth(data, synth, progress=False)
-    if not (enc / ENCODERS_JSON_NAME).is_file():
-        pretrain_synth_encoders(data, enc, epochs=pretrain_epochs, overwrite=True, progress=False)
+    prepare_synthav(data, enc, synth, pretrain_epochs=pretrain_epochs)
     return data, enc
 
 
@@ -152,19 +158,23 @@ def run_variant(
         lr_scale=lr_scale,
         overrides=[*overrides, *extra],
     )
-    eval_dir = run / "test_eval"
-    if not (eval_dir / "report.json").is_file():
-        resume = (run / CHECKPOINT_DIR / LAST).is_file()
-        tic = time.perf_counter()
-        train(config, data, run, resume=resume, overwrite=not resume, progress=False)
-        seconds = time.perf_counter() - tic
-        evaluate(run, data, "synth", eval_dir, progress=False)
-        atomic_save_json(run / "train_seconds.json", {"seconds": seconds, "resumed": resume})
-    report = json.loads((eval_dir / "report.json").read_text())
-    untrained_dir = run / "untrained_test_eval"  # this variant at its seeded initialisation, same test split
-    if not (untrained_dir / "report.json").is_file():
-        evaluate(save_untrained(config, run / "untrained.pt"), data, "synth", untrained_dir, progress=False)
-    untrained = json.loads((untrained_dir / "report.json").read_text())
+    seconds_path = run / "train_seconds.json"
+    resumed = resumable(config, run)
+    tic = time.perf_counter()
+    train_synthav(config, data, run)
+    if not (resumed and seconds_path.is_file()):  # a resumed finished run trains nothing: keep its time
+        atomic_save_json(seconds_path, {"seconds": time.perf_counter() - tic, "resumed": resumed})
+    evaluate_synthav(
+        config,
+        data,
+        enc,
+        run,
+        eval_dir=run / "test_eval",
+        untrained_checkpoint=run / "untrained.pt",  # this variant at its seeded initialisation
+        untrained_eval_dir=run / "untrained_test_eval",
+    )
+    report = json.loads((run / "test_eval" / "report.json").read_text())
+    untrained = json.loads((run / "untrained_test_eval" / "report.json").read_text())
     history = json.loads((run / "history.json").read_text())
     row = {
         "ciou@0.5": report["ciou@0.5"],
@@ -174,42 +184,29 @@ def run_variant(
         "best_epoch": max((r for r in history if "val_ciou@0.5" in r), key=lambda r: r["val_ciou@0.5"])[
             "epoch"
         ],
-        # absent when a kill fell between the evaluation and this file: the run itself is complete
-        "train_seconds": (
-            json.loads((run / "train_seconds.json").read_text())["seconds"]
-            if (run / "train_seconds.json").is_file()
-            else None
-        ),
+        "train_seconds": json.loads(seconds_path.read_text())["seconds"],
         "history": history,
     }
+    # the diagnostics, like every evaluation of the pipeline, score the run now in the folder
     if swap:  # does the map follow the sound? (scenes with distractors only)
-        path = run / "audio_swap.json"
-        if not path.is_file():
-            to_distractor, to_original = audio_swap_result(run, data)
-            atomic_save_json(
-                path,
-                {
-                    "scenes": to_distractor.num_samples,
-                    "to_distractor_ciou@0.5": to_distractor.ciou_success_rate,
-                    "to_original_ciou@0.5": to_original.ciou_success_rate,
-                },
-            )
-        row["audio_swap"] = json.loads(path.read_text())
+        to_distractor, to_original = audio_swap_result(run, data)
+        row["audio_swap"] = {
+            "scenes": to_distractor.num_samples,
+            "to_distractor_ciou@0.5": to_distractor.ciou_success_rate,
+            "to_original_ciou@0.5": to_original.ciou_success_rate,
+        }
+        atomic_save_json(run / "audio_swap.json", row["audio_swap"])
     if method == "sspl":
-        path = run / "audio_dependence.json"
-        if not path.is_file():
-            atomic_save_json(path, audio_dependence(run, data))
-        row["audio_dependence"] = json.loads(path.read_text())
-    path = run / "map_placement.json"  # where the mask lies, per sounding category (validation split)
-    if not path.is_file():
-        atomic_save_json(path, {"split": "val", **map_placement(run, data, "val")})
-    row["map_placement"] = json.loads(path.read_text())
+        row["audio_dependence"] = audio_dependence(run, data)
+        atomic_save_json(run / "audio_dependence.json", row["audio_dependence"])
+    # where the mask lies, per sounding category (validation split)
+    row["map_placement"] = {"split": "val", **map_placement(run, data, "val")}
+    atomic_save_json(run / "map_placement.json", row["map_placement"])
     if method == "hardway":  # LVS reports the median threshold; give both
-        median = run / "test_eval_median"
-        if not (median / "report.json").is_file():
-            evaluate(run, data, "synth", median, protocol="median", progress=False)
-        m = json.loads((median / "report.json").read_text())
-        row["median_protocol"] = {"ciou@0.5": m["ciou@0.5"], "auc": m["auc"]}
+        m = evaluate(
+            run, data, "synth", run / "test_eval_median", protocol="median", overwrite=True, progress=False
+        )
+        row["median_protocol"] = {"ciou@0.5": m.report["ciou@0.5"], "auc": m.report["auc"]}
     return row
 
 
@@ -219,9 +216,9 @@ def run_preset(out: Path, preset: str, args: argparse.Namespace) -> dict:
     encoders = json.loads((enc / ENCODERS_JSON_NAME).read_text())["metrics"]
     oracle = oracle_result(enc, data, "test")
     untrained_dir = out / preset / "untrained"
-    if not (untrained_dir / "eval" / "report.json").is_file():
-        ckpt = save_untrained(synthav_config(enc, pcm=True), untrained_dir / "sspl_pcm.pt")
-        evaluate(ckpt, data, "synth", untrained_dir / "eval", progress=False)
+    evaluate_untrained(
+        synthav_config(enc, pcm=True), data, untrained_dir / "sspl_pcm.pt", untrained_dir / "eval"
+    )
     u = json.loads((untrained_dir / "eval" / "report.json").read_text())
     result = {
         "synth": synth.to_json(),

@@ -20,7 +20,8 @@ validation split: does more data help? (the paper trains on 10k-144k clips, the 
     python experiments/synthav_lr_sweep.py --out runs/synthav --preset easy --multiples 10 --scenes 3200
     python experiments/synthav_lr_sweep.py --out runs/synthav --preset easy --multiples 1 10 --batch-size 256 --epochs 100
 
-Resumable: a finished run is read back, not retrained. Writes ``OUT/<preset>/lr_sweep.json``.
+Resumable by the SynthAV pipeline's rule (:mod:`sspl.engine.synthav`): a finished run trains no further.
+Writes ``OUT/<preset>/lr_sweep.json``.
 """
 
 from __future__ import annotations
@@ -33,10 +34,7 @@ from pathlib import Path
 
 from sspl.data.synth import SynthConfig, generate_synth
 from sspl.data.transforms import AUGMENTATIONS, DEFAULT_AUGMENTATIONS
-from sspl.engine.checkpoint import CHECKPOINT_DIR, LAST
-from sspl.engine.pretrain import ENCODERS_JSON_NAME, pretrain_synth_encoders
-from sspl.engine.synthav import oracle_result, synthav_config
-from sspl.engine.train import train
+from sspl.engine.synthav import oracle_result, prepare_synthav, synthav_config, train_synthav
 from sspl.io import atomic_save_json
 
 log = logging.getLogger("synthav_lr_sweep")
@@ -92,16 +90,9 @@ def encoders(out: Path, preset: str, background_class: bool) -> Path:
     split without a background class (made here on first use)."""
     if background_class:
         return out / preset / "encoders"
-    enc = out / preset / "encoders_nobg"
-    if not (enc / ENCODERS_JSON_NAME).is_file():
-        pretrain_synth_encoders(
-            out / preset / "data",
-            enc,
-            epochs=PRETRAIN_EPOCHS,
-            background_class=False,
-            overwrite=True,
-            progress=False,
-        )
+    enc, data = out / preset / "encoders_nobg", out / preset / "data"
+    synth = SynthConfig.from_json(json.loads((data / "meta.json").read_text())["synth"])
+    prepare_synthav(data, enc, synth, pretrain_epochs=PRETRAIN_EPOCHS, background_class=False)
     return enc
 
 
@@ -133,10 +124,7 @@ def sweep_run(
     log.info("%s: %s", preset, name)
     run = out / preset / "lr_sweep" / name
     history_path = run / "history.json"
-    done = history_path.is_file() and max(r["epoch"] for r in json.loads(history_path.read_text())) >= epochs
-    if not done:
-        resume = (run / CHECKPOINT_DIR / LAST).is_file()
-        train(config, data, run, resume=resume, overwrite=not resume, progress=False)
+    train_synthav(config, data, run)  # the pipeline's resume rule: a finished run trains no further
     val = [r for r in json.loads(history_path.read_text()) if "val_ciou@0.5" in r]
     best = max(val, key=lambda r: r["val_ciou@0.5"])
     return name, {

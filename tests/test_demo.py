@@ -146,7 +146,7 @@ def test_a_rerun_stopped_half_way_leaves_no_page_of_the_last_run(demo, tmp_path,
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("sspl.demo.evaluate", interrupted)
+    monkeypatch.setattr("sspl.engine.synthav.evaluate", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_demo(copy, TINY, progress=False)
     assert not (copy / "index.html").exists() and not (copy / "summary.json").exists()
@@ -166,7 +166,7 @@ def test_switching_pcm_keeps_the_other_models_run(demo, tmp_path, monkeypatch):
         calls.append(kwargs)
         raise KeyboardInterrupt  # what train was asked to do is all this test needs
 
-    monkeypatch.setattr("sspl.demo.train", spy)
+    monkeypatch.setattr("sspl.engine.synthav.train", spy)
     with pytest.raises(KeyboardInterrupt):
         run_demo(copy, TINY, progress=False)
     assert calls[0]["resume"] is True  # back to w/o PCM: its finished run is picked up, not retrained
@@ -180,7 +180,7 @@ def test_rerun_resumes_and_cli_prints_the_page(demo, capsys, monkeypatch):
         calls.append(kwargs)
         return train(*args, **kwargs)
 
-    monkeypatch.setattr("sspl.demo.train", spy)
+    monkeypatch.setattr("sspl.engine.synthav.train", spy)
     monkeypatch.setattr("sspl.demo.DemoSettings", lambda **kw: TINY)
     assert main(["demo", "--out", str(out), "--no-progress"]) == 0
     assert calls[0]["resume"] is True  # the finished run is picked up, not retrained

@@ -11,11 +11,10 @@ from torch import nn
 
 from sspl.cli import main
 from sspl.data.synth import generate_synth, synth_config
+from sspl.engine.oracle import load_synth_split, oracle_query_maps
 from sspl.engine.pretrain import (
     _object_cell_loss,
     load_synth_encoders,
-    load_synth_split,
-    oracle_query_maps,
     pretrain_synth_encoders,
 )
 from sspl.errors import DataError, WeightsError

@@ -1,22 +1,22 @@
 """``sspl demo``: the whole pipeline in a few CPU minutes, without downloads, ending in one HTML page.
 
-Steps (each resumes where a killed run stopped, so rerunning the command finishes the job):
+Steps 1-3 are the SynthAV pipeline of :mod:`sspl.engine.synthav`, which the experiments run too; each step
+resumes where a killed run stopped (that module's resume rule), so rerunning the command finishes the job:
 
-1. generate a small SynthAV set (:mod:`sspl.data.synth`) with its encoder-pretraining split;
-2. pretrain the small visual and audio encoders on that split (the stand-in for ImageNet / AudioSet
-   pretraining, which cannot be downloaded here; :mod:`sspl.engine.pretrain`);
-3. train SSPL on the set with those encoders frozen (:func:`sspl.engine.train.train`);
-4. evaluate it on the held-out test scenes beside the untrained model, the oracle query and the trivial
-   maps (:mod:`sspl.engine.synthav`, :func:`sspl.engine.evaluate.evaluate`);
-5. localize a few test scenes through the user-facing API (:func:`sspl.localize.localize_image`) and
+1. generate a small SynthAV set (:mod:`sspl.data.synth`) with its encoder-pretraining split, and pretrain
+   the small visual and audio encoders on that split (the stand-in for ImageNet / AudioSet pretraining,
+   which cannot be downloaded here; :mod:`sspl.engine.pretrain`);
+2. train SSPL on the set with those encoders frozen (:func:`sspl.engine.synthav.train_synthav`);
+3. evaluate it on the held-out test scenes beside the untrained model, the oracle query and the trivial
+   maps (:func:`sspl.engine.synthav.evaluate_synthav`);
+4. localize a few test scenes through the user-facing API (:func:`sspl.localize.localize_image`) and
    the bundled real video (:func:`sspl.localize.write_video_outputs`) -- honestly labelled: a model
    trained on synthetic shapes shows the video pipeline, not real-world localization;
-6. write ``index.html`` with the metrics table, success and learning curves, overlays and the video.
+5. write ``index.html`` with the metrics table, success and learning curves, overlays and the video.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -25,13 +25,17 @@ from importlib import resources
 from pathlib import Path
 
 from .api import load
+from .config import Config
 from .data.manifest import META_NAME, read_manifest, read_meta
-from .data.synth import MAX_SCENES, PRESETS, SynthConfig, generate_synth, synth_config
-from .engine.checkpoint import CHECKPOINT_DIR, LAST, load_checkpoint, stored_encoder_settings
-from .engine.evaluate import evaluate
-from .engine.pretrain import ENCODERS_JSON_NAME, pretrain_synth_encoders
-from .engine.synthav import oracle_result, save_untrained, synthav_config
-from .engine.train import fixed_changes, saved_config, train
+from .data.synth import MAX_SCENES, PRESETS, SynthConfig, synth_config
+from .engine.synthav import (
+    SynthAVEvaluation,
+    evaluate_synthav,
+    prepare_synthav,
+    synthav_config,
+    train_synthav,
+)
+from .engine.train import TrainResult
 from .errors import DataError
 from .io import atomic_save_image, atomic_save_json, output_folder_blocked
 from .localize import localize_image, write_video_outputs
@@ -131,11 +135,34 @@ def _check_demo_folder(out: Path) -> None:
 
 
 def _step(number: int, text: str) -> None:
-    log.info("[%d/6] %s", number, text)
+    log.info("[%d/5] %s", number, text)
 
 
-def _train_run(settings: DemoSettings, data: Path, encoders: Path, run: Path, progress: bool) -> dict:
-    config = synthav_config(
+def _demo_folder(out_dir: str | os.PathLike, synth: SynthConfig) -> Path:
+    """The demo's folder, absolute, made and marked as a demo's, without the last run's page and summary
+    (they exist only for a finished run: a rerun stopped half-way must not leave the last run's page
+    beside this run's overlays). Refused before anything is written when it holds something else."""
+    if not str(out_dir):
+        raise DataError("--out is empty; name the demo's output folder")
+    # absolute from here on: the page refers to files written under several sub-folders, and a relative
+    # out_dir (`sspl demo --out demo_out`) made them resolve against the page's folder twice
+    out = Path(out_dir).resolve()
+    _check_demo_folder(out)
+    data = out / "synthav"
+    if (data / META_NAME).is_file() and read_meta(data).get("synth") != synth.to_json():
+        raise DataError(
+            f"{out}: holds a demo of another preset, size or seed; give another --out (or delete {out})"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / DEMO_MARKER).touch()
+    for name in ("index.html", "summary.json"):
+        (out / name).unlink(missing_ok=True)
+    (out / "figures").mkdir(exist_ok=True)
+    return out
+
+
+def _demo_config(settings: DemoSettings, encoders: Path) -> Config:
+    return synthav_config(
         encoders,
         pcm=settings.pcm,
         epochs=settings.epochs,
@@ -144,17 +171,6 @@ def _train_run(settings: DemoSettings, data: Path, encoders: Path, run: Path, pr
         lr_scale=settings.lr_scale,
         overrides=["train.log_every=5", *settings.train_overrides],
     )
-    # A rerun resumes, also after the demo folder was moved (the checkpoint holds the SynthAV encoders, so
-    # their new path changes nothing); a rerun with other settings (another lr_scale, fewer epochs than
-    # were trained) starts that run over.
-    last = run / CHECKPOINT_DIR / LAST
-    resume = False
-    if last.is_file():
-        ckpt = load_checkpoint(last)
-        changed = set(fixed_changes(saved_config(run), config)) - stored_encoder_settings(ckpt)
-        resume = not changed and ckpt["epoch"] <= settings.epochs
-    result = train(config, data, run, resume=resume, overwrite=not resume, progress=progress)
-    return {"config": config, "result": result}
 
 
 def _weights_notes() -> list[str]:
@@ -173,6 +189,11 @@ def run_demo(
 ) -> dict:
     """Run the demo into ``out_dir`` (created; rerunning resumes and rewrites the page).
 
+    The SynthAV steps are :mod:`sspl.engine.synthav`'s pipeline, with its resume rule: a rerun with other
+    training settings (another ``lr_scale``, fewer epochs than were trained) starts that run over, and a
+    moved demo folder resumes (the checkpoint holds the SynthAV encoders). SSPL with and without PCM are
+    two models: each keeps its own run, so switching ``pcm`` loses neither.
+
     Args:
         out_dir: output folder.
         settings: what to generate and train (default :class:`DemoSettings`).
@@ -183,81 +204,96 @@ def run_demo(
         the page and of the main outputs.
     """
     settings = settings or DemoSettings()
-    if not str(out_dir):
-        raise DataError("--out is empty; name the demo's output folder")
-    # absolute from here on: the page refers to files written under several sub-folders, and a relative
-    # out_dir (`sspl demo --out demo_out`) made them resolve against the page's folder twice
-    out = Path(out_dir).resolve()
-    _check_demo_folder(out)
-    # SSPL with and without PCM are two models: each keeps its own run, so switching --pcm loses neither.
-    data, encoders, run = out / "synthav", out / "encoders", out / ("run_pcm" if settings.pcm else "run")
     synth = synth_config(
         settings.preset, num=settings.scenes, seed=settings.seed, pretrain_num=settings.pretrain_scenes
     )
-    if (data / META_NAME).is_file() and read_meta(data).get("synth") != synth.to_json():
-        raise DataError(
-            f"{out}: holds a demo of another preset, size or seed; give another --out (or delete {out})"
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    (out / DEMO_MARKER).touch()
-    # The page and summary exist only for a finished run: a rerun stopped half-way must not leave the
-    # last run's page beside this run's overlays.
-    for name in ("index.html", "summary.json"):
-        (out / name).unlink(missing_ok=True)
-    figures = out / "figures"
-    figures.mkdir(exist_ok=True)
+    out = _demo_folder(out_dir, synth)
+    data, encoders, run = out / "synthav", out / "encoders", out / ("run_pcm" if settings.pcm else "run")
 
     _step(
         1,
-        f"SynthAV: {settings.scenes} '{settings.preset}' scenes + {settings.pretrain_scenes} for pretraining",
+        f"SynthAV: {settings.scenes} '{settings.preset}' scenes + {settings.pretrain_scenes} for pretraining "
+        "the small visual and audio encoders (stand-ins for ImageNet / AudioSet)",
     )
-    generate_synth(data, synth, workers=settings.workers, progress=progress)
+    encoder_info = prepare_synthav(
+        data,
+        encoders,
+        synth,
+        pretrain_epochs=settings.pretrain_epochs,
+        pretrain_seed=settings.seed,
+        workers=settings.workers,
+        progress=progress,
+    )
+    _step(2, f"training SSPL ({'w/' if settings.pcm else 'w/o'} PCM) for {settings.epochs} epochs")
+    config = _demo_config(settings, encoders)
+    result = train_synthav(config, data, run, progress=progress)
 
-    _step(2, "pretraining the small visual and audio encoders (stand-ins for ImageNet / AudioSet)")
-    if not (encoders / ENCODERS_JSON_NAME).is_file():
-        pretrain_synth_encoders(
-            data,
-            encoders,
-            epochs=settings.pretrain_epochs,
-            seed=settings.seed,
-            overwrite=True,
-            progress=progress,
-        )
-    encoder_info = json.loads((encoders / ENCODERS_JSON_NAME).read_text(encoding="utf-8"))
-
-    _step(3, f"training SSPL ({'w/' if settings.pcm else 'w/o'} PCM) for {settings.epochs} epochs")
-    trained = _train_run(settings, data, encoders, run, progress)
-    config, result = trained["config"], trained["result"]
-
-    _step(4, "evaluating on the held-out test scenes")
+    _step(3, "evaluating on the held-out test scenes")
     # the demo's own evaluation folders: a rerun replaces the evaluations' outputs there (and nothing else)
-    ev = evaluate(run, data, "synth", out / "eval", save_overlays=8, overwrite=True, progress=progress)
-    untrained_ckpt = save_untrained(config, out / "untrained" / "checkpoint.pt")
-    ev0 = evaluate(untrained_ckpt, data, "synth", out / "untrained" / "eval", overwrite=True, progress=False)
-    oracle = oracle_result(encoders, data, "test")
-    rows = [
-        {"map": "SSPL, trained", **_scores(ev.result)},
-        {"map": "SSPL, untrained (epoch 0)", **_scores(ev0.result)},
-        {"map": "oracle query (feature at the object's centre)", **_scores(oracle)},
-        *({"map": f"{kind} (trivial)", **_scores(b)} for kind, b in ev.baselines.items()),
+    scores = evaluate_synthav(
+        config,
+        data,
+        encoders,
+        run,
+        eval_dir=out / "eval",
+        untrained_checkpoint=out / "untrained" / "checkpoint.pt",
+        untrained_eval_dir=out / "untrained" / "eval",
+        save_overlays=8,
+        progress=progress,
+    )
+    rows = _score_rows(scores)
+    _write_curves(out / "figures", scores, result)
+
+    _step(4, "localizing test scenes and the bundled real video")
+    video_paths = _localize(out, data, run, settings, progress)
+
+    _step(5, "writing the report")
+    summary = {
+        "settings": asdict(settings),
+        "metrics": rows,
+        "epochs_trained": result.epochs_completed,
+        "best_epoch": result.best_epoch,
+        "encoders": encoder_info.get("metrics", {}),
+        "outputs": {k: str(v) for k, v in video_paths.items()},
+    }
+    summary["page"] = str(_write_page(out, settings, rows, scores.trained, video_paths))
+    atomic_save_json(out / "summary.json", summary)
+    return summary
+
+
+def _score_rows(scores: SynthAVEvaluation) -> list[dict]:
+    """The metrics table: the trained model, the untrained one, the oracle query, the trivial maps."""
+    return [
+        {"map": "SSPL, trained", **_scores(scores.trained.result)},
+        {"map": "SSPL, untrained (epoch 0)", **_scores(scores.untrained.result)},
+        {"map": "oracle query (feature at the object's centre)", **_scores(scores.oracle)},
+        *({"map": f"{kind} (trivial)", **_scores(b)} for kind, b in scores.trained.baselines.items()),
     ]
+
+
+def _write_curves(figures: Path, scores: SynthAVEvaluation, result: TrainResult) -> None:
+    """The success curves of every map (test) and the validation learning curve."""
     curves = {
-        "SSPL trained": ev.result.success_curve,
-        "untrained": ev0.result.success_curve,
-        "oracle query": oracle.success_curve,
-        **{k: b.success_curve for k, b in ev.baselines.items()},
+        "SSPL trained": scores.trained.result.success_curve,
+        "untrained": scores.untrained.result.success_curve,
+        "oracle query": scores.oracle.success_curve,
+        **{k: b.success_curve for k, b in scores.trained.baselines.items()},
     }
     atomic_save_image(figures / "success_curves.png", success_curves_plot(curves, title="SynthAV test"))
     atomic_save_image(
         figures / "learning_curve.png",
         learning_curves_plot(
             {"SSPL (validation)": result.history},
-            references={"oracle query (test)": oracle.ciou_success_rate},
+            references={"oracle query (test)": scores.oracle.ciou_success_rate},
             title="cIoU@0.5 on the validation scenes",
         ),
     )
 
-    _step(5, "localizing test scenes and the bundled real video")
+
+def _localize(out: Path, data: Path, run: Path, settings: DemoSettings, progress: bool) -> dict:
+    """Localize a few test scenes through ``localize_image`` (a contact sheet, and the PCM steps of the
+    last with PCM) and the bundled real video; returns the video's output paths."""
+    figures = out / "figures"
     model, preprocess = load(run)
     test_rows = [r for r in read_manifest(data) if r.ok and r.split == "test"][: settings.localize_scenes]
     scene_images, labels = [], []
@@ -278,20 +314,7 @@ def run_demo(
         progress=progress,
         overwrite=True,
     )
-
-    _step(6, "writing the report")
-    summary = {
-        "settings": asdict(settings),
-        "metrics": rows,
-        "epochs_trained": result.epochs_completed,
-        "best_epoch": result.best_epoch,
-        "encoders": encoder_info.get("metrics", {}),
-        "outputs": {k: str(v) for k, v in video_paths.items()},
-    }
-    page = _write_page(out, settings, rows, ev, video_paths)
-    summary["page"] = str(page)
-    atomic_save_json(out / "summary.json", summary)
-    return summary
+    return video_paths
 
 
 def _scores(result) -> dict:

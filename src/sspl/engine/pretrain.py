@@ -1,13 +1,12 @@
-"""Supervised pretraining of the SynthAV encoders, and the oracle query on their features.
+"""Supervised pretraining of the SynthAV encoders.
 
 SSPL learns on top of frozen encoders pretrained elsewhere (ImageNet VGG16, AudioSet VGGish). On SynthAV
 the analogue is :class:`~sspl.models.small.SmallVisualCNN` trained to classify the object category at each
 cell of its 14 x 14 map and :class:`~sspl.models.small.SmallAudioCNN` trained to classify the sound
 category, both on SynthAV's "pretrain" split, which shares no scene with train / val / test.
 
-The oracle query measures what the frozen visual features allow at best: the cosine map between the
-feature at the sounding object's centre and every location. A localizer that found the right object from
-the sound could at most produce that map, so its cIoU is the ceiling SSPL is compared with.
+Frames go through the shared evaluation transform (:mod:`sspl.engine.oracle`), the learning rate follows
+the shared schedule (:func:`sspl.engine.schedule.lr_factor`); one loop (:func:`_fit`) trains both encoders.
 """
 
 from __future__ import annotations
@@ -17,16 +16,16 @@ import logging
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 
-from ..data.manifest import ANNOTATIONS_NAME, MANIFEST_NAME, read_manifest, read_meta
+from ..data.manifest import MANIFEST_NAME, read_manifest, read_meta
 from ..data.synth import (
     BACKGROUND_KINDS,
     GENERATOR_VERSION,
@@ -45,17 +44,15 @@ from ..io import atomic_save_json, atomic_save_torch, nearest_existing
 from ..models.small import SmallAudioCNN, SmallVisualCNN
 from ..outputs import LOCK_NAME, check_output_folder, output_lock, remove_stale_temps
 from ..paths import path_inside
+from .oracle import load_eval_frames, normalize_frames
+from .schedule import lr_factor
 
 __all__ = [
     "AUDIO_WEIGHTS_NAME",
     "ENCODERS_JSON_NAME",
-    "EVAL_SIZE",
     "VISUAL_WEIGHTS_NAME",
-    "load_eval_frames",
+    "check_finite",
     "load_synth_encoders",
-    "load_synth_split",
-    "normalize_frames",
-    "oracle_query_maps",
     "pretrain_synth_encoders",
     "split_background",
 ]
@@ -67,132 +64,6 @@ AUDIO_WEIGHTS_NAME = "audio_encoder.pt"
 ENCODERS_JSON_NAME = "encoders.json"
 #: pretraining scenes a set needs: at least one to learn from and one held out
 MIN_PRETRAIN_SCENES = 2
-EVAL_SIZE = 224
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-# --------------------------------------------------------------------------------------------------
-# Frames
-# --------------------------------------------------------------------------------------------------
-
-
-def load_eval_frames(paths: Sequence[str | os.PathLike], size: int = EVAL_SIZE) -> torch.Tensor:
-    """Load images with the evaluation transform: shorter side to ``size`` (bicubic), centre crop.
-
-    Args:
-        paths: image files.
-        size: output side.
-
-    Returns:
-        ``N x 3 x size x size`` uint8 (normalise with :func:`normalize_frames`).
-    """
-    out = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)
-    for i, path in enumerate(paths):
-        try:
-            with Image.open(path) as im:
-                im = im.convert("RGB")
-                w, h = im.size
-                scale = size / min(w, h)
-                im = im.resize(
-                    (max(size, round(w * scale)), max(size, round(h * scale))), Image.Resampling.BICUBIC
-                )
-                left, top = (im.size[0] - size) // 2, (im.size[1] - size) // 2
-                im = im.crop((left, top, left + size, top + size))
-                out[i] = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)
-        except OSError as e:
-            raise DataError(f"{path}: cannot read image ({e})") from e
-    return out
-
-
-def normalize_frames(frames: torch.Tensor) -> torch.Tensor:
-    """``B x 3 x H x W`` uint8 -> float32 ImageNet-normalised (on the frames' device)."""
-    mean = torch.tensor(IMAGENET_MEAN, device=frames.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=frames.device).view(1, 3, 1, 1)
-    return (frames.float() / 255 - mean) / std
-
-
-def load_synth_split(
-    data_dir: str | os.PathLike, split: str = "test"
-) -> tuple[list[str], torch.Tensor, np.ndarray]:
-    """Frames and sounding-object boxes of one split of a SynthAV set, in manifest order.
-
-    Args:
-        data_dir: folder written by ``sspl synth``.
-        split: ``train``, ``val``, ``test`` or ``pretrain``.
-
-    Returns:
-        ``(ids, frames, boxes)``: ``N`` ids, ``N x 3 x 224 x 224`` uint8 frames (evaluation transform),
-        ``N x 4`` float boxes ``[x1, y1, x2, y2]`` normalised to [0, 1].
-    """
-    root = Path(data_dir)
-    rows = [r for r in read_manifest(root) if r.ok and r.split == split]
-    if not rows:
-        raise DataError(f"{root}: no clip of split {split!r} in the manifest")
-    ann_path = root / ANNOTATIONS_NAME
-    if not ann_path.is_file():
-        raise DataError(f"{ann_path}: missing; is {root} a SynthAV set written by `sspl synth`?")
-    boxes_of = {a["file"]: a["bbox"][0] for a in json.loads(ann_path.read_text(encoding="utf-8"))}
-    missing = [r.id for r in rows if r.id not in boxes_of]
-    if missing:
-        raise DataError(f"{ann_path}: no box for {len(missing)} clip(s), e.g. {missing[0]}")
-    frames = load_eval_frames([root / r.frame for r in rows])
-    return [r.id for r in rows], frames, np.array([boxes_of[r.id] for r in rows], dtype=np.float64)
-
-
-# --------------------------------------------------------------------------------------------------
-# Oracle query
-# --------------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def oracle_query_maps(
-    visual_encoder: nn.Module,
-    frames: torch.Tensor,
-    boxes: Sequence[Sequence[float]] | np.ndarray | torch.Tensor,
-    *,
-    batch_size: int = 64,
-) -> torch.Tensor:
-    """Cosine maps between the feature at each box's centre and every location of the frame's feature map.
-
-    The query cell is the one containing the box centre: ``(floor(cy * h), floor(cx * w))``. The encoder is
-    run in eval mode (its mode is restored afterwards).
-
-    Args:
-        visual_encoder: ``B x 3 x H x W -> B x C x h x w``.
-        frames: ``B x 3 x H x W`` ImageNet-normalised float frames, or uint8 frames (normalised here).
-        boxes: ``B x 4`` boxes ``[x1, y1, x2, y2]`` normalised to [0, 1] in the frame.
-        batch_size: frames encoded at once.
-
-    Returns:
-        ``B x h x w`` float32 cosine similarities in [-1, 1] (on the CPU).
-    """
-    boxes_t = torch.as_tensor(np.asarray(boxes, dtype=np.float64)).reshape(-1, 4)
-    if frames.dim() != 4 or frames.shape[1] != 3 or boxes_t.shape[0] != frames.shape[0]:
-        raise ValueError(
-            f"expected B x 3 x H x W frames and B x 4 boxes, got {tuple(frames.shape)} and "
-            f"{tuple(boxes_t.shape)}"
-        )
-    param = next(iter(visual_encoder.parameters()), None)
-    device = param.device if param is not None else frames.device
-    was_training = visual_encoder.training
-    visual_encoder.eval()
-    maps = []
-    try:
-        for lo in range(0, frames.shape[0], batch_size):
-            batch = frames[lo : lo + batch_size].to(device)
-            if batch.dtype == torch.uint8:
-                batch = normalize_frames(batch)
-            feats = F.normalize(visual_encoder(batch).float(), dim=1)  # b x C x h x w
-            _, _, h, w = feats.shape
-            centre = boxes_t[lo : lo + batch_size]
-            cx = ((centre[:, 0] + centre[:, 2]) / 2 * w).floor().long().clamp(0, w - 1)
-            cy = ((centre[:, 1] + centre[:, 3]) / 2 * h).floor().long().clamp(0, h - 1)
-            query = feats[torch.arange(feats.shape[0]), :, cy.to(device), cx.to(device)]  # b x C
-            maps.append(torch.einsum("bc,bchw->bhw", query, feats).cpu())
-    finally:
-        visual_encoder.train(was_training)
-    return torch.cat(maps)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -305,19 +176,6 @@ def _check_out_empty(out: Path, overwrite: bool) -> None:
         raise FileExistsError(f"{out}: folder is not empty; choose a new one or pass overwrite (--overwrite)")
 
 
-def _finite(loss: torch.Tensor, what: str, epoch: int) -> torch.Tensor:
-    if not torch.isfinite(loss):
-        raise SSPLError(
-            f"{what} pretraining loss became {loss.item()} in epoch {epoch + 1}; lower the learning rate"
-        )
-    return loss
-
-
-def _cosine_lr(optimizer: torch.optim.Optimizer, base_lr: float, step: int, total: int) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = 0.5 * base_lr * (1 + math.cos(math.pi * step / max(total, 1)))
-
-
 def _background_kinds(root: Path, ids: Sequence[str]) -> torch.Tensor:
     """Each pretraining scene's background kind (index into ``BACKGROUND_KINDS``), rendered again from the
     set's settings: the files do not record it, and the generator is deterministic."""
@@ -365,86 +223,99 @@ def _object_cell_loss(logits: torch.Tensor, coverage: torch.Tensor) -> torch.Ten
     return (weight * per_cell).sum() / weight.sum().clamp_min(1e-8)
 
 
+@dataclass(frozen=True)
+class _Schedule:
+    """How both encoders train: epochs, batch size, peak learning rate, the seeded generator of every
+    shuffle and flip, and whether a progress bar shows."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    generator: torch.Generator
+    progress: bool
+
+
+def check_finite(loss: torch.Tensor, what: str, epoch: int) -> torch.Tensor:
+    """``loss``, or an SSPLError naming the encoder (``what``) and the 1-based epoch when it is NaN or
+    infinite."""
+    if not torch.isfinite(loss):
+        raise SSPLError(
+            f"{what} pretraining loss became {loss.item()} in epoch {epoch + 1}; lower the learning rate"
+        )
+    return loss
+
+
+def _fit(
+    encoder: nn.Module,
+    head: nn.Module,
+    count: int,
+    loss_of: Callable[[torch.Tensor], torch.Tensor],
+    schedule: _Schedule,
+    what: str,
+) -> None:
+    """The training loop of both encoders: AdamW (weight decay 1e-4) on the encoder and its head, the
+    learning rate on the shared cosine schedule (:func:`sspl.engine.schedule.lr_factor`), each epoch a
+    seeded shuffle of ``count`` items in batches whose indices ``loss_of`` maps to a loss. Leaves the
+    encoder in eval mode."""
+    from tqdm import tqdm
+
+    optimizer = torch.optim.AdamW(
+        [*encoder.parameters(), *head.parameters()], lr=schedule.lr, weight_decay=1e-4
+    )
+    steps = schedule.epochs * math.ceil(count / schedule.batch_size)
+    step = 0
+    encoder.train()
+    with tqdm(total=steps, desc=what, unit="step", disable=not schedule.progress) as bar:
+        for epoch in range(schedule.epochs):
+            for batch in torch.randperm(count, generator=schedule.generator).split(schedule.batch_size):
+                loss = check_finite(loss_of(batch), what, epoch)
+                for group in optimizer.param_groups:
+                    group["lr"] = schedule.lr * lr_factor(step, steps)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                step += 1
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+                bar.update()
+    encoder.eval()
+
+
 def _train_visual(
-    data: dict,
-    train_idx: torch.Tensor,
-    num_categories: int,
-    channels: int,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    generator: torch.Generator,
-    progress: bool,
-    background_outputs: int = 1,
+    data: dict, train_idx: torch.Tensor, channels: int, schedule: _Schedule, background_outputs: int = 1
 ) -> tuple[SmallVisualCNN, nn.Conv2d]:
     """``background_outputs``: 1 (the background is one class), ``len(BACKGROUND_KINDS)`` (one class per
     kind; ``data["coverage"]`` then comes from :func:`split_background`) or 0 (no background class)."""
-    from tqdm import tqdm
-
-    num_classes = num_categories + background_outputs
+    num_classes = data["num_categories"] + background_outputs
     encoder, head = SmallVisualCNN(channels), nn.Conv2d(channels, num_classes, 1)
-    params = [*encoder.parameters(), *head.parameters()]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
-    steps = epochs * math.ceil(len(train_idx) / batch_size)
-    step = 0
-    encoder.train()
-    with tqdm(total=steps, desc="visual", unit="step", disable=not progress) as bar:
-        for epoch in range(epochs):
-            for batch in torch.randperm(len(train_idx), generator=generator).split(batch_size):
-                idx = train_idx[batch]
-                frames = data["frames"][idx]  # b x 3 x 224 x 224
-                target = data["coverage"][idx]  # b x (1 or kinds) + K x 14 x 14, sums to 1 over the classes
-                flip = (torch.rand(len(idx), generator=generator) < 0.5).view(-1, 1, 1, 1)
-                frames = torch.where(flip, frames.flip(-1), frames)
-                target = torch.where(flip, target.flip(-1), target)
-                logits = head(encoder(normalize_frames(frames)))  # b x K + background outputs x 14 x 14
-                if background_outputs:
-                    loss = F.cross_entropy(logits, target)
-                else:
-                    loss = _object_cell_loss(logits, target)
-                loss = _finite(loss, "visual", epoch)
-                _cosine_lr(optimizer, lr, step, steps)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                step += 1
-                bar.set_postfix(loss=f"{loss.item():.3f}")
-                bar.update()
-    return encoder.eval(), head
+
+    def loss_of(batch: torch.Tensor) -> torch.Tensor:
+        idx = train_idx[batch]
+        frames = data["frames"][idx]  # b x 3 x 224 x 224
+        target = data["coverage"][idx]  # b x (1 or kinds) + K x 14 x 14, sums to 1 over the classes
+        flip = (torch.rand(len(idx), generator=schedule.generator) < 0.5).view(-1, 1, 1, 1)
+        frames = torch.where(flip, frames.flip(-1), frames)
+        target = torch.where(flip, target.flip(-1), target)
+        logits = head(encoder(normalize_frames(frames)))  # b x K + background outputs x 14 x 14
+        if background_outputs:
+            return F.cross_entropy(logits, target)
+        return _object_cell_loss(logits, target)
+
+    _fit(encoder, head, len(train_idx), loss_of, schedule, "visual")
+    return encoder, head
 
 
 def _train_audio(
-    data: dict,
-    train_idx: torch.Tensor,
-    num_classes: int,
-    dim: int,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    generator: torch.Generator,
-    progress: bool,
+    data: dict, train_idx: torch.Tensor, dim: int, schedule: _Schedule
 ) -> tuple[SmallAudioCNN, nn.Linear]:
-    from tqdm import tqdm
-
-    encoder, head = SmallAudioCNN(dim), nn.Linear(dim, num_classes)
-    optimizer = torch.optim.AdamW([*encoder.parameters(), *head.parameters()], lr=lr, weight_decay=1e-4)
+    encoder, head = SmallAudioCNN(dim), nn.Linear(dim, data["num_categories"])
     patches = data["spects"][train_idx].flatten(0, 1).unsqueeze(1)  # (M * P) x 1 x 96 x 64
     labels = data["sounds"][train_idx].repeat_interleave(data["spects"].shape[1])  # M * P
-    steps = epochs * math.ceil(len(labels) / batch_size)
-    step = 0
-    encoder.train()
-    with tqdm(total=steps, desc="audio", unit="step", disable=not progress) as bar:
-        for epoch in range(epochs):
-            for batch in torch.randperm(len(labels), generator=generator).split(batch_size):
-                loss = _finite(F.cross_entropy(head(encoder(patches[batch])), labels[batch]), "audio", epoch)
-                _cosine_lr(optimizer, lr, step, steps)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                step += 1
-                bar.set_postfix(loss=f"{loss.item():.3f}")
-                bar.update()
-    return encoder.eval(), head
+
+    def loss_of(batch: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(head(encoder(patches[batch])), labels[batch])
+
+    _fit(encoder, head, len(labels), loss_of, schedule, "audio")
+    return encoder, head
 
 
 @torch.no_grad()
@@ -536,16 +407,7 @@ def pretrain_synth_encoders(
         DataError: ``data_dir`` is not a complete SynthAV set.
         SSPLError: a loss became non-finite.
     """
-    if epochs < 1 or batch_size < 1:
-        raise ValueError(f"epochs and batch_size must be positive, got {epochs} and {batch_size}")
-    if visual_channels < 1 or audio_dim < 1:
-        raise ValueError(
-            f"--visual-channels and --audio-dim must be positive, got {visual_channels} and {audio_dim}"
-        )
-    if not 0 <= seed < 2**63:
-        raise ValueError(f"--seed must be in [0, 2**63), got {seed}")
-    if not 0 < heldout_fraction < 1:
-        raise ValueError(f"heldout_fraction must be in (0, 1), got {heldout_fraction}")
+    _check_options(epochs, batch_size, visual_channels, audio_dim, seed, heldout_fraction)
     if background_kinds and not background_class:
         raise ValueError(
             "--background-kinds splits the background class: it cannot go with --no-background-class"
@@ -561,33 +423,20 @@ def pretrain_synth_encoders(
         background_outputs = (len(BACKGROUND_KINDS) if background_kinds else 1) if background_class else 0
         if background_kinds:
             data["coverage"] = split_background(data["coverage"], _background_kinds(root, data["ids"]))
-        num_categories = data["num_categories"]
         m = len(data["ids"])
         generator = torch.Generator().manual_seed(seed)
         order = torch.randperm(m, generator=generator)
         n_held = min(max(1, int(round(m * heldout_fraction))), m - 1)
         held_idx, train_idx = order[:n_held], order[n_held:]
-
-        with torch.random.fork_rng(
-            devices=[]
-        ):  # parameter initialisation is seeded without touching global state
+        schedule = _Schedule(epochs, batch_size, lr, generator, progress)
+        # parameter initialisation is seeded without touching global state
+        with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             visual, visual_head = _train_visual(
-                data,
-                train_idx,
-                num_categories,
-                visual_channels,
-                epochs,
-                batch_size,
-                lr,
-                generator,
-                progress,
-                background_outputs,
+                data, train_idx, visual_channels, schedule, background_outputs
             )
             visual_seconds = time.perf_counter() - start
-            audio, audio_head = _train_audio(
-                data, train_idx, num_categories, audio_dim, epochs, batch_size, lr, generator, progress
-            )
+            audio, audio_head = _train_audio(data, train_idx, audio_dim, schedule)
         metrics = _visual_metrics(
             visual, visual_head, data["frames"][held_idx], data["locations"][held_idx], background_outputs
         )
@@ -595,28 +444,8 @@ def pretrain_synth_encoders(
             audio, audio_head, data["spects"][held_idx], data["sounds"][held_idx]
         )
         seconds = time.perf_counter() - start
-
-        # encoders.json marks a finished pair: gone while the weights change, so a kill between the two
-        # files never leaves one generation's visual encoder beside another's audio encoder.
-        (out / ENCODERS_JSON_NAME).unlink(missing_ok=True)
-        atomic_save_torch(out / VISUAL_WEIGHTS_NAME, visual.state_dict())
-        atomic_save_torch(out / AUDIO_WEIGHTS_NAME, audio.state_dict())
         info = {
-            "visual": {
-                "name": "small_cnn",
-                "class": "SmallVisualCNN",
-                "out_channels": visual_channels,
-                "stride": SmallVisualCNN.stride,
-                "weights": VISUAL_WEIGHTS_NAME,
-                "input": "B x 3 x 224 x 224 ImageNet-normalised",
-            },
-            "audio": {
-                "name": "small_cnn",
-                "class": "SmallAudioCNN",
-                "embed_dim": audio_dim,
-                "weights": AUDIO_WEIGHTS_NAME,
-                "input": "B x 1 x 96 x 64 VGGish log-mel patch",
-            },
+            **_architectures(visual_channels, audio_dim),
             "data_dir": str(root.resolve()),
             "categories": data["category_names"],
             "num_pretrain_scenes": m,
@@ -631,7 +460,7 @@ def pretrain_synth_encoders(
             "seconds": {"visual": round(visual_seconds, 1), "total": round(seconds, 1)},
             "torch_threads": torch.get_num_threads(),
         }
-        atomic_save_json(out / ENCODERS_JSON_NAME, info)
+        _save_encoders(out, visual, audio, info)
         log.info(
             "pretrained encoders in %.0f s: per-location accuracy %s (object cells %s), audio accuracy %.3f",
             seconds,
@@ -640,6 +469,52 @@ def pretrain_synth_encoders(
             metrics["audio_accuracy"],
         )
         return info
+
+
+def _check_options(
+    epochs: int, batch_size: int, visual_channels: int, audio_dim: int, seed: int, heldout_fraction: float
+) -> None:
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f"epochs and batch_size must be positive, got {epochs} and {batch_size}")
+    if visual_channels < 1 or audio_dim < 1:
+        raise ValueError(
+            f"--visual-channels and --audio-dim must be positive, got {visual_channels} and {audio_dim}"
+        )
+    if not 0 <= seed < 2**63:
+        raise ValueError(f"--seed must be in [0, 2**63), got {seed}")
+    if not 0 < heldout_fraction < 1:
+        raise ValueError(f"heldout_fraction must be in (0, 1), got {heldout_fraction}")
+
+
+def _architectures(visual_channels: int, audio_dim: int) -> dict:
+    """What ``encoders.json`` records of the two encoders, for :func:`load_synth_encoders` to rebuild them."""
+    return {
+        "visual": {
+            "name": "small_cnn",
+            "class": "SmallVisualCNN",
+            "out_channels": visual_channels,
+            "stride": SmallVisualCNN.stride,
+            "weights": VISUAL_WEIGHTS_NAME,
+            "input": "B x 3 x 224 x 224 ImageNet-normalised",
+        },
+        "audio": {
+            "name": "small_cnn",
+            "class": "SmallAudioCNN",
+            "embed_dim": audio_dim,
+            "weights": AUDIO_WEIGHTS_NAME,
+            "input": "B x 1 x 96 x 64 VGGish log-mel patch",
+        },
+    }
+
+
+def _save_encoders(out: Path, visual: nn.Module, audio: nn.Module, info: dict) -> None:
+    """Write the pair, then ``encoders.json``: it marks a finished pair, so it is gone while the weights
+    change, and a kill between the two files never leaves one generation's visual encoder beside another's
+    audio encoder."""
+    (out / ENCODERS_JSON_NAME).unlink(missing_ok=True)
+    atomic_save_torch(out / VISUAL_WEIGHTS_NAME, visual.state_dict())
+    atomic_save_torch(out / AUDIO_WEIGHTS_NAME, audio.state_dict())
+    atomic_save_json(out / ENCODERS_JSON_NAME, info)
 
 
 def _rate(value: float | None) -> str:
@@ -675,6 +550,7 @@ def load_synth_encoders(
         WeightsError: a file is missing or does not match the recorded architecture.
     """
     from ..errors import WeightsError
+    from ..models.encoders import freeze
     from ..weights import read_state_dict
 
     root = Path(directory)
@@ -700,7 +576,5 @@ def load_synth_encoders(
             module.load_state_dict(state)
         except RuntimeError as e:  # keys or shapes of another architecture
             raise WeightsError(f"{path}: does not match the encoder {info_path} records ({e})") from e
-        for p in module.parameters():
-            p.requires_grad_(False)
-        module.to(device).eval()
+        freeze(module).to(device)
     return pairs[0][0], pairs[1][0]

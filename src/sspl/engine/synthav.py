@@ -11,7 +11,7 @@ Three reference points come with every SynthAV result:
 - the *untrained* model: the same architecture and frozen encoders, ``g``, PCM and head at their seeded
   initialisation, evaluated by the same evaluator (what training adds);
 - the *oracle query*: the cosine map of the visual feature at the sounding object's own centre with every
-  location (:func:`~sspl.engine.pretrain.oracle_query_maps`): the best a single query vector on these
+  location (:func:`~sspl.engine.oracle.oracle_query_maps`): the best a single query vector on these
   frozen features does, i.e. what the encoders allow;
 - the trivial maps (whole image, centre box, random) that :func:`~sspl.engine.evaluate.evaluate` reports.
 
@@ -23,6 +23,21 @@ moves with the sound; one that found "an object" without listening stays where i
 The second, :func:`map_placement`, says where the evaluated mask goes when it misses: on the
 sounding object, on a silent object, or on the background, overall and per sounding category (a query
 that settles on the background for some sounds and on the object for others shows up there).
+
+**The pipeline.** ``sspl demo`` and the SynthAV experiments run the same steps, through
+these functions: :func:`prepare_synthav` (generate the set, pretrain its encoders), :func:`synthav_config`,
+:func:`train_synthav`, then :func:`evaluate_synthav` (the trained model on the test split, the untrained
+one, the oracle query). Rerunning any of them picks up where a killed or finished run stopped, by one
+resume rule:
+
+- the set: :func:`~sspl.data.synth.generate_synth` finishes an unfinished set and leaves a finished one
+  as it is (a set of other settings is refused);
+- the encoders: kept once ``encoders.json`` marks a finished pair, else pretrained again from scratch;
+- the training: resumed from ``run/checkpoints/last.pt`` when that run has the same settings as the one
+  asked for (up to the ones :data:`~sspl.engine.train.RESUMABLE_KEYS` lets a resume change, and the paths
+  of the encoders the checkpoint holds itself) and has not trained past the epochs asked for; any other
+  run in the folder is started over. A finished run is resumed too, and trains no further;
+- the evaluations: rewritten every time (seconds), so they always score the run now in the folder.
 """
 
 from __future__ import annotations
@@ -30,6 +45,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +55,7 @@ from torch.utils.data import Dataset
 from ..config import Config, apply_overrides
 from ..data.annotations import Annotation, load_annotations, subset_annotations
 from ..data.datasets import PreparedDataset, Sample, load_samples
+from ..data.synth import SynthConfig, generate_synth
 from ..errors import DataError
 from ..metrics import (
     BENCHMARKS,
@@ -48,12 +65,147 @@ from ..metrics import (
     gt_map_from_boxes,
 )
 from ..models.methods import get_method
-from .checkpoint import save_checkpoint
-from .evaluate import compute_maps
+from .checkpoint import CHECKPOINT_DIR, LAST, load_checkpoint, save_checkpoint, stored_encoder_settings
+from .evaluate import EvaluationReport, compute_maps, evaluate
 from .loading import load
-from .pretrain import load_synth_encoders, load_synth_split, oracle_query_maps
+from .oracle import load_synth_split, oracle_query_maps
+from .pretrain import ENCODERS_JSON_NAME, load_synth_encoders, pretrain_synth_encoders
+from .train import TrainResult, fixed_changes, saved_config, train
 
-__all__ = ["audio_swap_result", "map_placement", "oracle_result", "save_untrained", "synthav_config"]
+__all__ = [
+    "SynthAVEvaluation",
+    "audio_swap_result",
+    "evaluate_synthav",
+    "evaluate_untrained",
+    "map_placement",
+    "oracle_result",
+    "prepare_synthav",
+    "resumable",
+    "save_untrained",
+    "synthav_config",
+    "train_synthav",
+]
+
+
+def prepare_synthav(
+    data_dir: str | os.PathLike,
+    encoders_dir: str | os.PathLike,
+    synth: SynthConfig,
+    *,
+    pretrain_epochs: int = 5,
+    pretrain_seed: int = 0,
+    workers: int | None = None,
+    progress: bool = False,
+    **pretrain_options,
+) -> dict:
+    """Generate (or finish) a SynthAV set and pretrain its small encoders unless a finished pair is there.
+
+    Args:
+        data_dir: the set's folder (``sspl synth``'s ``--out``).
+        encoders_dir: the encoders' folder (``sspl synth-pretrain``'s ``--out``).
+        synth: the set's settings.
+        pretrain_epochs, pretrain_seed: ``epochs`` and ``seed`` of
+            :func:`~sspl.engine.pretrain.pretrain_synth_encoders`.
+        workers: processes generating the scenes (default: all cores).
+        progress: progress bars.
+        pretrain_options: further options of ``pretrain_synth_encoders`` (e.g. ``background_kinds``).
+
+    Returns:
+        The content of ``encoders.json``.
+    """
+    generate_synth(data_dir, synth, workers=workers, progress=progress)
+    record = Path(encoders_dir) / ENCODERS_JSON_NAME
+    if not record.is_file():
+        pretrain_synth_encoders(
+            data_dir,
+            encoders_dir,
+            epochs=pretrain_epochs,
+            seed=pretrain_seed,
+            overwrite=True,
+            progress=progress,
+            **pretrain_options,
+        )
+    return json.loads(record.read_text(encoding="utf-8"))
+
+
+def resumable(config: Config, run_dir: str | os.PathLike) -> bool:
+    """Whether :func:`train_synthav` resumes the run in ``run_dir`` (the module's resume rule): its last
+    checkpoint exists, was made with the settings of ``config`` (up to the resumable ones and the paths of
+    the encoders it stores itself, which may have moved with the folder) and has trained no more than
+    ``config.train.epochs`` epochs."""
+    last = Path(run_dir) / CHECKPOINT_DIR / LAST
+    if not last.is_file():
+        return False
+    ckpt = load_checkpoint(last)
+    changed = set(fixed_changes(saved_config(run_dir), config)) - stored_encoder_settings(ckpt)
+    return not changed and ckpt["epoch"] <= config.train.epochs
+
+
+def train_synthav(
+    config: Config, data_dir: str | os.PathLike, run_dir: str | os.PathLike, *, progress: bool = False
+) -> TrainResult:
+    """Train ``config`` on a SynthAV set into ``run_dir``: resumed when :func:`resumable`, else started over
+    (a previous run's files in ``run_dir`` are replaced)."""
+    resume = resumable(config, run_dir)
+    return train(config, data_dir, run_dir, resume=resume, overwrite=not resume, progress=progress)
+
+
+@dataclass(frozen=True)
+class SynthAVEvaluation:
+    """A SynthAV run scored on the test split beside its reference points."""
+
+    #: the trained run (with the trivial maps as its ``baselines``)
+    trained: EvaluationReport
+    #: the same model at its seeded initialisation
+    untrained: EvaluationReport
+    #: the oracle query on the frozen visual features
+    oracle: EvalResult
+
+
+def evaluate_untrained(
+    config: Config,
+    data_dir: str | os.PathLike,
+    checkpoint: str | os.PathLike,
+    eval_dir: str | os.PathLike,
+    *,
+    progress: bool = False,
+) -> EvaluationReport:
+    """Save the model of ``config`` at its seeded initialisation to ``checkpoint`` (:func:`save_untrained`)
+    and evaluate it on the test split into ``eval_dir`` (rewritten)."""
+    ckpt = save_untrained(config, checkpoint)
+    return evaluate(ckpt, data_dir, "synth", eval_dir, overwrite=True, progress=progress)
+
+
+def evaluate_synthav(
+    config: Config,
+    data_dir: str | os.PathLike,
+    encoders_dir: str | os.PathLike,
+    run_dir: str | os.PathLike,
+    *,
+    eval_dir: str | os.PathLike,
+    untrained_checkpoint: str | os.PathLike,
+    untrained_eval_dir: str | os.PathLike,
+    save_overlays: int = 0,
+    progress: bool = False,
+) -> SynthAVEvaluation:
+    """Evaluate the run of ``config`` on the test split (into ``eval_dir``, rewritten), the untrained model
+    (:func:`evaluate_untrained`) and the oracle query (:func:`oracle_result`).
+
+    Args:
+        config: the run's training config (it gives the untrained model).
+        data_dir: the SynthAV set.
+        encoders_dir: its pretrained encoders (for the oracle query).
+        run_dir: the trained run (its selected checkpoint is evaluated).
+        eval_dir, untrained_checkpoint, untrained_eval_dir: where the evaluations and the untrained
+            checkpoint go.
+        save_overlays: overlays of the trained run's evaluation.
+        progress: a progress bar for the trained run's evaluation.
+    """
+    trained = evaluate(
+        run_dir, data_dir, "synth", eval_dir, save_overlays=save_overlays, overwrite=True, progress=progress
+    )
+    untrained = evaluate_untrained(config, data_dir, untrained_checkpoint, untrained_eval_dir)
+    return SynthAVEvaluation(trained, untrained, oracle_result(encoders_dir, data_dir, "test"))
 
 
 def synthav_config(
