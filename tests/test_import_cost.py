@@ -45,9 +45,9 @@ def test_the_localize_api_loads_no_matplotlib_or_torchvision_until_a_picture_is_
 
 def test_every_public_name_resolves_to_its_module_object():
     out = _python(
-        "import sspl, sspl.api, sspl.config, sspl.factory, sspl.localize, sspl.models.sspl as m\n"
+        "import sspl, sspl.api, sspl.config, sspl.models.factory, sspl.localize, sspl.models.sspl as m\n"
         "expected = {'SSPL': m.SSPL, 'SSPLOutput': m.SSPLOutput, 'SSPLConfig': sspl.config.SSPLConfig,\n"
-        "    'create_model': sspl.factory.create_model, 'load': sspl.api.load,\n"
+        "    'create_model': sspl.models.factory.create_model, 'load': sspl.api.load,\n"
         "    'localize_image': sspl.localize.localize_image, 'localize_video': sspl.localize.localize_video,\n"
         "    }\n"
         "assert sorted(sspl.__all__) == sorted([*expected, '__version__']), sspl.__all__\n"
