@@ -551,7 +551,7 @@ def load_synth_encoders(
     """
     from ..errors import WeightsError
     from ..models.encoders import freeze
-    from ..weights import read_state_dict
+    from ..models.factory import load_module_file
 
     root = Path(directory)
     info_path = root / ENCODERS_JSON_NAME
@@ -571,10 +571,6 @@ def load_synth_encoders(
     for module, path in pairs:
         if not path.is_file():
             raise WeightsError(f"{path}: missing; create the encoders with `sspl synth-pretrain`")
-        state = read_state_dict(path)
-        try:
-            module.load_state_dict(state)
-        except RuntimeError as e:  # keys or shapes of another architecture
-            raise WeightsError(f"{path}: does not match the encoder {info_path} records ({e})") from e
+        load_module_file(module, path, f"does not match the encoder {info_path} records")
         freeze(module).to(device)
     return pairs[0][0], pairs[1][0]

@@ -2,8 +2,9 @@
 
 Every method's ``build`` (:mod:`sspl.models.methods`) and :func:`create_model` load the encoder weights a
 config names through :func:`load_encoder_weights`; one encoder at a time (a checkpoint that names
-published weights instead of storing them, the encoders of ``sspl synth-pretrain``) goes through
-:func:`load_encoder`; the official SSPL files through :func:`load_official_checkpoint`.
+published weights instead of storing them) goes through :func:`load_encoder`; a module saved whole by
+sspl itself (the encoders of ``sspl synth-pretrain``) through :func:`load_module_file`, which takes
+exactly its keys; the official SSPL files through :func:`load_official_checkpoint`.
 """
 
 from __future__ import annotations
@@ -15,12 +16,18 @@ from torch import nn
 
 from ..config import SSPLConfig
 from ..errors import WeightsError
-from ..weights import load_audio_encoder_weights, load_visual_encoder_weights
+from ..weights import load_audio_encoder_weights, load_visual_encoder_weights, read_state_dict
 from .official import official_config, official_to_state_dict, read_official_parts
 from .sspl import SSPL
 from .streams import ENCODERS
 
-__all__ = ["create_model", "load_encoder", "load_encoder_weights", "load_official_checkpoint"]
+__all__ = [
+    "create_model",
+    "load_encoder",
+    "load_encoder_weights",
+    "load_module_file",
+    "load_official_checkpoint",
+]
 
 
 def load_encoder(encoder: nn.Module, kind: str, weights: str, *, download: bool = True) -> Path:
@@ -42,6 +49,21 @@ def load_encoder(encoder: nn.Module, kind: str, weights: str, *, download: bool 
         raise ValueError(f"unknown encoder {kind!r}; choose from {', '.join(ENCODERS)}")
     loader = load_visual_encoder_weights if kind == "visual_encoder" else load_audio_encoder_weights
     return loader(encoder, weights, download=download)
+
+
+def load_module_file(module: nn.Module, path: Path, mismatch: str) -> nn.Module:
+    """Load a state dict file that holds exactly ``module``'s keys and shapes; returns the module.
+
+    Raises:
+        sspl.errors.WeightsError: the file is unreadable (named by :func:`~sspl.weights.read_state_dict`),
+            or holds other keys or shapes (``"{path}: {mismatch} ({why})"``).
+    """
+    state = read_state_dict(path)
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as e:  # keys or shapes of another architecture
+        raise WeightsError(f"{path}: {mismatch} ({e})") from e
+    return module
 
 
 def load_encoder_weights(model: nn.Module, config: SSPLConfig, *, download: bool = True) -> nn.Module:
