@@ -253,7 +253,18 @@ class TrainConfig:
 
 @dataclass
 class Config:
-    """Everything a training run needs; saved as ``config.yaml`` in the run directory."""
+    """Everything a training run needs; saved as ``config.yaml`` in the run directory.
+
+    Attributes:
+        method: the method to train: ``sspl`` (this paper), or the contrastive baselines ``attention``
+            (Senocak et al.) or ``hardway`` (LVS, Chen et al.).
+        model: the SSPL model (the baselines use its encoder settings).
+        data: training data.
+        optim: the optimizer.
+        train: the training loop.
+        method_options: options of the baselines, e.g. ``negatives`` (``all`` or ``exclude-same-class``);
+            SSPL takes none.
+    """
 
     method: str = "sspl"
     model: SSPLConfig = field(default_factory=SSPLConfig)
