@@ -35,6 +35,7 @@ __all__ = [
     "apply_overrides",
     "config_from_dict",
     "config_to_dict",
+    "config_to_yaml",
     "load_config",
     "save_config",
 ]
@@ -369,6 +370,11 @@ def config_to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def config_to_yaml(cfg: Config) -> str:
+    """The YAML text of a config: what ``config.yaml`` of a run holds and ``sspl train --print-config`` prints."""
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+
+
 def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     """Apply ``section.key=value`` overrides (values parsed as YAML scalars) and revalidate.
 
@@ -433,4 +439,4 @@ def save_config(cfg: Config, path: str | os.PathLike) -> None:
     """Write the resolved config as YAML, atomically."""
     from .io import atomic_write_text
 
-    atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    atomic_write_text(path, config_to_yaml(cfg))

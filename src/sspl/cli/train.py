@@ -7,6 +7,8 @@ import json
 import logging
 import os
 
+from ..config import Config, apply_overrides, config_to_yaml, load_config
+
 log = logging.getLogger(__name__)
 
 
@@ -23,8 +25,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="YAML config (see configs/); defaults to the paper's SSPL w/ PCM settings, or with --resume to "
         "the run's saved config",
     )
-    p.add_argument("--data", required=True, help="prepared folder (sspl prepare / sspl synth)")
-    p.add_argument("--run-dir", required=True, help="output folder for config, logs and checkpoints")
+    p.add_argument("--data", help="prepared folder (sspl prepare / sspl synth); required to train")
+    p.add_argument("--run-dir", help="output folder for config, logs and checkpoints; required to train")
+    p.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config (defaults, then --config, then the options and key=value overrides; "
+        "with --resume, the run's saved config) as YAML and exit without training or writing anything; "
+        "every key is described in docs/config.md",
+    )
     p.add_argument("--epochs", type=int, help="number of epochs (overrides train.epochs)")
     p.add_argument("--method", help="sspl (default), attention or hardway (overrides method)")
     p.add_argument(
@@ -67,38 +76,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr_head=1e-4"
     )
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, usage_error=p.error)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import Config, apply_overrides, load_config
-    from ..engine.train import TrainingError, saved_config, train
+    needed = {"--data": args.data, "--run-dir": args.run_dir}
+    if args.print_config:  # the config alone: a run dir only to read the saved config of --resume
+        needed = {"--run-dir": args.run_dir} if args.resume and args.config is None else {}
+    missing = [option for option, value in needed.items() if not value]
+    if missing:
+        args.usage_error(f"the following arguments are required: {', '.join(missing)}")
+    if args.print_config:
+        print(config_to_yaml(resolved_config(args)), end="")
+        return 0
+    from ..engine.train import train
 
-    overrides = list(args.overrides)
-    if args.epochs is not None:
-        overrides.append(f"train.epochs={args.epochs}")
-    if args.val_fraction is not None:
-        overrides.append(f"data.val_fraction={args.val_fraction}")
-    if args.method:
-        overrides.append(f"method={args.method}")
-    if args.negatives:
-        overrides.append(f"method_options.negatives={args.negatives}")
-    if args.cache_audio:
-        overrides.append("data.cache_audio=true")
-    if args.cache_visual:
-        overrides.append("data.cache_visual=true")
-    if args.allow_overlap:
-        overrides.append("data.allow_overlap=true")
-    if args.resume and args.overwrite:
-        raise SystemExit("sspl train: error: --resume and --overwrite exclude each other")
-    if args.resume and args.config is None:
-        try:
-            saved = saved_config(args.run_dir)
-        except TrainingError:  # train() says what is wrong, once it holds the run dir: a live run that has
-            saved = Config()  # no checkpoint yet is then named as in use, not taken for a stopped one
-        cfg = apply_overrides(saved, overrides)
-    else:
-        cfg = load_config(args.config, overrides)
+    cfg = resolved_config(args)
     result = train(
         cfg,
         args.data,
@@ -118,3 +111,41 @@ def run(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun the other processes' results are partial
         print(json.dumps(summary))
     return 0
+
+
+def option_overrides(args: argparse.Namespace) -> list[str]:
+    """The key=value overrides, then those of the options that set config keys (they win)."""
+    overrides = list(args.overrides)
+    if args.epochs is not None:
+        overrides.append(f"train.epochs={args.epochs}")
+    if args.val_fraction is not None:
+        overrides.append(f"data.val_fraction={args.val_fraction}")
+    if args.method:
+        overrides.append(f"method={args.method}")
+    if args.negatives:
+        overrides.append(f"method_options.negatives={args.negatives}")
+    if args.cache_audio:
+        overrides.append("data.cache_audio=true")
+    if args.cache_visual:
+        overrides.append("data.cache_visual=true")
+    if args.allow_overlap:
+        overrides.append("data.allow_overlap=true")
+    return overrides
+
+
+def resolved_config(args: argparse.Namespace) -> Config:
+    """The config a run of these arguments trains with (read only: nothing is written)."""
+    from ..engine.train import TrainingError, saved_config
+
+    overrides = option_overrides(args)
+    if args.resume and args.overwrite:
+        raise SystemExit("sspl train: error: --resume and --overwrite exclude each other")
+    if args.resume and args.config is None:
+        if args.print_config:  # the saved config, or the reason there is none
+            return apply_overrides(saved_config(args.run_dir), overrides)
+        try:
+            saved = saved_config(args.run_dir)
+        except TrainingError:  # train() says what is wrong, once it holds the run dir: a live run that has
+            saved = Config()  # no checkpoint yet is then named as in use, not taken for a stopped one
+        return apply_overrides(saved, overrides)
+    return load_config(args.config, overrides)
