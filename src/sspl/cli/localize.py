@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="heat maps of the sounding object in a video or an image",
         description=(
             "Localize the sound in a video (every output frame gets the map of the 3-s audio window "
-            "centred on it) or in an image with a sound file. Video outputs: <stem>_heatmap.mp4 (overlay "
+            "centred on it) or in an image with a sound file (the map of the centre 3 s of the sound). Video outputs: <stem>_heatmap.mp4 (overlay "
             "at the source resolution, odd sides trimmed to even for H.264, with the sound), "
             "<stem>_maps.npy (T x 14 x 14 raw maps), <stem>_timestamps.npy (seconds) and "
             "<stem>_contact.png. Image outputs: <stem>_overlay.png "
@@ -28,12 +28,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--video", metavar="FILE", help="video file (any container FFmpeg reads)")
-    src.add_argument("--image", metavar="FILE", help="image file (any mode and size); needs --audio")
+    src.add_argument(
+        "--image",
+        metavar="FILE",
+        help="image file (any mode and size); needs --audio, of which the centre 3 s are localized",
+    )
     p.add_argument(
         "--audio",
         metavar="FILE",
-        help="sound file: required with --image; with --video it replaces the video's own track "
-        "(needed when the video has none) and is taken to start with the first frame",
+        help="sound file (mixed to mono). With --image: required, and only its centre 3 s are used (the "
+        "official clip rule; a shorter sound is repeated to fill 3 s), so trim it to the moment to localize. "
+        "With --video: it replaces the video's own track (needed when the video has none), is taken to "
+        "start with the first frame, and each frame gets the 3 s centred on it",
     )
     p.add_argument(
         "--checkpoint",
