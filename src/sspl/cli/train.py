@@ -18,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train a model on a prepared folder",
         description="Train on a folder written by `sspl prepare` or `sspl synth`. Options come from --config "
         "(YAML) and key=value overrides, e.g. `optim.lr_head=1e-4 model.pcm=false`. For several GPUs or nodes, "
-        "launch with `torchrun --nproc_per_node N -m sspl.cli train ...`.",
+        "launch with `torchrun --nproc_per_node N -m sspl.cli train ...`. Every config key is described in "
+        "docs/config.md; --print-config shows the config a command line resolves to.",
     )
     p.add_argument(
         "--config",
