@@ -2,7 +2,8 @@
 held-out validation split, and the train/test leakage check.
 
 Bundled lists live in ``sspl/assets/lists`` (gzipped; sources and licences in ``SOURCES.md`` there) and
-the benchmark test ids in ``sspl/assets/benchmarks``, so everything here works offline.
+the benchmark test ids in ``sspl/assets/benchmarks`` (``TEST_ID_LISTS`` names some of them as lists too),
+so everything here works offline.
 
 Id conventions (every list is normalised to them on reading):
 
@@ -33,6 +34,7 @@ from ..paths import plain_name
 __all__ = [
     "BUNDLED_LISTS",
     "OVERLAP_BENCHMARKS",
+    "TEST_ID_LISTS",
     "ListRow",
     "canonical_id",
     "check_overlap",
@@ -66,6 +68,11 @@ BUNDLED_LISTS: dict[str, str] = {
     "vggss_test_plus_silent": "vggss_test_plus_silent.csv",
     "vggsound_test_split": "vggsound_test_split.csv",
 }
+
+#: Bundled lists with no file of their own, read from a benchmark's metadata: name -> ``(benchmark,
+#: subset)`` of :func:`test_ids`. ``vggss_test_5158`` is the ids of the bundled VGG-SS boxes
+#: (``sspl/assets/benchmarks/vggss_test_5158.json``), the clips ``sspl evaluate --benchmark vggss`` can score.
+TEST_ID_LISTS: dict[str, tuple[str, str]] = {"vggss_test_5158": ("vggss", "full")}
 
 #: Test sets the leakage check knows; ``"all"`` means the two benchmarks we evaluate on.
 OVERLAP_BENCHMARKS = ("flickr", "vggss", "vggsound_test")
@@ -206,14 +213,18 @@ def read_list_text(name_or_path: str | os.PathLike) -> tuple[str, str]:
     Raises:
         DataError: when it is neither a bundled name nor a readable UTF-8 file.
     """
-    if isinstance(name_or_path, str) and name_or_path in BUNDLED_LISTS and not Path(name_or_path).is_file():
-        relpath = f"lists/{BUNDLED_LISTS[name_or_path]}"
-        return read_asset_text(relpath), f"sspl/assets/{relpath}"
+    if isinstance(name_or_path, str) and not Path(name_or_path).is_file():
+        if name_or_path in BUNDLED_LISTS:
+            relpath = f"lists/{BUNDLED_LISTS[name_or_path]}"
+            return read_asset_text(relpath), f"sspl/assets/{relpath}"
+        if name_or_path in TEST_ID_LISTS:
+            benchmark, subset = TEST_ID_LISTS[name_or_path]
+            ids = _test_ids(benchmark, subset)
+            return "".join(f"{i}\n" for i in ids), f"sspl/assets/{_test_id_relpath(benchmark, subset)}"
     path = Path(name_or_path)
     if not path.is_file():
-        raise DataError(
-            f"{path}: no such list file, and not a bundled list (bundled: {', '.join(sorted(BUNDLED_LISTS))})"
-        )
+        bundled = ", ".join(sorted([*BUNDLED_LISTS, *TEST_ID_LISTS]))
+        raise DataError(f"{path}: no such list file, and not a bundled list (bundled: {bundled})")
     data = path.read_bytes()
     try:
         if path.suffix == ".gz":
@@ -235,7 +246,7 @@ def load_list(name_or_path: str | os.PathLike) -> list[str]:
     """Ids of a bundled list (see ``BUNDLED_LISTS``) or of a list file (plain ids or VGG-Sound CSV).
 
     Args:
-        name_or_path: a bundled name such as ``"flickr_10k"``, or a path (``.gz`` files are read too).
+        name_or_path: a bundled name such as ``"flickr_10k"`` or ``"vggss_test_5158"``, or a path (``.gz`` files are read too).
 
     Returns:
         The ids in file order, normalised as described in :func:`parse_rows`.
@@ -245,6 +256,8 @@ def load_list(name_or_path: str | os.PathLike) -> list[str]:
     """
     if isinstance(name_or_path, str) and name_or_path in BUNDLED_LISTS:
         return list(_bundled(name_or_path))
+    if isinstance(name_or_path, str) and name_or_path in TEST_ID_LISTS:
+        return list(_test_ids(*TEST_ID_LISTS[name_or_path]))
     return parse_ids(*read_list_text(name_or_path))
 
 
@@ -332,12 +345,19 @@ _TEST_ID_FILES: dict[tuple[str, str], str] = {
 }
 
 
+_VGGSS_BOXES = "benchmarks/vggss_test_5158.json"
+
+
+def _test_id_relpath(benchmark: str, subset: str) -> str:
+    """The bundled file (under ``sspl/assets``) that holds a benchmark's test ids."""
+    return _VGGSS_BOXES if (benchmark, subset) == ("vggss", "full") else _TEST_ID_FILES[(benchmark, subset)]
+
+
 @functools.lru_cache(maxsize=16)
 def _test_ids(benchmark: str, subset: str) -> tuple[str, ...]:
-    if (benchmark, subset) == ("vggss", "full"):
-        relpath = "benchmarks/vggss_test_5158.json"
+    relpath = _test_id_relpath(benchmark, subset)
+    if relpath == _VGGSS_BOXES:
         return tuple(entry["file"] for entry in json.loads(read_asset_text(relpath)))
-    relpath = _TEST_ID_FILES[(benchmark, subset)]
     return tuple(parse_ids(read_asset_text(relpath), f"sspl/assets/{relpath}"))
 
 
