@@ -32,3 +32,20 @@ def _deterministic_threads():
 def data_dir() -> Path:
     """Folder of the test data copied into the project (never ../shared)."""
     return DATA
+
+
+@pytest.fixture
+def small_cnn_config():
+    """The config of a tiny SSPL on the SynthAV small encoders, without weights (for CPU tests of
+    everything around the model: checkpoints, the CLI, localization)."""
+    from sspl.config import Config, SSPLConfig
+
+    return Config(
+        model=SSPLConfig(
+            visual_encoder="small_cnn",
+            audio_encoder="small_cnn",
+            visual_channels=128,
+            visual_weights=None,
+            audio_weights=None,
+        )
+    )

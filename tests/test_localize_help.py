@@ -14,7 +14,6 @@ from PIL import Image
 import sspl
 from sspl.api import Preprocess
 from sspl.cli import main
-from sspl.config import Config, SSPLConfig
 from sspl.models.methods import get_method
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,16 +53,9 @@ def test_readme_says_it_in_the_localize_section():
     assert "`--image` localizes the centre 3 s of the sound" in _words(section)
 
 
-def test_an_image_is_localized_with_the_centre_3_s_of_its_sound():
-    cfg = SSPLConfig(
-        visual_encoder="small_cnn",
-        audio_encoder="small_cnn",
-        visual_channels=128,
-        visual_weights=None,
-        audio_weights=None,
-    )
+def test_an_image_is_localized_with_the_centre_3_s_of_its_sound(small_cnn_config):
     torch.manual_seed(0)
-    model = get_method("sspl").build(Config(model=cfg), pretrained=False).eval()
+    model = get_method("sspl").build(small_cnn_config, pretrained=False).eval()
     preprocess = Preprocess()
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 256, (64, 80, 3), dtype=np.uint8))

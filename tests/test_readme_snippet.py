@@ -13,7 +13,7 @@ import soundfile as sf
 import torch
 from PIL import Image
 
-from sspl.config import Config, SSPLConfig
+from sspl.config import Config
 from sspl.data.video import write_synthetic_video
 from sspl.engine.checkpoint import save_checkpoint
 from sspl.models.methods import get_method
@@ -28,17 +28,8 @@ def _snippet() -> str:
     return code
 
 
-def _inputs(folder: Path) -> None:
+def _inputs(folder: Path, config: Config) -> None:
     """What the snippet names: a run directory, frame.jpg, sound.wav and clip.mp4."""
-    config = Config(
-        model=SSPLConfig(
-            visual_encoder="small_cnn",
-            audio_encoder="small_cnn",
-            visual_channels=128,
-            visual_weights=None,
-            audio_weights=None,
-        )
-    )
     torch.manual_seed(0)
     model = get_method("sspl").build(config, pretrained=False).eval()
     run = folder / "runs" / "flickr10k_pcm"
@@ -58,8 +49,8 @@ def test_the_model_calls_run_under_inference_mode():
     assert {"sspl.localize_image", "sspl.localize_video", "model.localize", "write_video_outputs"} <= inside
 
 
-def test_the_snippet_runs_and_writes_the_overlay_video(tmp_path, monkeypatch):
-    _inputs(tmp_path)
+def test_the_snippet_runs_and_writes_the_overlay_video(tmp_path, monkeypatch, small_cnn_config):
+    _inputs(tmp_path, small_cnn_config)
     monkeypatch.chdir(tmp_path)
     names: dict = {}
     exec(compile(_snippet(), "README.md", "exec"), names)  # the README's own code

@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from sspl.cli import main
-from sspl.config import Config, SSPLConfig, config_from_dict, config_to_yaml, load_config
+from sspl.config import config_from_dict, config_to_yaml, load_config
 from sspl.engine.checkpoint import save_checkpoint
 from sspl.models.methods import get_method
 
@@ -57,16 +57,8 @@ def test_training_still_needs_data_and_run_dir(capsys):
     )
 
 
-def test_with_resume_it_prints_the_saved_config_with_changes(tmp_path, capsys):
-    cfg = Config(
-        model=SSPLConfig(
-            visual_encoder="small_cnn",
-            audio_encoder="small_cnn",
-            visual_channels=128,
-            visual_weights=None,
-            audio_weights=None,
-        )
-    )
+def test_with_resume_it_prints_the_saved_config_with_changes(tmp_path, capsys, small_cnn_config):
+    cfg = small_cnn_config
     torch.manual_seed(0)
     model = get_method("sspl").build(cfg, pretrained=False)
     save_checkpoint(tmp_path / "checkpoints" / "last.pt", model=model, config=cfg, epoch=0, step=0)
