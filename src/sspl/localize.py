@@ -43,10 +43,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .api import Preprocess, load
+from .api import Preprocess
 from .data.prefetch import prefetch
 from .data.projection import project_map
 from .data.video import VideoDecodeError, VideoInfo, iter_frames, video_info
+from .engine.loading import load_with_origin
 from .localize_inputs import (
     AUDIO_SHORTFALL_WARN_SECONDS,
     AudioArg,
@@ -117,7 +118,13 @@ def _resolve(
     if isinstance(model, str | os.PathLike):
         if preprocess is not None:
             raise ValueError("a checkpoint brings its own preprocessing: pass preprocess=None")
-        model, preprocess = load(model, device=device)
+        checkpoint = model
+        model, preprocess, origin = load_with_origin(checkpoint, device=device)
+        if origin == "synth":
+            log.warning(
+                f"{checkpoint}: this model was trained on SynthAV (synthetic scenes); "
+                "its maps on real images and videos mean nothing"
+            )
     elif preprocess is None:
         raise ValueError("pass the preprocessing that sspl.load returned with the model")
     if model.training:

@@ -40,6 +40,7 @@ __all__ = [
     "resumed_model",
     "save_checkpoint",
     "stored_encoder_settings",
+    "trained_on",
 ]
 
 FORMAT = "sspl-checkpoint"
@@ -211,3 +212,18 @@ def restore_model(ckpt: dict, *, download: bool = True) -> tuple[nn.Module, Conf
             f"(missing {missing[:5]}, unexpected {result.unexpected_keys[:5]})"
         )
     return model.eval(), config
+
+
+def trained_on(ckpt: dict) -> str | None:
+    """What data the checkpoint's model was trained on, as far as it records: ``"synth"`` when its
+    ``small_cnn`` encoders start from the weights ``sspl synth-pretrain`` writes (SynthAV), else ``None``
+    (not recorded: any other data)."""
+    from .pretrain import AUDIO_WEIGHTS_NAME, VISUAL_WEIGHTS_NAME
+
+    model = ckpt.get("config", {}).get("model", {})
+    pairs = (
+        (model.get("visual_encoder"), model.get("visual_weights"), VISUAL_WEIGHTS_NAME),
+        (model.get("audio_encoder"), model.get("audio_weights"), AUDIO_WEIGHTS_NAME),
+    )
+    synth = any(enc == "small_cnn" and w and Path(w).name == name for enc, w, name in pairs)
+    return "synth" if synth else None

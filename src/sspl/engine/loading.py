@@ -12,7 +12,7 @@ from ..config import Config, SSPLConfig
 from ..data.preprocess import Preprocess
 from ..errors import WeightsError
 
-__all__ = ["load"]
+__all__ = ["load", "load_with_origin"]
 
 
 def load(
@@ -35,8 +35,32 @@ def load(
         ``(model, preprocess)``; the model is in eval mode and has
         ``localize(frames, spect) -> B x h x w``.
     """
+    model, preprocess, _ = load_with_origin(checkpoint, device=device, config=config, download=download)
+    return model, preprocess
+
+
+def load_with_origin(
+    checkpoint: str | os.PathLike,
+    *,
+    device: str | torch.device | None = None,
+    config: SSPLConfig | None = None,
+    download: bool = True,
+) -> tuple[nn.Module, Preprocess, str | None]:
+    """:func:`load`, and what the model was trained on as far as the checkpoint records
+    (:func:`~sspl.engine.checkpoint.trained_on`: ``"synth"`` for SynthAV, else ``None``).
+
+    Args:
+        checkpoint: a run directory of ``sspl train`` (its best checkpoint, else the last), a ``.pt``
+            checkpoint file of ours, or a folder of official SSPL files (``frame_best.pth`` ...).
+        device: where to put the model (default: CUDA when available, else CPU).
+        config: base model config for official checkpoints (PCM and cycles are inferred).
+        download: allow fetching published encoder weights a checkpoint refers to.
+
+    Returns:
+        ``(model, preprocess, trained_on)``.
+    """
     from ..models.sspl import OFFICIAL_FILES, SSPL
-    from .checkpoint import BEST, LAST, find_checkpoint, load_checkpoint, restore_model
+    from .checkpoint import BEST, LAST, find_checkpoint, load_checkpoint, restore_model, trained_on
 
     path = Path(checkpoint)
     if not path.exists():
@@ -44,7 +68,7 @@ def load(
     if path.is_dir() and any((path / name).is_file() for name in OFFICIAL_FILES.values()):
         # Any official file marks an official folder, so a missing one is named rather than missed.
         model: nn.Module = SSPL.from_official_checkpoint(path, config=config)
-        image_size = 224
+        image_size, origin = 224, None
     else:
         file = find_checkpoint(path)
         try:
@@ -64,9 +88,10 @@ def load(
                 "was it written by a newer or modified sspl?"
             ) from e
         image_size = cfg.data.image_size if isinstance(cfg, Config) else 224
+        origin = trained_on(ckpt)
     dev = (
         torch.device(device)
         if device is not None
         else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     )
-    return model.to(dev).eval(), Preprocess(image_size=image_size)
+    return model.to(dev).eval(), Preprocess(image_size=image_size), origin
