@@ -12,6 +12,7 @@ checkpoints (:func:`_end_epoch`). Where the run stands is a :class:`TrainState`,
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -339,31 +340,37 @@ def _run(t: Trainer, state: TrainState, progress: bool) -> TrainResult:
         record = {"type": "val", "epoch": 0, "step": 0, **_validate_trainer(t)}
         state.history.append(record)
         t.log.write(record)
-    bar = None
+    bar, console = None, contextlib.nullcontext()
     if progress and t.env.is_main:
         from tqdm import tqdm
+        from tqdm.contrib.logging import logging_redirect_tqdm
 
         total = t.cfg.train.epochs * t.steps_per_epoch
         bar = tqdm(total=total, initial=state.step, unit="step", dynamic_ncols=True)
+        console = logging_redirect_tqdm()  # log lines (an epoch's end) print above the bar, not through it
     patience = t.cfg.train.patience
     # A run that stopped early stays stopped on resume, unless the patience was raised.
     stopped_early = state.out_of_patience(patience)
     if stopped_early:
         log.info("%s stopped early at epoch %d; raise train.patience to train on", t.run_dir, state.epoch)
     try:
-        for epoch in range(state.epoch, t.cfg.train.epochs if not stopped_early else 0):
-            state.step, train_loss = train_one_epoch(t, epoch, state.step, bar)
-            state.epoch = epoch + 1
-            stop = _end_epoch(t, state, train_loss) if t.env.is_main else False
-            if broadcast_flag(stop, t.env):
-                stopped_early = True
-                log.info(
-                    "early stopping after epoch %d: %s did not improve for %d evaluations",
-                    epoch + 1,
-                    t.select_key,
-                    patience,
-                )
-                break
+        with console:
+            for epoch in range(state.epoch, t.cfg.train.epochs if not stopped_early else 0):
+                tic = time.perf_counter()
+                state.step, train_loss = train_one_epoch(t, epoch, state.step, bar)
+                state.epoch = epoch + 1
+                stop = _end_epoch(t, state, train_loss) if t.env.is_main else False
+                if t.env.is_main:
+                    log.info(epoch_line(t, state, time.perf_counter() - tic))
+                if broadcast_flag(stop, t.env):
+                    stopped_early = True
+                    log.info(
+                        "early stopping after epoch %d: %s did not improve for %d evaluations",
+                        epoch + 1,
+                        t.select_key,
+                        patience,
+                    )
+                    break
     finally:
         if bar is not None:
             bar.close()
@@ -449,6 +456,19 @@ def _end_epoch(t: Trainer, state: TrainState, train_loss: float) -> bool:
     _save_last(t, state, record)
     atomic_save_json(t.run_dir / HISTORY_NAME, state.history)
     return stop
+
+
+def epoch_line(t: Trainer, state: TrainState, seconds: float) -> str:
+    """The console's line for the epoch just ended: its training loss, the selection metric (when it was
+    evaluated), the best so far and the epoch's wall time (training and validation)."""
+    record = state.history[-1]
+    value = record.get(t.select_key)
+    metric = f"{t.select_key} {value:.4f}" if value is not None else f"{t.select_key} -"
+    best = "-" if state.best_metric is None else f"{state.best_metric:.4f} (epoch {state.best_epoch})"
+    return (
+        f"epoch {state.epoch}/{t.cfg.train.epochs}  loss {record['train_loss']:.4f}  {metric}  "
+        f"best {best}  {seconds:.1f} s"
+    )
 
 
 def _save_best(t: Trainer, state: TrainState, record: dict) -> None:
