@@ -592,7 +592,7 @@ def test_cli_output_folder_that_is_a_file_or_unwritable(run_dir, media, tmp_path
     readonly.mkdir()
     with monkeypatch.context() as m:
         m.setattr(tempfile, "TemporaryFile", lambda *a, dir=None, **k: refused(dir))
-        m.setattr(localize_mod, "load", never_loaded)
+        m.setattr(localize_mod, "load_with_origin", never_loaded)
         video = [
             "localize",
             "--checkpoint",
