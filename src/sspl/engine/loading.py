@@ -46,15 +46,8 @@ def load_with_origin(
     config: SSPLConfig | None = None,
     download: bool = True,
 ) -> tuple[nn.Module, Preprocess, str | None]:
-    """:func:`load`, and what the model was trained on as far as the checkpoint records
+    """:func:`load` (same arguments), and what the model was trained on as far as the checkpoint records
     (:func:`~sspl.engine.checkpoint.trained_on`: ``"synth"`` for SynthAV, else ``None``).
-
-    Args:
-        checkpoint: a run directory of ``sspl train`` (its best checkpoint, else the last), a ``.pt``
-            checkpoint file of ours, or a folder of official SSPL files (``frame_best.pth`` ...).
-        device: where to put the model (default: CUDA when available, else CPU).
-        config: base model config for official checkpoints (PCM and cycles are inferred).
-        download: allow fetching published encoder weights a checkpoint refers to.
 
     Returns:
         ``(model, preprocess, trained_on)``.
