@@ -470,6 +470,7 @@ def write_video_outputs(
     colorbar: bool = False,
     contact_frames: int = CONTACT_FRAMES,
     overwrite: bool = False,
+    on_frame: FrameCallback | None = None,
 ) -> tuple[VideoResult, dict[str, Path]]:
     """Localize through a video and write its outputs in ``out_dir`` (``<stem>`` = the video's name):
 
@@ -484,8 +485,8 @@ def write_video_outputs(
     Inputs are checked before anything is computed; the outputs appear together at the end.
 
     Args:
-        model, preprocess, video_path, fps, audio_path, batch_size, device, progress: as
-            :func:`localize_video`.
+        model, preprocess, video_path, fps, audio_path, batch_size, device, progress, on_frame: as
+            :func:`localize_video` (``on_frame`` is called after the frame's overlay is written).
         out_dir: output folder (created if needed).
         colorbar: draw a colour bar beside the overlays.
         contact_frames: frames in the contact sheet.
@@ -518,6 +519,12 @@ def write_video_outputs(
             return VideoWriter(outs.temp("heatmap_video"), rate, audio, align_to, end)
 
         sink = _OverlaySink(preprocess, open_video, info, contact_frames, colorbar)
+
+        def each_frame(index: int, t: float, image: Image.Image, raw: np.ndarray) -> None:
+            sink(index, t, image, raw)
+            if on_frame is not None:
+                on_frame(index, t, image, raw)
+
         try:
             result = localize_video(
                 model,
@@ -528,7 +535,7 @@ def write_video_outputs(
                 batch_size=batch_size,
                 device=dev,
                 progress=progress,
-                on_frame=sink,
+                on_frame=each_frame,
             )
             sink.video.close()  # localize_video returns only after at least one frame
         except BaseException:
