@@ -34,10 +34,12 @@ from PIL import Image
 import sspl
 from chromium import Chromium, find_chromium
 from sspl.app import make_server
+from sspl.app.form import boundary_of, parse_form
 from sspl.cli import main
 from sspl.config import Config, SSPLConfig
 from sspl.data.video import video_info, write_synthetic_video
 from sspl.engine.checkpoint import save_checkpoint
+from sspl.errors import DataError
 from sspl.localize import localize_image, localize_video
 from sspl.models.methods import get_method
 
@@ -208,6 +210,9 @@ def test_a_video_gives_the_overlay_video_with_sound_the_maps_and_the_contact_she
     status, headers, part = _file(server, job, "heatmap_video", Range="bytes=100-199")
     assert status == 206 and part == data[100:200]
     assert headers["Content-Range"] == f"bytes 100-199/{len(data)}"
+    assert _file(server, job, "heatmap_video", Range="bytes=-50")[2] == data[-50:]
+    status, headers, _ = _file(server, job, "heatmap_video", Range=f"bytes={len(data)}-")
+    assert status == 416 and headers["Content-Range"] == f"bytes */{len(data)}"
     sheet = Image.open(io.BytesIO(_file(server, job, "contact_sheet")[2]))
     assert sheet.format == "PNG" and sheet.width == 4 * 320 + 3 * 4  # 8 thumbnails in 2 rows of 4
 
@@ -442,3 +447,23 @@ def test_the_page_in_chromium_uploads_a_video_and_shows_the_results(server, medi
     assert overlay_src.endswith("/frame_overlay.png") and overlay_box[2] - overlay_box[0] == overlay.width
     assert _region_difference(image_shot, overlay_box, overlay) < 2  # drawn 1:1
     shutil.rmtree(profile, ignore_errors=True)
+
+
+def test_the_form_parser_keeps_binary_files_exactly():
+    data = bytes(range(256)) * 4 + b"\r\n--\r\n\r\n--not-the-boundary\r\n"
+    body = (
+        b"--XyZ\r\n"
+        b'Content-Disposition: form-data; name="video"; filename="C:\\\\clips\\\\my clip.mp4"\r\n'
+        b"Content-Type: video/mp4\r\n\r\n" + data + b"\r\n"
+        b'--XyZ\r\nContent-Disposition: form-data; name="audio"; filename=""\r\n'
+        b"Content-Type: application/octet-stream\r\n\r\n\r\n"  # a file input left empty
+        b'--XyZ\r\nContent-Disposition: form-data; name="mode"\r\n\r\nvideo\r\n'  # a text field
+        b"--XyZ--\r\n"
+    )
+    uploads = parse_form(body, boundary_of("multipart/form-data; boundary=XyZ"))
+    assert list(uploads) == ["video"]
+    assert uploads["video"].data == data and uploads["video"].filename == "C:\\\\clips\\\\my clip.mp4"
+    with pytest.raises(DataError, match="boundaries do not match"):
+        parse_form(body[:-9], b"XyZ")
+    with pytest.raises(DataError, match="send the files as multipart/form-data"):
+        boundary_of("application/json")

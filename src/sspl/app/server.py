@@ -109,28 +109,32 @@ class Handler(BaseHTTPRequestHandler):
         if name not in paths:
             self._json(HTTPStatus.NOT_FOUND, {"error": f"{name}: no such result (expired?)"})
             return
-        data = Path(paths[name]).read_bytes()
-        kind = CONTENT_TYPES.get(Path(name).suffix, "application/octet-stream")
+        path = Path(paths[name])
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:  # expired meanwhile
+            self._json(HTTPStatus.NOT_FOUND, {"error": f"{name}: no such result (expired?)"})
+            return
+        kind = CONTENT_TYPES.get(path.suffix, "application/octet-stream")
         extra = {"Accept-Ranges": "bytes"}
         if kind == "application/octet-stream":
             extra["Content-Disposition"] = f'attachment; filename="{name}"'
+        start, end = 0, size - 1
         match = re.fullmatch(r"bytes=(\d*)-(\d*)", self.headers.get("Range", ""))
-        if match and any(match.groups()) and data:
+        if match and any(match.groups()):
             first, last = match.groups()
-            start = int(first) if first else max(0, len(data) - int(last))
-            end = min(len(data) - 1, int(last)) if first and last else len(data) - 1
+            start = int(first) if first else max(0, size - int(last))
+            end = min(size - 1, int(last)) if first and last else size - 1
             if start > end:
-                self._send(
-                    HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE,
-                    b"",
-                    kind,
-                    {"Content-Range": f"bytes */{len(data)}"},
-                )
+                extra["Content-Range"] = f"bytes */{size}"
+                self._send(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, b"", kind, extra)
                 return
-            extra["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
-            self._send(HTTPStatus.PARTIAL_CONTENT, data[start : end + 1], kind, extra)
-        else:
-            self._send(HTTPStatus.OK, data, kind, extra)
+            extra["Content-Range"] = f"bytes {start}-{end}/{size}"
+        with open(path, "rb") as f:  # only the range asked for is read (a seek in a long video)
+            f.seek(start)
+            data = f.read(max(0, end - start + 1))
+        status = HTTPStatus.PARTIAL_CONTENT if "Content-Range" in extra else HTTPStatus.OK
+        self._send(status, data, kind, extra)
 
     def _json(self, status: HTTPStatus, payload: dict) -> None:
         self._send(status, json.dumps(payload).encode(), "application/json")
