@@ -35,6 +35,7 @@ import sspl
 from chromium import Chromium, find_chromium
 from sspl.app import make_server
 from sspl.app.form import boundary_of, parse_form
+from sspl.app.jobs import JobRunner, Upload
 from sspl.cli import main
 from sspl.config import Config, SSPLConfig
 from sspl.data.video import video_info, write_synthetic_video
@@ -467,3 +468,15 @@ def test_the_form_parser_keeps_binary_files_exactly():
         parse_form(body[:-9], b"XyZ")
     with pytest.raises(DataError, match="send the files as multipart/form-data"):
         boundary_of("application/json")
+
+
+def test_stopping_the_app_stops_a_running_video_and_removes_its_files(loaded):
+    runner = JobRunner(*loaded)
+    job = runner.submit({"video": Upload("video", CLIP.name, CLIP.read_bytes())})
+    deadline = time.monotonic() + 60
+    while job.done == 0 and job.state != "error" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert job.state == "running" and 0 < job.done < 37
+    runner.close()
+    assert job.state == "error" and job.error == "the app is stopping" and job.done < 37
+    assert not runner.root.exists()

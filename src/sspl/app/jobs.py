@@ -129,6 +129,7 @@ class JobRunner:
         self._jobs: dict[str, Job] = {}
         self._finished: list[Job] = []
         self._lock = threading.Lock()
+        self._closing = threading.Event()
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._worker = threading.Thread(target=self._work, name="sspl-app-jobs", daemon=True)
         self._worker.start()
@@ -159,7 +160,8 @@ class JobRunner:
             return self._jobs.get(job_id)
 
     def close(self) -> None:
-        """Stop after the running job and remove every job's files."""
+        """Stop (a running video at its next frame, queued jobs not started) and remove every job's files."""
+        self._closing.set()
         self._queue.put(None)
         self._worker.join(timeout=60)
         shutil.rmtree(self.root, ignore_errors=True)
@@ -167,7 +169,7 @@ class JobRunner:
     def _work(self) -> None:
         while (job := self._queue.get()) is not None:
             job.state, start = "running", time.perf_counter()
-            error = self._attempt(job)
+            error = "the app is stopping" if self._closing.is_set() else self._attempt(job)
             job.seconds = round(time.perf_counter() - start, 2)
             if error is not None:
                 shutil.rmtree(job.folder, ignore_errors=True)  # before the page hears of the failure
@@ -208,6 +210,8 @@ class JobRunner:
         job.stage, job.total = "reading the video", _expected_frames(video)
 
         def on_frame(index: int, *_) -> None:
+            if self._closing.is_set():
+                raise SSPLError("the app is stopping")  # write_video_outputs removes what it began
             job.done, job.stage = index + 1, "localizing frame by frame"
 
         _, paths = write_video_outputs(
