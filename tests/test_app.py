@@ -204,7 +204,7 @@ def test_a_video_gives_the_overlay_video_with_sound_the_maps_and_the_contact_she
     assert status == 200 and headers["Content-Type"] == "video/mp4"
     (tmp_path / "out.mp4").write_bytes(data)
     info = video_info(tmp_path / "out.mp4")
-    assert info.has_audio and (info.width, info.height) == (320, 240)
+    assert info.has_audio and info.height == 240 and info.width >= 320  # the source size (+ a colour bar)
     with av.open(str(tmp_path / "out.mp4")) as container:
         assert sum(1 for _ in container.decode(video=0)) == len(maps)
     # Byte ranges, for seeking in the browser.
