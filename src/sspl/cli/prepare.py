@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from ..audio import CLIP_SECONDS
+from ..data.lists import bundled_list_names
 from ..data.prepare import LAYOUTS, merge_shards, parse_shard, prepare
 from ..errors import DataError
 
@@ -28,7 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         dest="list_file",
         metavar="FILE",
         help="ids to prepare: a file (one id per line, or VGG-Sound CSV rows ytid,start_seconds,label,split) "
-        "or the name of a bundled list (flickr_10k, flickr_144k, vggss_10k, ...)",
+        f"or the name of a bundled list: {', '.join(bundled_list_names())} (vggss_test_5158: the clips "
+        "with VGG-SS boxes, i.e. those `sspl evaluate --benchmark vggss` scores)",
     )
     p.add_argument(
         "--shard", metavar="I/N", type=_shard, help="prepare shard I of N (I = 0 .. N-1) of the sorted ids"
