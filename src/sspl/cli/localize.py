@@ -19,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Localize the sound in a video (every output frame gets the map of the 3-s audio window "
             "centred on it) or in an image with a sound file (the map of the centre 3 s of the sound). Video outputs: <stem>_heatmap.mp4 (overlay "
-            "at the source resolution, odd sides trimmed to even for H.264, with the sound), "
+            "at the source resolution, odd sides trimmed to even for H.264, with the sound, a colour bar on the "
+            "right and each frame's time top left), "
             "<stem>_maps.npy (T x 14 x 14 raw maps), <stem>_timestamps.npy (seconds) and "
             "<stem>_contact.png. Image outputs: <stem>_overlay.png "
             "and <stem>_map.npy. The network sees the centre square of the frame; the parts outside it "
