@@ -177,3 +177,16 @@ def test_cli_extended_preset_and_share_option(tmp_path, capsys):
     bad = ["synth", str(tmp_path / "bad"), "--num", "4", "--no-source-fraction", "1.5"]
     assert main(bad) == 1
     assert "no_source_fraction must be in [0, 1]" in capsys.readouterr().err
+
+
+def test_diagnostics_leave_out_scenes_without_a_visible_source(extended):
+    from sspl.engine.swap import audio_swap_test
+    from sspl.engine.synthav import map_placement
+    from synth_localizers import ConstantLocalizer, LookupLocalizer
+
+    scenes = load_scenes(extended)
+    visible_test = [i for i, s in scenes.items() if s["split"] == "test" and s["kind"] == "visible"]
+    assert map_placement(ConstantLocalizer(), extended, "test")["scenes"] == len(visible_test) == 4
+    swap = audio_swap_test(LookupLocalizer(extended, follow=True), extended)
+    assert {r["id"] for r in swap.rows} <= set(visible_test)
+    assert swap.summary()["follows_sound"] == 1.0

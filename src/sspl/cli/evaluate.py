@@ -62,6 +62,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="write into a non-empty OUT, replacing an earlier evaluation's outputs there (other files are "
         "left alone); by default a non-empty OUT is refused",
     )
+    p.add_argument(
+        "--swap",
+        action="store_true",
+        help="also run the audio-swap test (does the map follow the sound?): in each scene with a silent "
+        "distractor of another category, play that category's sound (another clip of the split) and report "
+        "how often the map moves to the distractor, stays on the sounding object, and follows the sound "
+        "(report.json 'swap', OUT/swap_per_sample.csv); needs per-object boxes (scenes.json, as SynthAV has)",
+    )
+    p.add_argument("--swap-seed", type=int, default=0, help="seed of the swap test's draws (default 0)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -92,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
         save_overlays=args.save_overlays,
         overwrite=args.overwrite,
         progress=not args.no_progress,
+        swap=args.swap,
+        swap_seed=args.swap_seed,
     )
     r = report.report
     floors = ", ".join(f"{k} {v['ciou@0.5']:.3f}/{v['auc']:.3f}" for k, v in r["baselines"].items())
@@ -99,6 +110,12 @@ def run(args: argparse.Namespace) -> int:
         f"{args.benchmark} ({args.protocol}, {r['num_samples']} samples): ciou@0.5 {r['ciou@0.5']:.4f}  "
         f"auc {r['auc']:.4f}   [baselines ciou@0.5/auc: {floors}]"
     )
+    if "swap" in r:
+        s = r["swap"]
+        print(
+            f"swap ({s['trials']} scenes): to distractor {s['to_distractor']:.4f}  stays {s['stays']:.4f}  "
+            f"follows the sound {s['follows_sound']:.4f}"
+        )
     coverage = r.get("benchmark_coverage")
     if coverage and coverage["evaluated_sspl_test_ids"] < coverage["sspl_test_ids"]:
         print(
