@@ -190,3 +190,17 @@ def test_diagnostics_leave_out_scenes_without_a_visible_source(extended):
     swap = audio_swap_test(LookupLocalizer(extended, follow=True), extended)
     assert {r["id"] for r in swap.rows} <= set(visible_test)
     assert swap.summary()["follows_sound"] == 1.0
+
+
+def test_a_set_made_before_the_option_existed_resumes(tmp_path):
+    config = synth_config("easy", num=3, seed=2, pretrain_num=0)
+    out = tmp_path / "old"
+    generate_synth(out, config, workers=1, progress=False)
+    meta = json.loads((out / "meta.json").read_text())
+    del meta["synth"]["no_source_fraction"]  # as written before this setting existed
+    (out / "meta.json").write_text(json.dumps(meta))
+    (out / "manifest.csv").unlink()  # unfinished
+    generate_synth(out, config, workers=1, progress=False)
+    assert (out / "manifest.csv").is_file()
+    with pytest.raises(DataError, match=r"--no-source-fraction 0.0 there, 0.5 now"):
+        generate_synth(out, synth_config("easy", num=3, seed=2, pretrain_num=0, no_source_fraction=0.5))
