@@ -29,6 +29,7 @@ from ..metrics import BASELINE_KINDS, BENCHMARKS, EvalResult, baseline_maps, eva
 from ..outputs import LOCK_NAME, check_output_folder, output_lock, remove_stale_temps, remove_written
 from ..paths import is_plain_name
 from .loading import load
+from .swap import run_swaps, swap_trials
 
 __all__ = ["EvaluationReport", "benchmark_coverage", "compute_maps", "evaluate"]
 
@@ -295,10 +296,7 @@ def evaluate(
         )
     gt = subset_annotations(_annotations_for(benchmark, data_dir, annotations), [s.id for s in samples])
     _check_box_format(gt, benchmark, _annotations_source(benchmark, data_dir, annotations))
-    if swap:
-        from .swap import run_swaps, swap_trials
-
-        trials = swap_trials(data_dir, samples, seed=swap_seed)  # before the model pass: fail early
+    swaps = swap_trials(data_dir, samples, seed=swap_seed) if swap else None  # before any map: fail early
     model, preprocess = load(checkpoint, device=device)
     _check_cycles(model, cycles)
     dataset = PreparedDataset(samples, mode="eval", image_size=preprocess.image_size)
@@ -317,10 +315,7 @@ def evaluate(
         )
         for kind in BASELINE_KINDS
     }
-    swapped = None
-    if swap:
-        options = {"batch_size": batch_size, "num_workers": num_workers, "cycles": cycles}
-        swapped = run_swaps(model, trials, proto, image_size=preprocess.image_size, **options)
+    swapped = swaps and run_swaps(model, swaps, proto, preprocess.image_size, batch_size, num_workers, cycles)
     coverage = benchmark_coverage(benchmark, ids)
     if coverage and coverage["evaluated_sspl_test_ids"] < coverage["sspl_test_ids"]:
         log.warning(

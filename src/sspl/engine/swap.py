@@ -47,7 +47,6 @@ from ..data.annotations import Annotation
 from ..data.datasets import PreparedDataset, Sample, load_samples
 from ..errors import DataError
 from ..metrics import BENCHMARKS, Protocol, evaluate_maps
-from .evaluate import compute_maps
 from .loading import load
 
 __all__ = [
@@ -225,9 +224,10 @@ def run_swaps(
     model: torch.nn.Module,
     trials: Sequence[SwapTrial],
     protocol: Protocol,
-    *,
     image_size: int = 224,
-    **map_options,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    cycles: int | None = None,
 ) -> SwapResult:
     """Compute each trial's maps with its own and with the donor's sound and score them (module docstring).
 
@@ -237,9 +237,11 @@ def run_swaps(
         protocol: the evaluation's protocol (threshold policy, upsampling); each per-object box is one
             normalised box, scored by the union rule whatever the benchmark's boxes.
         image_size: evaluation frame size.
-        map_options: ``batch_size``, ``num_workers``, ``cycles``, ... of
-            :func:`~sspl.engine.evaluate.compute_maps`.
+        batch_size, num_workers, cycles: as in :func:`~sspl.engine.evaluate.compute_maps`.
     """
+    from .evaluate import compute_maps  # engine/evaluate runs this module's test (``--swap``)
+
+    map_options = {"batch_size": batch_size, "num_workers": num_workers, "cycles": cycles}
     protocol = replace(protocol, rule="union", box_format="normalized")
     frames = PreparedDataset([t.sample for t in trials], mode="eval", image_size=image_size)
     own = compute_maps(model, frames, **map_options)
@@ -280,7 +282,7 @@ def audio_swap_test(
     protocol: Protocol | None = None,
     image_size: int = 224,
     seed: int = 0,
-    **map_options,
+    batch_size: int = 32,
 ) -> SwapResult:
     """The audio-swap test on a split of a prepared folder with per-object boxes.
 
@@ -291,7 +293,7 @@ def audio_swap_test(
         protocol: default the ``synth`` benchmark's.
         image_size: evaluation frame size of a ``model`` given as a module (a checkpoint brings its own).
         seed: seeds the choice of distractor and donor.
-        map_options: passed to :func:`~sspl.engine.evaluate.compute_maps`.
+        batch_size: clips per model pass.
 
     Raises:
         DataError: no per-object boxes, or no scene of the split gives a trial.
@@ -300,4 +302,4 @@ def audio_swap_test(
     if not isinstance(model, torch.nn.Module):
         model, preprocess = load(model)
         image_size = preprocess.image_size
-    return run_swaps(model, trials, protocol or BENCHMARKS["synth"], image_size=image_size, **map_options)
+    return run_swaps(model, trials, protocol or BENCHMARKS["synth"], image_size, batch_size)
