@@ -29,6 +29,7 @@ from ..metrics import BASELINE_KINDS, BENCHMARKS, EvalResult, baseline_maps, eva
 from ..outputs import LOCK_NAME, check_output_folder, output_lock, remove_stale_temps, remove_written
 from ..paths import is_plain_name
 from .loading import load
+from .swap import run_swaps, swap_trials
 
 __all__ = ["EvaluationReport", "benchmark_coverage", "compute_maps", "evaluate"]
 
@@ -139,7 +140,7 @@ def _held(out_dir: Path) -> list[str]:
 
 
 #: the files every evaluation writes (``overlays/<id>.png`` beside them, for the ids of per_sample.csv)
-_OUTPUTS = ("report.json", "per_sample.csv", "success_curve.png", "index.html")
+_OUTPUTS = ("report.json", "per_sample.csv", "success_curve.png", "index.html", "swap_per_sample.csv")
 
 
 def _earlier_outputs(out_dir: Path) -> list[str]:
@@ -234,6 +235,8 @@ def evaluate(
     overwrite: bool = False,
     progress: bool = True,
     overlay_colorbar: bool = True,
+    swap: bool = False,
+    swap_seed: int = 0,
 ) -> EvaluationReport:
     """Evaluate a checkpoint on a prepared test set.
 
@@ -258,6 +261,10 @@ def evaluate(
         overwrite: write into a non-empty ``out_dir``, deleting an earlier evaluation's outputs there
             (its reports, plots, page and the overlays of the clips its ``per_sample.csv`` lists) and
             nothing else; without it a non-empty ``out_dir`` is refused before any work.
+        swap: also run the audio-swap test (:mod:`sspl.engine.swap`) on the split: its rates go to the
+            report's ``swap`` section, its trials to ``swap_per_sample.csv``. Needs per-object boxes
+            (``scenes.json``), checked before any map.
+        swap_seed: seeds the swap test's choice of distractor and donor clip.
 
     Returns:
         An :class:`EvaluationReport`.
@@ -291,6 +298,7 @@ def evaluate(
         )
     gt = subset_annotations(_annotations_for(benchmark, data_dir, annotations), [s.id for s in samples])
     _check_box_format(gt, benchmark, _annotations_source(benchmark, data_dir, annotations))
+    swaps = swap_trials(data_dir, samples, seed=swap_seed) if swap else None  # before any map: fail early
     model, preprocess = load(checkpoint, device=device)
     _check_cycles(model, cycles)
     dataset = PreparedDataset(samples, mode="eval", image_size=preprocess.image_size)
@@ -309,6 +317,7 @@ def evaluate(
         )
         for kind in BASELINE_KINDS
     }
+    swapped = swaps and run_swaps(model, swaps, proto, preprocess.image_size, batch_size, num_workers, cycles)
     coverage = benchmark_coverage(benchmark, ids)
     if coverage and coverage["evaluated_sspl_test_ids"] < coverage["sspl_test_ids"]:
         log.warning(
@@ -329,11 +338,14 @@ def evaluate(
         "not_evaluated": not_prepared,
         "benchmark_coverage": coverage,
         "baselines": {k: {b.ciou_name: b.ciou_success_rate, "auc": b.auc} for k, b in baselines.items()},
+        **({"swap": swapped.summary()} if swapped else {}),
     }
     with output_lock(out_dir, "sspl evaluate"):
         _replace_earlier(out_dir, overwrite)
         # per_sample.csv first: it lists the ids whose overlays a rerun with --overwrite may remove
         atomic_write_text(out_dir / "per_sample.csv", _per_sample_csv(result, baselines))
+        if swapped:
+            atomic_write_text(out_dir / "swap_per_sample.csv", swapped.to_csv())
         _plots(
             out_dir, result, baselines, maps, samples, gt, proto, save_overlays, benchmark, overlay_colorbar
         )
