@@ -63,7 +63,10 @@ def test_round_trip(tmp_path):
         ("train.amp=fp8", "choose none, bf16 or fp16"),
         ("epochs=3", "unknown key 'epochs'"),
         ("model.cycles", "section.key=value"),
-        ("model.visual_encoder=resnet", r"model.visual_encoder='resnet': choose from small_cnn, vgg16"),
+        (
+            "model.visual_encoder=resnet",
+            r"model.visual_encoder='resnet': choose from resnet18, small_cnn, vgg16",
+        ),
         ("model.proj_dim=0", r"model.proj_dim=0: must be >= 1"),
         ("data.augmentations=[crop,bogus]", r"data.augmentations=\['crop', 'bogus'\]: each at most once"),
         ("data.image_size=33", r"data.image_size=33: must be a multiple of 16"),
