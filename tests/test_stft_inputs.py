@@ -21,6 +21,7 @@ from sspl.data.manifest import read_meta
 from sspl.data.prepare import prepare
 from sspl.data.preprocess import Preprocess
 from sspl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_eval_transform, eval_crop_to_original
+from sspl.data.video import video_info
 from sspl.engine.evaluate import compute_maps
 from sspl.errors import DataError
 from sspl.spectrogram import clip_window, decode_s16_mono, load_centre_clip, load_spectrogram, log_spectrogram
@@ -197,3 +198,49 @@ def test_clips_of_different_rates_batch_apart_in_evaluation_and_are_refused_in_t
     assert sorted(model.shapes) == [(1, 1, 257, 200), (1, 1, 257, 276)] and len(maps) == 1  # one id
     with pytest.raises(DataError, match="every clip of a training set needs the same sample rate"):
         collate_samples([ds[0], ds[1]])
+
+
+# --------------------------------------------------------------------------------------------------
+# sspl localize with the released models' preprocessing
+# --------------------------------------------------------------------------------------------------
+
+
+class _Recorder(torch.nn.Module):
+    """A stand-in localizer: records its inputs, returns a 7 x 7 map of their means."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(()))
+        self.inputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def localize(self, frames, spect):
+        self.inputs.append((frames.clone(), spect.clone()))
+        return (frames.mean((1, 2, 3)) + spect.mean((1, 2, 3)))[:, None, None].expand(-1, 7, 7) + self.w
+
+
+def test_localize_image_feeds_their_spectrogram_and_whole_frame():
+    from sspl.localize import localize_image
+
+    model = _Recorder().eval()
+    pre = Preprocess(audio_frontend="stft", test_transform="resize")
+    img, sound = _gradient_image(), DATA / "released" / "single_48000_mono.ogg"
+    result = localize_image(model, pre, img, sound)
+    frames, spect = model.inputs[0]
+    torch.testing.assert_close(spect, load_spectrogram(sound)[None], rtol=0, atol=0)  # 1 x 1 x 257 x 603
+    torch.testing.assert_close(frames, build_eval_transform(mode="resize")(img)[None], rtol=0, atol=0)
+    assert result.crop_box == (0.0, 0.0, 300.0, 180.0) and not np.isnan(result.heatmap).any()
+
+
+def test_localize_video_gives_each_frame_its_native_rate_window():
+    from sspl.localize import localize_video
+
+    video = DATA / "localize" / "demo__multiple__6DR8dA9TDOc1.mp4"  # AAC 16 kHz stereo
+    model = _Recorder().eval()
+    pre = Preprocess(audio_frontend="stft", test_transform="resize")
+    result = localize_video(model, pre, video, fps=1.0, progress=False)
+    spects = torch.cat([s for _, s in model.inputs])
+    assert spects.shape == (len(result.timestamps), 1, 257, 200)
+    wave, rate = pre.load_audio(video)
+    t0 = video_info(video).audio_start
+    for t, spect in zip(result.timestamps, spects):
+        torch.testing.assert_close(spect, pre.audio_at(wave, t - t0, rate), rtol=0, atol=0)
