@@ -48,12 +48,20 @@ class EvaluationReport:
     out_dir: Path
 
 
-def _collate(items: list[dict]) -> dict:
-    return {
-        "id": [it["id"] for it in items],
-        "frame": torch.stack([it["frame"] for it in items]),
-        "spect": torch.stack([it["spect"] for it in items]),
-    }
+def _collate(items: list[dict]) -> list[dict]:
+    """A batch as sub-batches of equal spectrogram shapes: one, unless the ``stft`` front end meets clips of
+    different sample rates (``1 x 257 x T``, ``T`` set by the rate), which are then run apart, as the
+    released models' own evaluation (batch size 1) runs them."""
+    shapes = list(dict.fromkeys(tuple(it["spect"].shape) for it in items))
+    groups = [[it for it in items if tuple(it["spect"].shape) == shape] for shape in shapes]
+    return [
+        {
+            "id": [it["id"] for it in group],
+            "frame": torch.stack([it["frame"] for it in group]),
+            "spect": torch.stack([it["spect"] for it in group]),
+        }
+        for group in groups
+    ]
 
 
 @torch.inference_mode()
@@ -77,9 +85,10 @@ def compute_maps(
         from tqdm import tqdm
 
         iterator = tqdm(loader, desc="localize", unit="batch", dynamic_ncols=True)
-    for batch in iterator:
-        out = model.localize(batch["frame"].to(device), batch["spect"].to(device), **kwargs)
-        maps.update(zip(batch["id"], out.float().cpu().numpy()))
+    for batches in iterator:
+        for batch in batches:
+            out = model.localize(batch["frame"].to(device), batch["spect"].to(device), **kwargs)
+            maps.update(zip(batch["id"], out.float().cpu().numpy()))
     return maps
 
 
@@ -291,7 +300,13 @@ def evaluate(
     _check_box_format(gt, benchmark, _annotations_source(benchmark, data_dir, annotations))
     model, preprocess = load(checkpoint, device=device)
     _check_cycles(model, cycles)
-    dataset = PreparedDataset(samples, mode="eval", image_size=preprocess.image_size)
+    dataset = PreparedDataset(
+        samples,
+        mode="eval",
+        image_size=preprocess.image_size,
+        audio_frontend=preprocess.audio_frontend,
+        test_transform=preprocess.test_transform,
+    )
     maps = compute_maps(
         model, dataset, batch_size=batch_size, num_workers=num_workers, cycles=cycles, progress=progress
     )

@@ -61,7 +61,7 @@ def load_with_origin(
     if path.is_dir() and any((path / name).is_file() for name in OFFICIAL_FILES.values()):
         # Any official file marks an official folder, so a missing one is named rather than missed.
         model: nn.Module = SSPL.from_official_checkpoint(path, config=config)
-        image_size, origin = 224, None
+        preprocess, origin = Preprocess(), None
     else:
         file = find_checkpoint(path)
         try:
@@ -80,11 +80,11 @@ def load_with_origin(
                 f"{file}: cannot rebuild the model it holds ({type(e).__name__}: {e}); "
                 "was it written by a newer or modified sspl?"
             ) from e
-        image_size = cfg.data.image_size if isinstance(cfg, Config) else 224
+        preprocess = Preprocess.from_config(cfg) if isinstance(cfg, Config) else Preprocess()
         origin = trained_on(ckpt)
     dev = (
         torch.device(device)
         if device is not None
         else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     )
-    return model.to(dev).eval(), Preprocess(image_size=image_size), origin
+    return model.to(dev).eval(), preprocess, origin
