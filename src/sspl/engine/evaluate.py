@@ -230,7 +230,7 @@ def evaluate(
     benchmark: str,
     out_dir: str | os.PathLike,
     *,
-    protocol: str = "fixed",
+    protocol: str | None = None,
     upsample: str = "half-pixel",
     split: str | None = "test",
     annotations: str | os.PathLike | None = None,
@@ -250,7 +250,8 @@ def evaluate(
         data_dir: prepared folder of the test clips.
         benchmark: ``flickr``, ``vggss``, ``avsbench`` or ``synth`` (sets the GT rule and box format).
         out_dir: where ``report.json``, ``per_sample.csv`` and the plots go.
-        protocol: threshold policy, ``fixed`` (min-max >= 0.5: SSPL) or ``median`` (LVS/HardWay/EZ-VSL).
+        protocol: threshold policy, ``fixed`` (min-max >= 0.5: SSPL) or ``median`` (LVS/HardWay/EZ-VSL);
+            ``None``: the model's ``threshold_protocol`` (``median`` for EZ-VSL), else ``fixed``.
         upsample: ``half-pixel`` (OpenCV's bilinear: SSPL, LVS) or ``align-corners`` (EZ-VSL), how the
             map is upsampled to 224 before thresholding.
         split: manifest split to evaluate (``None``: every clip).
@@ -278,7 +279,7 @@ def evaluate(
     """
     if benchmark not in BENCHMARKS:
         raise DataError(f"unknown benchmark {benchmark!r}; choose from {', '.join(BENCHMARKS)}")
-    if protocol not in ("fixed", "median"):
+    if protocol is not None and protocol not in ("fixed", "median"):
         raise DataError(f"unknown protocol {protocol!r}; choose fixed or median")
     if upsample not in UPSAMPLING:
         raise DataError(f"unknown upsampling {upsample!r}; choose {' or '.join(UPSAMPLING)}")
@@ -299,6 +300,7 @@ def evaluate(
     gt = subset_annotations(_annotations_for(benchmark, data_dir, annotations), [s.id for s in samples])
     _check_box_format(gt, benchmark, _annotations_source(benchmark, data_dir, annotations))
     model, preprocess = load(checkpoint, device=device)
+    protocol = protocol or getattr(model, "threshold_protocol", "fixed")
     _check_cycles(model, cycles)
     dataset = PreparedDataset(
         samples,
