@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from sspl.released_models import RELEASED_MODELS
 from test_ezvsl import GOLDEN, build, check_maps, imagenet_standin, official_shapes
 
 DATA = Path(__file__).parent / "data"
+FLICKR_ID = "10006434483"  # a real Flickr frame and its 22.05 kHz track (tests/data/prepare)
 
 
 @pytest.fixture(scope="module")
@@ -161,3 +163,36 @@ def test_cli_localize_with_a_released_checkpoint(files, cache, tmp_path, capsys)
     heat = np.load(out / "frame_map.npy")
     assert heat.shape == (224, 224) and 0 <= heat.min() and heat.max() <= 1  # OGL's fused map
     assert (out / "frame_overlay.png").is_file()
+
+
+def test_cli_evaluate_a_released_checkpoint_uses_its_inputs_and_median_threshold(files, cache, tmp_path):
+    from sspl.cli import main
+    from sspl.data.datasets import PreparedDataset, load_samples
+    from sspl.data.prepare import prepare
+    from sspl.metrics import ciou, gt_map_from_boxes, threshold_map
+
+    src, native = tmp_path / "src", tmp_path / "native"
+    src.mkdir()
+    for ext in ("jpg", "wav"):
+        shutil.copy(DATA / "prepare" / f"{FLICKR_ID}.{ext}", src / f"{FLICKR_ID}.{ext}")
+    assert prepare(src, native, workers=1, progress=False, layout="pairs", native_audio=True).done == 1
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps([{"file": FLICKR_ID, "class": "x", "bbox": [[0.2, 0.1, 0.7, 0.9]]}]))
+    out = tmp_path / "eval"
+    args = ["evaluate", "--checkpoint", str(files[0]), "--data", str(native), "--benchmark", "vggss"]
+    rc = main([*args, "--annotations", str(boxes), "--split", "all", "--out", str(out), "--no-progress"])
+    assert rc == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["protocol"]["threshold"] == "median" and report["num_samples"] == 1
+    # by hand: the model's map of the clip as the released model sees it, thresholded at its median
+    model, pre = sspl.load(files[0], device="cpu")
+    item = PreparedDataset(
+        load_samples(native),
+        mode="eval",
+        audio_frontend=pre.audio_frontend,
+        test_transform=pre.test_transform,
+    )[0]
+    with torch.no_grad():
+        fused = model.localize(item["frame"][None], item["spect"][None])[0].numpy()
+    gt = gt_map_from_boxes(np.array([[0.2, 0.1, 0.7, 0.9]]), box_format="normalized", rule="union")
+    assert report["mean_ciou"] == pytest.approx(ciou(threshold_map(fused, "median"), gt), rel=1e-6)
