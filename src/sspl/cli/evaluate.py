@@ -28,9 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument(
         "--protocol",
-        default="fixed",
         choices=["fixed", "median"],
-        help="threshold: fixed (min-max >= 0.5, SSPL) or median (LVS/HardWay/EZ-VSL)",
+        help="threshold: fixed (min-max >= 0.5, SSPL) or median (LVS/HardWay/EZ-VSL); default: the model's "
+        "own (median for a released EZ-VSL checkpoint), else fixed",
     )
     p.add_argument(
         "--upsample",
