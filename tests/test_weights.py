@@ -299,11 +299,12 @@ def test_cli_lists_and_fetches(cache, monkeypatch, vggish_file, tmp_path, capsys
 
     assert main(["weights", "--json"]) == 0  # listing missing files is not an error
     listed = json.loads(capsys.readouterr().out)
-    assert set(listed) == {"imagenet", "audioset"} and listed["imagenet"]["path"] is None
-    offline = (tmp_path / "no-such-server" / "vgg16-397923af.pth").as_uri()
-    monkeypatch.setitem(
-        weights.KNOWN_WEIGHTS, "imagenet", dataclasses.replace(weights.KNOWN_WEIGHTS["imagenet"], url=offline)
-    )
+    assert set(listed) == {"imagenet", "imagenet-resnet18", "audioset"} and listed["imagenet"]["path"] is None
+    for name in ("imagenet", "imagenet-resnet18"):
+        offline = (tmp_path / "no-such-server" / weights.KNOWN_WEIGHTS[name].filename).as_uri()
+        monkeypatch.setitem(
+            weights.KNOWN_WEIGHTS, name, dataclasses.replace(weights.KNOWN_WEIGHTS[name], url=offline)
+        )
     register(monkeypatch, "audioset", vggish_file, url=vggish_file.as_uri())
     assert main(["weights", "--fetch", "audioset"]) == 0
     assert (cache / "vggish-10086976.pth").read_bytes() == vggish_file.read_bytes()

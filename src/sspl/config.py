@@ -45,8 +45,8 @@ __all__ = [
 #: them, so it validates a config without importing models or data).
 SCALINGS = ("minmax", "sigmoid", "softmax", "relu", "relu_softmax")
 FUSIONS = ("attention", "concat", "multiply", "add")
-VISUAL_ENCODER_NAMES = ("small_cnn", "vgg16")
-AUDIO_ENCODER_NAMES = ("small_cnn", "vggish")
+VISUAL_ENCODER_NAMES = ("small_cnn", "vgg16", "resnet18")
+AUDIO_ENCODER_NAMES = ("small_cnn", "vggish", "resnet18")
 #: the Table S2 augmentations (:mod:`sspl.data.transforms`)
 AUGMENTATIONS = ("crop", "hflip", "vflip", "translate", "rotate", "color_jitter", "grayscale", "blur")
 
@@ -76,10 +76,14 @@ class SSPLConfig:
             relu_softmax.
         fusion: audio-visual fusion (Table S5): attention (the paper's AM), concat, multiply, add.
         stop_grad: stop-gradient on the SimSiam targets (Table 3).
-        visual_encoder: ``vgg16`` (paper) or ``small_cnn`` (SynthAV-pretrained analogue).
-        audio_encoder: ``vggish`` (paper) or ``small_cnn``.
-        visual_weights: ``"imagenet"`` (torchvision VGG16), a file path, or ``None`` (random init, Table 3).
-        audio_weights: ``"audioset"`` (torchvggish VGGish), a file path, or ``None``.
+        visual_encoder: ``vgg16`` (paper), ``small_cnn`` (SynthAV-pretrained analogue) or ``resnet18``
+            (the image encoder of EZ-VSL, SLAVC and FNAC: ``B x 512 x 7 x 7`` from ``224 x 224``).
+        audio_encoder: ``vggish`` (paper), ``small_cnn`` or ``resnet18`` (EZ-VSL's, SLAVC's and FNAC's:
+            the whole ``1 x 257 x T`` log-spectrogram, max-pooled to 512; needs ``audio_dim: 512``).
+        visual_weights: ``"imagenet"`` (torchvision's ImageNet VGG16, or ResNet-18 for ``resnet18``), a
+            file path, or ``None`` (random init, Table 3).
+        audio_weights: ``"audioset"`` (torchvggish VGGish), a file path, or ``None`` (``resnet18`` has no
+            published audio weights: its released models train it from scratch).
         train_visual: train the visual encoder (Table 3 "from scratch" with ``visual_weights=None``).
         train_audio: train the audio encoder (the paper keeps it frozen).
         visual_channels: channels of the visual map (512 for VGG16).
@@ -121,6 +125,13 @@ class SSPLConfig:
         if self.audio_encoder not in AUDIO_ENCODER_NAMES:
             choices = ", ".join(AUDIO_ENCODER_NAMES)
             raise ConfigError(f"model.audio_encoder={self.audio_encoder!r}: choose from {choices}")
+        if self.audio_encoder == "resnet18" and self.audio_weights == "audioset":
+            raise ConfigError(
+                "model.audio_weights='audioset' is VGGish's; the resnet18 audio encoder has no published "
+                "weights (set model.audio_weights=null, or a file path)"
+            )
+        if self.audio_encoder == "resnet18" and self.audio_dim != 512:
+            raise ConfigError(f"model.audio_dim={self.audio_dim}: the resnet18 audio encoder gives 512")
         sizes = ("visual_channels", "audio_dim", "proj_dim", "pred_hidden", "transform_hidden")
         _at_least("model", self, 1, *sizes)
         _at_least("model", self, 1, "pcm_channels", optional=True)

@@ -11,7 +11,7 @@ from ..errors import WeightsError
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "weights",
-        help="list the pretrained encoder weights (VGG16 ImageNet, VGGish AudioSet) or fetch them",
+        help="list the pretrained encoder weights (VGG16 / ResNet-18 ImageNet, VGGish AudioSet) or fetch them",
         description=(
             "`sspl weights [NAME ...]` lists each known weight file with where it was found (SHA-256 checked) "
             "or how to get it; `sspl weights --fetch [NAME ...]` downloads the missing ones into the cache "
@@ -30,7 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="record the SHA-256 of the local copy as the one later loads must match (default: audioset)",
     )
-    p.add_argument("names", nargs="*", metavar="NAME", help="imagenet and/or audioset (default: both)")
+    p.add_argument(
+        "names", nargs="*", metavar="NAME", help="imagenet, imagenet-resnet18 and/or audioset (default: all)"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON line instead of text")
     p.set_defaults(func=run)
 

@@ -24,7 +24,7 @@ from ..config import Config, config_from_dict, config_to_dict
 from ..errors import WeightsError
 from ..io import atomic_save_torch
 from ..models.factory import load_encoder
-from ..weights import KNOWN_WEIGHTS, unreadable
+from ..weights import KNOWN_WEIGHTS, known_weights_name, unreadable
 
 __all__ = [
     "BEST",
@@ -65,9 +65,10 @@ def _model_state(model: nn.Module, config: Config) -> tuple[dict[str, torch.Tens
     sources: dict[str, dict] = {}
     for attr, weights_field, train_field in _ENCODERS:
         weights = getattr(config.model, weights_field)
-        if hasattr(model, attr) and not getattr(config.model, train_field) and weights in KNOWN_WEIGHTS:
+        name = known_weights_name(getattr(model, attr), weights) if hasattr(model, attr) else None
+        if name and not getattr(config.model, train_field):
             state = {k: v for k, v in state.items() if not k.startswith(attr + ".")}
-            known = KNOWN_WEIGHTS[weights]
+            known = KNOWN_WEIGHTS[name]
             sources[attr] = {"weights": weights, "file": known.filename, "sha256_prefix": known.sha256_prefix}
     return state, sources
 
