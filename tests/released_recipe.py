@@ -15,6 +15,7 @@ harness (see each golden folder's README) imported this module, so goldens and t
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -51,13 +52,20 @@ def recipe_state_dict(keys: list[list], seed: int) -> dict[str, torch.Tensor]:
     return state
 
 
+@functools.cache
 def spec(method: str) -> dict:
     """The ``keys.json`` of a golden set (``slavc`` or ``fnac``): key lists and seeds."""
     return json.loads((RELEASED / method / "keys.json").read_text())
 
 
 def released_state_dict(method: str) -> dict[str, torch.Tensor]:
-    """The model state dict of the seeded stand-in for ``method``'s released checkpoint (``module.`` keys)."""
+    """The model state dict of the seeded stand-in for ``method``'s released checkpoint (``module.`` keys);
+    a fresh copy of a cached one (drawing ~46 M numbers takes a few seconds)."""
+    return {k: v.clone() for k, v in _released(method).items()}
+
+
+@functools.cache
+def _released(method: str) -> dict[str, torch.Tensor]:
     s = spec(method)
     return recipe_state_dict(s["model_keys"], s["model_seed"])
 

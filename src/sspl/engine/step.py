@@ -65,7 +65,7 @@ def train_step(
     opt: Optimisation,
     env: DistEnv | None = None,
 ) -> StepResult:
-    """One optimisation step: the method's loss (under autocast when ``opt.amp_dtype`` is set), the check
+    """One optimisation step: the method's ``before_step(model)`` hook when it has one, the method's loss (under autocast when ``opt.amp_dtype`` is set), the check
     that it is finite on every process, backward through the AMP scaler, the gradient norm, then the
     optimiser and scheduler steps.
 
@@ -81,6 +81,9 @@ def train_step(
         NonFiniteLossError: the loss is NaN or infinite on a process; nothing was updated.
     """
     env = env if env is not None else DistEnv()
+    before_step = getattr(method, "before_step", None)
+    if before_step is not None:  # e.g. a momentum encoder's update (SLAVC), in the official order
+        before_step(model)
     autocast = (
         torch.autocast(env.device.type, dtype=opt.amp_dtype)
         if opt.amp_dtype is not None
