@@ -25,7 +25,9 @@ class _Recorder:
         return (model(batch["x"]) ** 2).mean(), {}
 
     def param_groups(self, model, optim):
-        return [{"name": "all", "params": list(model.parameters()), "lr": 0.1, "weight_decay": 0.0}]
+        return [
+            {"name": "all", "params": list(model.parameters()), "lr": 0.1, "weight_decay": optim.weight_decay}
+        ]
 
 
 def test_train_step_calls_the_methods_before_step_hook_before_the_loss_and_the_update():
@@ -92,3 +94,24 @@ def test_fnac_trains_on_small_encoders_with_its_warm_up_by_epoch():
     assert full.item() == pytest.approx(expected, rel=1e-5)
     opt = build_optimisation(method, model.train(), cfg, steps_per_epoch=1, device=torch.device("cpu"))
     assert torch.isfinite(train_step(model, method, {**batch, "epoch": 1}, cfg, opt).loss)
+
+
+def test_optim_adam_adds_weight_decay_to_the_gradient_as_the_released_models_trained():
+    from sspl.config import ConfigError, OptimConfig
+
+    cfg = Config(optim=OptimConfig(optimizer="adam", weight_decay=0.5, lr=0.1))
+    model, method = nn.Linear(3, 1), _Recorder()
+    opt = build_optimisation(method, model, cfg, steps_per_epoch=1, device=torch.device("cpu"))
+    assert type(opt.optimizer) is torch.optim.Adam
+    # first Adam step moves every weight by lr * sign(grad + wd * w) (|m / sqrt(v)| = 1); AdamW would
+    # instead move by lr * sign(grad) plus lr * wd * w
+    w0, b0 = model.weight.detach().clone(), model.bias.detach().clone()
+    x = torch.randn(4, 3)
+    train_step(model, method, {"x": x}, cfg, opt)
+    w0r = w0.clone().requires_grad_(True)
+    grad = torch.autograd.grad(((x @ w0r.T + b0) ** 2).mean(), w0r)[0]
+    torch.testing.assert_close(
+        model.weight.detach(), w0 - 0.1 * torch.sign(grad + 0.5 * w0), atol=1e-6, rtol=0
+    )
+    with pytest.raises(ConfigError, match="optim.optimizer"):
+        OptimConfig(optimizer="sgd")

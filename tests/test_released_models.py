@@ -46,6 +46,7 @@ def config(method: str, **options) -> Config:
         audio_weights=None,
         train_visual=True,
         train_audio=True,
+        audio_frontend="stft",
     )
     return Config(model=model, method=method, method_options=options)
 

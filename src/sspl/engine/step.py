@@ -43,11 +43,12 @@ class StepResult:
 def build_optimisation(
     method, model: torch.nn.Module, cfg: Config, steps_per_epoch: int, device: torch.device
 ) -> Optimisation:
-    """AdamW over the method's parameter groups of ``model``, the schedule of ``cfg`` over its epochs of
+    """AdamW (or Adam, ``optim.optimizer``) over the method's parameter groups of ``model``, the schedule of ``cfg`` over its epochs of
     ``steps_per_epoch`` steps, and ``train.amp``'s autocast dtype (on CUDA only) with a gradient scaler
     (on with float16 only)."""
     groups = method.param_groups(model, cfg.optim)
-    optimizer = torch.optim.AdamW(
+    adam = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[cfg.optim.optimizer]
+    optimizer = adam(
         groups, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps, weight_decay=cfg.optim.weight_decay
     )
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
