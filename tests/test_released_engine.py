@@ -115,3 +115,41 @@ def test_optim_adam_adds_weight_decay_to_the_gradient_as_the_released_models_tra
     )
     with pytest.raises(ConfigError, match="optim.optimizer"):
         OptimConfig(optimizer="sgd")
+
+
+def test_shipped_slavc_and_fnac_configs_hold_the_official_training_scripts_settings():
+    from pathlib import Path
+
+    from sspl.config import load_config
+    from sspl.models.methods.fnac import FNACOptions
+    from sspl.models.methods.negatives import parse_method_options
+    from sspl.models.methods.slavc import SLAVCOptions
+
+    root = Path(__file__).parents[1] / "configs"
+    slavc = load_config(root / "slavc_vggsound144k.yaml")  # scripts/train_vggsound144k.sh
+    assert parse_method_options(SLAVCOptions, slavc) == SLAVCOptions(0.03, 512, 0.9, 0.0, 0.999, 0.999, False)
+    assert (slavc.optim.optimizer, slavc.optim.lr, slavc.optim.weight_decay) == ("adam", 1e-4, 0.0)
+    assert (slavc.train.epochs, slavc.train.batch_size, slavc.data.train_list) == (20, 128, "vggss_144k")
+    lists = {
+        "flickr10k": "flickr_10k",
+        "flickr144k": "flickr_144k",
+        "vggsound10k": "vggss_10k",
+        "vggsound144k": "vggss_144k",
+    }
+    for name, train_list in lists.items():  # train_flickr.sh / train_vggss.sh
+        cfg = load_config(root / f"fnac_{name}.yaml")
+        assert parse_method_options(FNACOptions, cfg) == FNACOptions(
+            0.03, 512, 0.9, 0.0, 5, 100.0, 100.0, 100.0
+        )
+        assert (cfg.optim.optimizer, cfg.optim.lr, cfg.optim.weight_decay) == ("adam", 1e-4, 1e-4)
+        assert (cfg.train.epochs, cfg.train.batch_size, cfg.data.train_list) == (30, 256, train_list)
+    for c in (slavc, cfg):
+        m = c.model
+        assert (m.visual_encoder, m.audio_encoder, m.audio_frontend, m.visual_weights, m.audio_weights) == (
+            "resnet18",
+            "resnet18",
+            "stft",
+            "imagenet",
+            None,
+        )
+        assert m.train_visual and m.train_audio and c.data.test_transform == "resize"
