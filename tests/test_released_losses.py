@@ -1,7 +1,7 @@
 """SLAVC's and FNAC's losses as pure functions, against goldens of their official code (float64).
 
 The goldens (tests/data/released/{slavc,fnac}/loss.npz, README there) ran the official loss code on the
-small unit-norm features that ``released_recipe.features`` regenerates.
+small unit-norm features that ``slavc_fnac_recipe.features`` regenerates.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from released_recipe import RELEASED, features
+from slavc_fnac_recipe import RELEASED, features
 from sspl.losses import fnac_losses, slavc_loss, slavc_map
 
 TAU = 0.03

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from released_recipe import RELEASED, inputs, released_state_dict
+from slavc_fnac_recipe import RELEASED, inputs, released_state_dict
 from sspl.config import Config, SSPLConfig
 from sspl.models.methods import get_method
 from sspl.models.methods.slavc import released_to_state_dict
