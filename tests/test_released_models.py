@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from slavc_fnac_recipe import RELEASED, inputs, released_state_dict
+from slavc_fnac_recipe import RELEASED, inputs, released_state_dict, saliency_state_dict
 from sspl.config import Config, SSPLConfig
 from sspl.models.methods import get_method
 from sspl.models.methods.slavc import released_to_state_dict
@@ -61,7 +61,10 @@ def released_model(method: str):
 def _released_model(method: str):
     cfg = config(method)
     model = get_method(method).build(cfg, pretrained=False)
-    model.load_state_dict(released_to_state_dict(released_state_dict(method)))
+    state = released_to_state_dict(released_state_dict(method))
+    if getattr(model, "saliency_encoder", None) is not None:  # OGL's ImageNet network: not in the file
+        state.update({"saliency_encoder." + k: v for k, v in saliency_state_dict(method).items()})
+    model.load_state_dict(state)
     return model.double(), cfg
 
 
@@ -123,7 +126,7 @@ def test_slavc_eval_maps_online_and_momentum_and_loss_equal_official():
     model.eval()
     for momentum_map in (True, False):
         model.options.momentum_map = momentum_map
-        got = model.localize(b["frame_view1"], b["spect"])
+        got = model.av_map(b["frame_view1"], b["spect"])
         np.testing.assert_allclose(got.numpy(), gold[f"savl_mom{int(momentum_map)}"], rtol=RTOL, atol=1e-10)
     with torch.no_grad():
         loss, _ = get_method("slavc").loss(model, b, cfg)

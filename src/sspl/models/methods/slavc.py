@@ -25,11 +25,18 @@ from torch import nn
 
 from ...config import Config, ConfigError, OptimConfig, SSPLConfig
 from ...losses import slavc_loss, slavc_map
-from ..factory import load_encoder_weights
+from ..encoders import build_visual_encoder, freeze
+from ..factory import load_encoder, load_encoder_weights
 from ..resnet import init_like_ezvsl
 from ..streams import AudioVisualStreams
 from . import register_method
 from .negatives import parse_method_options
+
+#: how :meth:`SLAVCModel.localize` brings ``7 x 7`` maps to the frame size (see :class:`SLAVCOptions`)
+SLAVC_UPSAMPLE_MODES = ("bicubic-align-corners", "bicubic", "none")
+#: the fixed ranges the official ``test.py`` maps onto [0, 1]: audio-visual ``[-1/tau, 1/tau]``, object
+#: saliency ``[0, 2.5]``
+OBJECT_SCORE_RANGE = (0.0, 2.5)
 
 __all__ = [
     "RELEASED_PREFIXES",
@@ -64,6 +71,10 @@ class SLAVCOptions:
         momentum_aud: momentum of the audio encoder and its projections (0.999).
         momentum_map: localize with the momentum encoders (``--use_mom_eval``); the official test scripts
             that gave the published numbers use the online ones (``False``).
+        ogl: fuse the map with the ImageNet ResNet-18's object saliency (the official ``test.py``).
+        ogl_alpha: weight of the audio-visual scores in the fusion (``--alpha 0.9`` of the test scripts).
+        upsample: how the ``7 x 7`` maps reach the frame size: ``bicubic-align-corners`` (``test.py``),
+            ``bicubic`` (corners not aligned: ``train.py``'s validation) or ``none`` (raw; needs ``ogl: false``).
     """
 
     tau: float = 0.03
@@ -73,8 +84,21 @@ class SLAVCOptions:
     momentum_img: float = 0.999
     momentum_aud: float = 0.999
     momentum_map: bool = False
+    ogl: bool = True
+    ogl_alpha: float = 0.9
+    upsample: str = "bicubic-align-corners"
 
     def __post_init__(self) -> None:
+        if self.upsample not in SLAVC_UPSAMPLE_MODES:
+            raise ConfigError(
+                f"method_options.upsample={self.upsample!r}: choose from {', '.join(SLAVC_UPSAMPLE_MODES)}"
+            )
+        if self.ogl and self.upsample == "none":
+            raise ConfigError(
+                "method_options.upsample=none: OGL mixes maps at the frame size (set ogl: false)"
+            )
+        if not 0 <= self.ogl_alpha <= 1:
+            raise ConfigError(f"method_options.ogl_alpha={self.ogl_alpha}: must be in [0, 1]")
         if not self.tau > 0:
             raise ConfigError(f"method_options.tau={self.tau}: must be > 0")
         if self.dim < 1:
@@ -118,6 +142,14 @@ class SLAVCModel(AudioVisualStreams):
             init_like_ezvsl(proj)
         for online, target, _ in _MOMENTUM_PAIRS:
             setattr(self, target, copy.deepcopy(getattr(self, online)).requires_grad_(False))
+        self.saliency_encoder = freeze(build_visual_encoder(config.visual_encoder)) if options.ogl else None
+
+    def train(self, mode: bool = True) -> SLAVCModel:
+        """Set training mode; the OGL saliency network always stays in eval mode."""
+        super().train(mode)
+        if self.saliency_encoder is not None:
+            self.saliency_encoder.eval()
+        return self
 
     @torch.no_grad()
     def reset_momentum(self) -> None:
@@ -168,14 +200,50 @@ class SLAVCModel(AudioVisualStreams):
         return SLAVCOutput(v, a, vt, at)
 
     @torch.no_grad()
+    def av_map(self, frames: torch.Tensor, spect: torch.Tensor) -> torch.Tensor:
+        """``B x 7 x 7`` map of each frame with its own clip (:func:`~sspl.losses.slavc_map`, the official
+        ``Savl``), of the momentum or the online encoders (``options.momentum_map``)."""
+        v, a = self.target(frames, spect) if self.options.momentum_map else self.online(frames, spect)
+        return slavc_map(v, a, self.options.tau)
+
+    @torch.no_grad()
     def localize(
         self, frames: torch.Tensor, spect: torch.Tensor, *, audio_patch_embeddings: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """``B x 7 x 7`` map of each frame with its own clip (:func:`~sspl.losses.slavc_map`)."""
+        """The official test-time map: ``B x H x W`` scores at the frame size (:func:`slavc_scores`), or the
+        raw ``B x 7 x 7`` map with ``upsample: none``."""
         if audio_patch_embeddings is not None:
             raise ValueError("SLAVC trains its audio encoder: give spectrograms, not cached embeddings")
-        v, a = self.target(frames, spect) if self.options.momentum_map else self.online(frames, spect)
-        return slavc_map(v, a, self.options.tau)
+        o = self.options
+        av = self.av_map(frames, spect)
+        if o.upsample == "none":
+            return av
+        size = tuple(frames.shape[-2:])
+        obj = None
+        if self.saliency_encoder is not None:
+            obj = upsample(self.saliency_encoder(frames).abs().mean(dim=1), size, o.upsample)
+        return slavc_scores(upsample(av, size, o.upsample), obj, o.tau, o.ogl_alpha)
+
+
+def upsample(maps: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    """``B x h x w -> B x H x W`` by bicubic interpolation, corners aligned or not (``mode``)."""
+    x = F.interpolate(maps[:, None], size=size, mode="bicubic", align_corners=mode == "bicubic-align-corners")
+    return x[:, 0]
+
+
+def slavc_scores(av: torch.Tensor, obj: torch.Tensor | None, tau: float, alpha: float) -> torch.Tensor:
+    """SLAVC's test-time scores (official ``test.py``): the audio-visual map mapped from ``[-1/tau, 1/tau]``
+    and the object saliency from :data:`OBJECT_SCORE_RANGE` onto [0, 1] (fixed ranges, not per map), mixed
+    as ``alpha * av + (1 - alpha) * obj`` (``obj`` ``None``: the audio-visual scores alone).
+
+    The official evaluation thresholds these scores at 0.5 as they are, or, with ``--relative_prediction``,
+    after a per-map min-max normalisation at their median (``sspl evaluate --protocol median``).
+    """
+    scores = (av - (-1.0 / tau)) / (1.0 / tau - (-1.0 / tau))
+    if obj is None:
+        return scores
+    lo, hi = OBJECT_SCORE_RANGE
+    return scores * alpha + (obj - lo) / (hi - lo) * (1 - alpha)
 
 
 class SLAVCMethod:
@@ -187,6 +255,8 @@ class SLAVCMethod:
         model = SLAVCModel(config.model, parse_method_options(SLAVCOptions, config))
         if pretrained:
             load_encoder_weights(model, config.model)
+            if model.saliency_encoder is not None:
+                load_encoder(model.saliency_encoder, "visual_encoder", "imagenet")
         model.reset_momentum()
         return model
 
