@@ -63,7 +63,7 @@ def get_method(name: str) -> Method:
 def _load_builtin() -> None:
     import importlib
 
-    for module in ("sspl_method", "attention", "hardway", "slavc", "fnac"):
+    for module in ("sspl_method", "attention", "hardway", "ezvsl", "slavc", "fnac"):
         try:
             importlib.import_module(f"{__name__}.{module}")
         except ModuleNotFoundError as e:  # a baseline not installed in this build
