@@ -103,3 +103,33 @@ def test_slavc_ciou_and_auc_equal_official_evaluator(tag):
     np.testing.assert_allclose(list(result.cious.values()), theirs["ciou"], rtol=1e-6)
     assert result.ciou_success_rate == pytest.approx(float(theirs["metrics"]["Precision-visible@50"]))
     assert result.auc == pytest.approx(float(theirs["metrics"]["AUC-visible@50"]))
+
+
+@pytest.mark.parametrize("run,upsample", [("validate", "bilinear-align-corners"), ("validate2", "bicubic")])
+def test_fnac_test_time_maps_ciou_and_auc_equal_official_test_py(run, upsample):
+    from sspl.models.ezvsl import minmax_normalize, upsample_maps
+
+    gold, stats = np.load(RELEASED / "fnac" / "test.npz"), _stats("fnac")
+    model = _model("fnac")
+    model.upsample = upsample
+    frames, spect = _frames_spect("fnac")
+    with torch.no_grad():
+        raw = model.av_map(frames, spect)
+        fused = model.localize(frames, spect)  # OGL, alpha 0.4
+        av = minmax_normalize(upsample_maps(raw, (224, 224), upsample))
+        obj = minmax_normalize(
+            upsample_maps(model.saliency_map(frames), (224, 224), "bilinear-align-corners")
+        )
+    _close(raw, gold["raw"])
+    for name, pred in (("av", av), ("obj", obj), ("av_obj", fused)):
+        _close(pred[:, ::8, ::8], gold[f"{run}_{name}_pred_stride8"])
+        _close(pred.sum(dim=(1, 2)), gold[f"{run}_{name}_pred_sum"], rtol=1e-5)
+        # the evaluator: median threshold on the normalised map, cIoU, cIoU@0.5 and AUC
+        result = evaluate_maps(
+            dict(zip(IDS, pred.numpy())), dict(zip(IDS, stats["boxes256"])), Protocol(threshold="median")
+        )
+        theirs = stats[f"{run}_{name}"]
+        np.testing.assert_allclose(list(result.cious.values()), theirs["ciou"], rtol=1e-6)
+        assert result.ciou_success_rate == pytest.approx(theirs["ap50"])
+        assert result.auc == pytest.approx(theirs["auc"])
+        assert result.mean_ciou == pytest.approx(theirs["mean_ciou"])

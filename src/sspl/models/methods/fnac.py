@@ -6,7 +6,8 @@ audio projection, unit-normalised, temperature 0.03) with dropout on the image e
 official scripts) and on the audio embedding (0). The loss is EZ-VSL's multiple-instance contrastive loss
 alone for ``warmup_epochs`` epochs, then plus FNAC's three false-negative-aware terms, each weighted 100
 (:func:`sspl.losses.fnac_losses`). The map is each frame's similarity with its own clip over ``tau``
-(``B x 7 x 7``), as EZ-VSL's.
+(``B x 7 x 7``), as EZ-VSL's, and the test-time map is EZ-VSL's object-guided localization (FNAC's
+``test.py`` is EZ-VSL's: :mod:`sspl.models.ezvsl`).
 
 The epoch comes from the batch (``batch["epoch"]``, 0-based, set by the trainer); a batch without it (a
 benchmark, a single step) counts as past the warm-up.
@@ -22,9 +23,8 @@ from torch import nn
 
 from ...config import Config, ConfigError, OptimConfig, SSPLConfig
 from ...losses import FNAC_FOREGROUND_THRESHOLD, fnac_losses
-from ..factory import load_encoder_weights
-from ..resnet import init_like_ezvsl
-from ..streams import AudioVisualStreams
+from ..ezvsl import EZVSL, UPSAMPLE_MODES
+from ..factory import load_encoder, load_encoder_weights
 from . import register_method
 from .negatives import parse_method_options
 
@@ -45,6 +45,10 @@ class FNACOptions:
         weight_tns: weight of TNS (``--fnac_loss2_weight 100``).
         weight_fns_visual: weight of FNS-2 (``--fnac_loss3_weight 100``).
         foreground: threshold of TNS's foreground mask on the normalised own-clip map (0.6).
+        ogl: localize with EZ-VSL's object-guided localization (the official ``test.py``).
+        ogl_alpha: weight of the audio-visual map in OGL (``--alpha 0.4`` of ``test_*.sh``).
+        upsample: ``bilinear-align-corners`` (``test.py``'s ``validate``, which prints first) or ``bicubic``
+            (its ``validate2`` and ``train.py``'s validation) for the audio-visual map; ``none``: raw.
     """
 
     tau: float = 0.03
@@ -56,8 +60,21 @@ class FNACOptions:
     weight_tns: float = 100.0
     weight_fns_visual: float = 100.0
     foreground: float = FNAC_FOREGROUND_THRESHOLD
+    ogl: bool = True
+    ogl_alpha: float = 0.4
+    upsample: str = "bilinear-align-corners"
 
     def __post_init__(self) -> None:
+        if self.upsample not in UPSAMPLE_MODES:
+            raise ConfigError(
+                f"method_options.upsample={self.upsample!r}: choose from {', '.join(UPSAMPLE_MODES)}"
+            )
+        if self.ogl and self.upsample == "none":
+            raise ConfigError(
+                "method_options.upsample=none: OGL mixes maps at the frame size (set ogl: false)"
+            )
+        if not 0 <= self.ogl_alpha <= 1:
+            raise ConfigError(f"method_options.ogl_alpha={self.ogl_alpha}: must be in [0, 1]")
         if not self.tau > 0:
             raise ConfigError(f"method_options.tau={self.tau}: must be > 0")
         if self.dim < 1 or self.warmup_epochs < 0:
@@ -70,8 +87,9 @@ class FNACOptions:
                 raise ConfigError(f"method_options.{name}={getattr(self, name)}: must be >= 0")
 
 
-class FNACModel(AudioVisualStreams):
-    """FNAC's network: ResNet-18 streams, dropouts, one projection per stream.
+class FNACModel(EZVSL):
+    """FNAC's network: EZ-VSL's (:class:`~sspl.models.ezvsl.EZVSL`: projections, ``tau``, OGL at test
+    time) with dropout on the image encoder's map and on the audio embedding before the projections.
 
     Args:
         config: the ``model:`` section (``resnet18`` encoders, both trained; no ``g``).
@@ -79,30 +97,35 @@ class FNACModel(AudioVisualStreams):
     """
 
     def __init__(self, config: SSPLConfig, options: FNACOptions | None = None) -> None:
-        super().__init__(config, audio_transform=False)
-        self.options = options = options or FNACOptions()
+        options = options or FNACOptions()
+        super().__init__(
+            config,
+            dim=options.dim,
+            tau=options.tau,
+            ogl_alpha=options.ogl_alpha if options.ogl else None,
+            upsample=options.upsample,
+        )
+        self.options = options
         self.img_dropout = nn.Dropout(options.dropout_img)
         self.aud_dropout = nn.Dropout(options.dropout_aud)
-        self.img_proj = init_like_ezvsl(nn.Conv2d(config.visual_channels, options.dim, kernel_size=1))
-        self.aud_proj = init_like_ezvsl(nn.Linear(config.audio_dim, options.dim))
 
-    def forward(self, frames: torch.Tensor, spect: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Unit-norm ``B x dim x 7 x 7`` image features and ``B x dim`` clip embeddings of
-        ``B x 3 x 224 x 224`` frames and ``B x 1 x F x T`` spectrograms (or the ``B x P x 96 x 64`` log-mel
-        patches of a patch encoder, whose embeddings are averaged: SynthAV's small encoders)."""
-        img = self.img_proj(self.img_dropout(self.encode_visual(frames)))
-        aud = self.aud_proj(self.aud_dropout(self.encode_audio(spect).mean(dim=1)))  # B x P x D -> B x D
-        return F.normalize(img, dim=1), F.normalize(aud, dim=1)
-
-    @torch.no_grad()
-    def localize(
-        self, frames: torch.Tensor, spect: torch.Tensor, *, audio_patch_embeddings: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """``B x 7 x 7``: each frame's similarity with its own clip, over ``tau``."""
-        if audio_patch_embeddings is not None:
-            raise ValueError("FNAC trains its audio encoder: give spectrograms, not cached embeddings")
-        img, aud = self(frames, spect)
-        return torch.einsum("nchw,nc->nhw", img, aud) / self.options.tau
+    def embed(
+        self,
+        frames: torch.Tensor,
+        spect: torch.Tensor | None,
+        audio_patch_embeddings: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unit-norm ``B x dim x 7 x 7`` image features and ``B x dim`` clip embeddings, with the dropouts
+        (the image's drawn first, as the official order) before the projections. ``spect``:
+        ``B x 1 x F x T`` spectrograms, or the ``B x P x 96 x 64`` log-mel patches of a patch encoder, whose
+        embeddings are averaged (SynthAV's small encoders)."""
+        img = F.normalize(self.img_proj(self.img_dropout(self.encode_visual(frames))), dim=1)
+        if audio_patch_embeddings is None:
+            if spect is None:
+                raise ValueError("give spect (B x 1 x F x T spectrograms) or audio_patch_embeddings")
+            audio_patch_embeddings = self.encode_audio(spect)  # B x P x D
+        aud = F.normalize(self.aud_proj(self.aud_dropout(audio_patch_embeddings.mean(dim=1))), dim=1)
+        return img, aud
 
 
 class FNACMethod:
@@ -112,15 +135,19 @@ class FNACMethod:
 
     def build(self, config: Config, *, pretrained: bool = True) -> FNACModel:
         model = FNACModel(config.model, parse_method_options(FNACOptions, config))
-        return load_encoder_weights(model, config.model) if pretrained else model
+        if pretrained:
+            load_encoder_weights(model, config.model)
+            if model.saliency_encoder is not None:
+                load_encoder(model.saliency_encoder, "visual_encoder", "imagenet")
+        return model
 
     def loss(self, model: nn.Module, batch: dict, config: Config) -> tuple[torch.Tensor, dict[str, float]]:
         o = parse_method_options(FNACOptions, config)
         frames, spect = batch["frame_view1"], batch["spect"]
         if model.training and frames.shape[0] < 2:
             raise ValueError("contrastive training needs a batch of at least 2 (the negatives); got 1")
-        img, aud = model(frames, spect)
-        contrastive, fns_a, tns, fns_v = fnac_losses(img, aud, o.tau, o.foreground)
+        out = model(frames, spect)
+        contrastive, fns_a, tns, fns_v = fnac_losses(out.visual, out.audio, o.tau, o.foreground)
         extra = {
             "contrastive": contrastive.item(),
             "fns_audio": fns_a.item(),

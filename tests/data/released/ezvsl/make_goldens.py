@@ -24,7 +24,9 @@ import torchvision  # noqa: E402
 from released_recipe import BATCH, IMAGENET_SEED, MODEL_SEED, gt_maps, inputs, seeded_state  # noqa: E402
 
 _resnet18 = torchvision.models.resnet18
-_imagenet = seeded_state({k: tuple(v.shape) for k, v in _resnet18(weights=None).state_dict().items()}, IMAGENET_SEED)
+_imagenet = seeded_state(
+    {k: tuple(v.shape) for k, v in _resnet18(weights=None).state_dict().items()}, IMAGENET_SEED
+)
 
 
 def _pretrained_resnet18(pretrained: bool = False, **kwargs):
@@ -71,15 +73,35 @@ def main() -> None:
     state = seeded_state({k: tuple(v.shape) for k, v in net.state_dict().items()}, MODEL_SEED)
     net.load_state_dict(state)
     args = argparse.Namespace(
-        model_dir=str(work), experiment_name="golden", save_visualizations=False, testset="flickr",
-        test_data_path="", test_gt_path="", batch_size=1, tau=0.03, out_dim=512, alpha=0.4, workers=0,
-        gpu=None, world_size=1, rank=0, node="localhost", port=12345, dist_url="", init_lr=1e-4,
+        model_dir=str(work),
+        experiment_name="golden",
+        save_visualizations=False,
+        testset="flickr",
+        test_data_path="",
+        test_gt_path="",
+        batch_size=1,
+        tau=0.03,
+        out_dim=512,
+        alpha=0.4,
+        workers=0,
+        gpu=None,
+        world_size=1,
+        rank=0,
+        node="localhost",
+        port=12345,
+        dist_url="",
+        init_lr=1e-4,
         multiprocessing_distributed=False,
     )
     optimizer, _ = utils.build_optimizer_and_scheduler_adam(net, args)
     (work / "golden").mkdir(parents=True, exist_ok=True)
-    ckp = {"model": {f"module.{k}": v for k, v in net.state_dict().items()}, "optimizer": optimizer.state_dict(),
-           "epoch": 20, "best_cIoU": 0.0, "best_Auc": 0.0}
+    ckp = {
+        "model": {f"module.{k}": v for k, v in net.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "epoch": 20,
+        "best_cIoU": 0.0,
+        "best_Auc": 0.0,
+    }
     torch.save(ckp, work / "golden" / "best.pth")  # the format train.py writes under DDP
 
     out = {}
@@ -109,10 +131,17 @@ def main() -> None:
         out[f"{kind}_sums"] = maps.astype(np.float64).sum(axis=(1, 2))
         out[f"{kind}_thr"] = np.array([t for _, t in ev.calls])
         out[f"{kind}_ciou"] = np.array(ev.ciou, dtype=np.float64)
-        out[f"{kind}_stats"] = np.array([ev.finalize_AP50(), ev.finalize_cIoU(), ev.finalize_AUC()], dtype=np.float64)
+        out[f"{kind}_stats"] = np.array(
+            [ev.finalize_AP50(), ev.finalize_cIoU(), ev.finalize_AUC()], dtype=np.float64
+        )
     np.savez_compressed(OUT / "ezvsl_golden.npz", **out)
-    meta = {"grad_names": names, "torch": torch.__version__, "numpy": np.__version__,
-            "frames_sum": float(frames.double().sum()), "spect_sum": float(spect.double().sum())}
+    meta = {
+        "grad_names": names,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "frames_sum": float(frames.double().sum()),
+        "spect_sum": float(spect.double().sum()),
+    }
     (OUT / "ezvsl_golden.json").write_text(json.dumps(meta, indent=1) + "\n")
 
 
