@@ -76,14 +76,28 @@ def saliency_state_dict(method: str) -> dict[str, torch.Tensor]:
     return recipe_state_dict(s["saliency_keys"], s["saliency_seed"])
 
 
-def write_released_checkpoint(method: str, path: Path) -> Path:
-    """Write ``best.pth`` as the official training code saves it: ``{'model', 'optimizer', 'epoch', ...}``."""
+def write_released_checkpoint(method: str, path: Path, *, optimizer: bool = True) -> Path:
+    """Write ``best.pth`` as the official training code saves it: ``{'model', 'optimizer', 'epoch', ...}``,
+    the optimiser entry an ``Adam`` state dict recording the script's learning rate and weight decay
+    (SLAVC 0, FNAC 1e-4; no ``state``: nothing reads it)."""
     extra = {
         "slavc": {"best_Precision": 0.0, "best_AP": 0.0, "best_F1": 0.0},
         "fnac": {"best_cIoU": 0.0, "best_Auc": 0.0},
     }[method]
-    ckpt = {"model": released_state_dict(method), "optimizer": {"state": {}, "param_groups": []}, "epoch": 1}
-    torch.save({**ckpt, **extra}, path)
+    model = released_state_dict(method)
+    group = {
+        "lr": 1e-4,
+        "betas": (0.9, 0.999),
+        "eps": 1e-8,
+        "weight_decay": {"slavc": 0, "fnac": 1e-4}[method],
+    }
+    ckpt = {"model": model, "epoch": 1, **extra}
+    if optimizer:
+        ckpt["optimizer"] = {
+            "state": {},
+            "param_groups": [{**group, "amsgrad": False, "params": list(range(10))}],
+        }
+    torch.save(ckpt, path)
     return path
 
 
@@ -116,3 +130,13 @@ def features(method: str) -> dict[str, np.ndarray]:
 
     names = s["maps"] + s["vectors"]
     return {n: unit(rng.standard_normal((b, c, 7, 7) if n in s["maps"] else (b, c))) for n in names}
+
+
+def our_state_dict(method: str) -> dict[str, torch.Tensor]:
+    """The stand-in's weights under our names (the released format's renaming, ``module.`` dropped), with
+    the saliency stand-in as ``saliency_encoder.*``."""
+    from sspl.models.released import RELEASED_FORMATS, to_state_dict
+
+    state = {k.removeprefix("module."): v for k, v in released_state_dict(method).items()}
+    state = to_state_dict(RELEASED_FORMATS[method], state)
+    return {**state, **{"saliency_encoder." + k: v for k, v in saliency_state_dict(method).items()}}

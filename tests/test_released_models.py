@@ -13,10 +13,9 @@ import pytest
 import torch
 from torch import nn
 
-from slavc_fnac_recipe import RELEASED, inputs, released_state_dict, saliency_state_dict
+from slavc_fnac_recipe import RELEASED, inputs, our_state_dict
 from sspl.config import Config, SSPLConfig
 from sspl.models.methods import get_method
-from sspl.models.methods.slavc import released_to_state_dict
 
 RTOL = 1e-8  # float64: the official code and ours agree to rounding
 
@@ -61,10 +60,7 @@ def released_model(method: str):
 def _released_model(method: str):
     cfg = config(method)
     model = get_method(method).build(cfg, pretrained=False)
-    state = released_to_state_dict(released_state_dict(method))
-    if getattr(model, "saliency_encoder", None) is not None:  # OGL's ImageNet network: not in the file
-        state.update({"saliency_encoder." + k: v for k, v in saliency_state_dict(method).items()})
-    model.load_state_dict(state)
+    model.load_state_dict(our_state_dict(method))
     return model.double(), cfg
 
 

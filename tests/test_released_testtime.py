@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from slavc_fnac_recipe import RELEASED, inputs, released_state_dict, saliency_state_dict
+from slavc_fnac_recipe import RELEASED, inputs, our_state_dict
 from sspl.config import Config, SSPLConfig
 from sspl.metrics import Protocol, ciou, evaluate_maps, gt_map_from_boxes, normalize_map
 from sspl.models.methods import get_method
-from sspl.models.methods.slavc import released_to_state_dict, slavc_scores, upsample
+from sspl.models.methods.slavc import slavc_scores, upsample
 
 IDS = ["s0", "s1", "s2"]
 
@@ -38,9 +38,7 @@ def _config(method: str, **options) -> Config:
 @functools.cache
 def _model(method: str, **options):
     model = get_method(method).build(_config(method, **options), pretrained=False)
-    state = released_to_state_dict(released_state_dict(method))
-    state.update({"saliency_encoder." + k: v for k, v in saliency_state_dict(method).items()})
-    model.load_state_dict(state)
+    model.load_state_dict(our_state_dict(method))
     return model.eval()
 
 

@@ -39,12 +39,10 @@ SLAVC_UPSAMPLE_MODES = ("bicubic-align-corners", "bicubic", "none")
 OBJECT_SCORE_RANGE = (0.0, 2.5)
 
 __all__ = [
-    "RELEASED_PREFIXES",
     "SLAVCMethod",
     "SLAVCModel",
     "SLAVCOptions",
     "SLAVCOutput",
-    "released_to_state_dict",
 ]
 
 #: (online part, its momentum copy, which momentum rate) in the official update order
@@ -293,26 +291,3 @@ class SLAVCMethod:
 
 
 register_method(SLAVCMethod())
-
-
-#: How the official EZ-VSL / SLAVC / FNAC state dicts name the streams (after ``module.``), and ours.
-RELEASED_PREFIXES = (
-    ("momentum_imgnet.", "momentum_visual_encoder."),
-    ("momentum_audnet.", "momentum_audio_encoder."),
-    ("imgnet.", "visual_encoder."),
-    ("audnet.", "audio_encoder."),
-)
-
-
-def released_to_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """An official ``best.pth``'s ``model`` state dict with our names: ``module.`` dropped (as their
-    test scripts do), the streams renamed by :data:`RELEASED_PREFIXES`, projections unchanged."""
-    out = {}
-    for key, value in state.items():
-        key = key.removeprefix("module.")
-        for old, new in RELEASED_PREFIXES:
-            if key.startswith(old):
-                key = new + key.removeprefix(old)
-                break
-        out[key] = value
-    return out
