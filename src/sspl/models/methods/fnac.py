@@ -147,7 +147,10 @@ class FNACMethod:
         if model.training and frames.shape[0] < 2:
             raise ValueError("contrastive training needs a batch of at least 2 (the negatives); got 1")
         out = model(frames, spect)
-        contrastive, fns_a, tns, fns_v = fnac_losses(out.visual, out.audio, o.tau, o.foreground)
+        img, aud = (
+            x.float() if x.dtype in (torch.float16, torch.bfloat16) else x for x in (out.visual, out.audio)
+        )
+        contrastive, fns_a, tns, fns_v = fnac_losses(img, aud, o.tau, o.foreground)  # float32 under autocast
         extra = {
             "contrastive": contrastive.item(),
             "fns_audio": fns_a.item(),

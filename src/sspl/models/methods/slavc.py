@@ -223,6 +223,10 @@ class SLAVCModel(AudioVisualStreams):
         return slavc_scores(upsample(av, size, o.upsample), obj, o.tau, o.ogl_alpha)
 
 
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def upsample(maps: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
     """``B x h x w -> B x H x W`` by bicubic interpolation, corners aligned or not (``mode``)."""
     x = F.interpolate(maps[:, None], size=size, mode="bicubic", align_corners=mode == "bicubic-align-corners")
@@ -268,9 +272,14 @@ class SLAVCMethod:
             raise ValueError("contrastive training needs a batch of at least 2 (the negatives); got 1")
         out = model(frames, spect)
         tau = getattr(model, "module", model).options.tau
-        loss = slavc_loss(out.img, out.aud, out.img_target, out.aud_target, tau)
+        # softmaxes over 49 locations and the batch at tau = 0.03: in float32 at least, also under autocast
+        img, aud, img_t, aud_t = (
+            tuple(_at_least_float32(x) for x in pair)
+            for pair in (out.img, out.aud, out.img_target, out.aud_target)
+        )
+        loss = slavc_loss(img, aud, img_t, aud_t, tau)
         with torch.no_grad():
-            own = slavc_map(out.img, out.aud, tau).flatten(1).amax(1).mean().item()
+            own = slavc_map(img, aud, tau).flatten(1).amax(1).mean().item()
         return loss, {"max_own_similarity": own * tau}
 
     def param_groups(self, model: SLAVCModel, optim: OptimConfig) -> list[dict]:
