@@ -191,3 +191,28 @@ def test_options_are_checked():
     ]:
         with pytest.raises(ConfigError, match=match):
             get_method("ezvsl").build(apply_overrides(cfg, [f"method_options.{bad}"]), pretrained=False)
+
+
+@pytest.mark.parametrize(
+    ("name", "train_list", "epochs"),
+    [
+        ("flickr10k", "flickr_10k", 100),
+        ("flickr144k", "flickr_144k", 20),
+        ("vggsound10k", "vggss_10k", 100),
+        ("vggsound144k", "vggss_144k", 20),
+        ("vggsoundfull", None, 20),
+        ("vggsoundheard", "vggss_heard", 20),
+    ],
+)
+def test_each_official_training_script_has_its_config(name, train_list, epochs):
+    from sspl.config import load_config
+    from sspl.models.methods.ezvsl import EZVSLOptions
+    from sspl.models.methods.negatives import parse_method_options
+
+    cfg = load_config(Path(__file__).parents[1] / "configs" / f"ezvsl_{name}.yaml")
+    assert (cfg.method, cfg.data.train_list, cfg.train.epochs) == ("ezvsl", train_list, epochs)
+    assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.train.batch_size) == (1e-4, 0.0, 128)
+    assert cfg.data.augmentations == ["crop", "hflip"] and cfg.data.test_transform == "resize"
+    released = released_config(FMT)
+    assert cfg.model == replace(released.model, visual_weights="imagenet")
+    assert parse_method_options(EZVSLOptions, cfg) == EZVSLOptions()  # tau 0.03, dim 512, OGL alpha 0.4

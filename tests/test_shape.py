@@ -28,6 +28,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "sspl.processes",
             "sspl.config",
             "sspl.weights",
+            "sspl.released_models",
         ),
     ),
     (

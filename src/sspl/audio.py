@@ -37,6 +37,7 @@ __all__ = [
     "centre_window",
     "clip_at",
     "encode_wav_float32",
+    "encode_wav_pcm16",
     "is_silent",
     "load_audio",
     "load_clip",
@@ -429,5 +430,16 @@ def encode_wav_float32(wave: np.ndarray, sample_rate: int = SAMPLE_RATE_HZ) -> b
         + b"data"
         + struct.pack("<I", len(data))
         + data
+    )
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def encode_wav_pcm16(samples: np.ndarray, sample_rate: int) -> bytes:
+    """A mono 16-bit PCM WAV file of integer ``samples`` as bytes (written by hand, like
+    :func:`encode_wav_float32`, so the same samples give the same bytes)."""
+    data = np.ascontiguousarray(samples, dtype="<i2").tobytes()
+    fmt = struct.pack("<HHIIHH", 1, 1, sample_rate, sample_rate * 2, 2, 16)
+    body = (
+        b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
     )
     return b"RIFF" + struct.pack("<I", len(body)) + body

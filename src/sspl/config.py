@@ -324,6 +324,11 @@ class Config:
     method_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.model.audio_frontend == "stft" and self.data.cache_audio:
+            raise ConfigError(
+                "data.cache_audio caches the vggish front end's patch embeddings; "
+                "model.audio_frontend='stft' has none (set data.cache_audio=false)"
+            )
         if self.method == "sspl" and self.method_options:
             raise ConfigError(
                 f"method_options {sorted(self.method_options)}: SSPL takes none (they belong to the "

@@ -51,6 +51,7 @@ __all__ = [
     "CLIP_SECONDS",
     "FFT_SAMPLES",
     "HOP_SAMPLES",
+    "INT16_MAX",
     "LOG_OFFSET",
     "NORMALIZE_STD",
     "NUM_FREQUENCY_BINS",

@@ -27,9 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument(
         "--protocol",
-        default="fixed",
         choices=["fixed", "median"],
-        help="threshold: fixed (min-max >= 0.5, SSPL) or median (LVS/HardWay/EZ-VSL)",
+        help="threshold: fixed (min-max >= 0.5, SSPL) or median (LVS/HardWay/EZ-VSL); default: the model's "
+        "own (median for a released EZ-VSL checkpoint), else fixed",
     )
     p.add_argument(
         "--upsample",
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     r = report.report
     floors = ", ".join(f"{k} {v['ciou@0.5']:.3f}/{v['auc']:.3f}" for k, v in r["baselines"].items())
     print(
-        f"{args.benchmark} ({args.protocol}, {r['num_samples']} samples): ciou@0.5 {r['ciou@0.5']:.4f}  "
+        f"{args.benchmark} ({r['protocol']['threshold']}, {r['num_samples']} samples): ciou@0.5 {r['ciou@0.5']:.4f}  "
         f"auc {r['auc']:.4f}   [baselines ciou@0.5/auc: {floors}]"
     )
     coverage = r.get("benchmark_coverage")

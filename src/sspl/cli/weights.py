@@ -33,12 +33,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "names", nargs="*", metavar="NAME", help="imagenet, imagenet-resnet18 and/or audioset (default: all)"
     )
+    p.add_argument(
+        "--released",
+        action="store_true",
+        help="list only the released trained models (EZ-VSL, SLAVC, FNAC): trained on, published score, "
+        "download page and where to put the file (the text listing shows them after the encoder weights)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON line instead of text")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..weights import KNOWN_WEIGHTS, misconfigured, resolve, status
+
+    if args.released:
+        if args.fetch or args.pin or args.names:
+            raise WeightsError("--released lists the released models; it takes no names, --fetch or --pin")
+        _released(args.json)
+        return 0
 
     names = args.names or [n for n, k in KNOWN_WEIGHTS.items() if not (args.pin and k.sha256)]
     unknown = [n for n in names if n not in KNOWN_WEIGHTS]
@@ -73,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"          SHA-256 {digest} ({source})" if digest else f"          SHA-256 {source}")
     if args.json:
         print(json.dumps(report))
+    elif not args.fetch and not args.names:
+        _released(False)
     # a file never fetched is a normal state when listing; a broken one, or a failed fetch, is not
     return 1 if failed else 0
 
@@ -103,3 +117,28 @@ def _pin(names: list[str], as_json: bool) -> int:
     if as_json:
         print(json.dumps(report))
     return 0
+
+
+def _released(as_json: bool) -> None:
+    """The released trained models: what each is, whether it is in place, and how to get it there."""
+    from ..released_models import RELEASED_MODELS
+
+    report = {}
+    if not as_json:
+        print("\nreleased trained models (use with --checkpoint NAME or --checkpoint PATH):")
+    for name, m in RELEASED_MODELS.items():
+        path = m.path()
+        found = path.is_file()
+        report[name] = {
+            "method": m.method,
+            "trained_on": m.trained_on,
+            "published": m.score,
+            "page": m.page,
+            "path": str(path),
+            "found": found,
+        }
+        if not as_json:
+            where = f"found at {path}" if found else f"not there; download {m.file} from {m.page} to {path}"
+            print(f"{name:18s} {m.method} trained on {m.trained_on}; published: {m.score}\n{'':18s} {where}")
+    if as_json:
+        print(json.dumps(report))

@@ -31,6 +31,7 @@ __all__ = [
     "CHECKPOINT_DIR",
     "FORMAT",
     "LAST",
+    "NotAnSSPLCheckpoint",
     "capture_rng",
     "find_checkpoint",
     "load_checkpoint",
@@ -134,6 +135,10 @@ def save_checkpoint(
     atomic_save_torch(path, ckpt)
 
 
+class NotAnSSPLCheckpoint(WeightsError):
+    """A readable PyTorch file that ``sspl train`` did not write (a released checkpoint of another method?)."""
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
     """Read a checkpoint written by :func:`save_checkpoint` (``weights_only`` loading)."""
     path = Path(path)
@@ -144,7 +149,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     except Exception as e:  # several exception types for corrupt files
         raise unreadable(path, e) from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise WeightsError(f"{path}: not an sspl checkpoint (for official SSPL files, give their folder)")
+        raise NotAnSSPLCheckpoint(
+            f"{path}: not an sspl checkpoint (for official SSPL files, give their folder)"
+        )
     if ckpt.get("version", 0) > VERSION:
         raise WeightsError(
             f"{path}: checkpoint version {ckpt['version']} is newer than this sspl; upgrade sspl"

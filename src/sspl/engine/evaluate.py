@@ -48,12 +48,20 @@ class EvaluationReport:
     out_dir: Path
 
 
-def _collate(items: list[dict]) -> dict:
-    return {
-        "id": [it["id"] for it in items],
-        "frame": torch.stack([it["frame"] for it in items]),
-        "spect": torch.stack([it["spect"] for it in items]),
-    }
+def _collate(items: list[dict]) -> list[dict]:
+    """A batch as sub-batches of equal spectrogram shapes: one, unless the ``stft`` front end meets clips of
+    different sample rates (``1 x 257 x T``, ``T`` set by the rate), which are then run apart, as the
+    released models' own evaluation (batch size 1) runs them."""
+    shapes = list(dict.fromkeys(tuple(it["spect"].shape) for it in items))
+    groups = [[it for it in items if tuple(it["spect"].shape) == shape] for shape in shapes]
+    return [
+        {
+            "id": [it["id"] for it in group],
+            "frame": torch.stack([it["frame"] for it in group]),
+            "spect": torch.stack([it["spect"] for it in group]),
+        }
+        for group in groups
+    ]
 
 
 @torch.inference_mode()
@@ -77,9 +85,10 @@ def compute_maps(
         from tqdm import tqdm
 
         iterator = tqdm(loader, desc="localize", unit="batch", dynamic_ncols=True)
-    for batch in iterator:
-        out = model.localize(batch["frame"].to(device), batch["spect"].to(device), **kwargs)
-        maps.update(zip(batch["id"], out.float().cpu().numpy()))
+    for batches in iterator:
+        for batch in batches:
+            out = model.localize(batch["frame"].to(device), batch["spect"].to(device), **kwargs)
+            maps.update(zip(batch["id"], out.float().cpu().numpy()))
     return maps
 
 
@@ -221,7 +230,7 @@ def evaluate(
     benchmark: str,
     out_dir: str | os.PathLike,
     *,
-    protocol: str = "fixed",
+    protocol: str | None = None,
     upsample: str = "half-pixel",
     split: str | None = "test",
     annotations: str | os.PathLike | None = None,
@@ -241,7 +250,8 @@ def evaluate(
         data_dir: prepared folder of the test clips.
         benchmark: ``flickr``, ``vggss``, ``avsbench`` or ``synth`` (sets the GT rule and box format).
         out_dir: where ``report.json``, ``per_sample.csv`` and the plots go.
-        protocol: threshold policy, ``fixed`` (min-max >= 0.5: SSPL) or ``median`` (LVS/HardWay/EZ-VSL).
+        protocol: threshold policy, ``fixed`` (min-max >= 0.5: SSPL) or ``median`` (LVS/HardWay/EZ-VSL);
+            ``None``: the model's ``threshold_protocol`` (``median`` for EZ-VSL), else ``fixed``.
         upsample: ``half-pixel`` (OpenCV's bilinear: SSPL, LVS) or ``align-corners`` (EZ-VSL), how the
             map is upsampled to 224 before thresholding.
         split: manifest split to evaluate (``None``: every clip).
@@ -269,7 +279,7 @@ def evaluate(
     """
     if benchmark not in BENCHMARKS:
         raise DataError(f"unknown benchmark {benchmark!r}; choose from {', '.join(BENCHMARKS)}")
-    if protocol not in ("fixed", "median"):
+    if protocol is not None and protocol not in ("fixed", "median"):
         raise DataError(f"unknown protocol {protocol!r}; choose fixed or median")
     if upsample not in UPSAMPLING:
         raise DataError(f"unknown upsampling {upsample!r}; choose {' or '.join(UPSAMPLING)}")
@@ -290,8 +300,15 @@ def evaluate(
     gt = subset_annotations(_annotations_for(benchmark, data_dir, annotations), [s.id for s in samples])
     _check_box_format(gt, benchmark, _annotations_source(benchmark, data_dir, annotations))
     model, preprocess = load(checkpoint, device=device)
+    protocol = protocol or getattr(model, "threshold_protocol", "fixed")
     _check_cycles(model, cycles)
-    dataset = PreparedDataset(samples, mode="eval", image_size=preprocess.image_size)
+    dataset = PreparedDataset(
+        samples,
+        mode="eval",
+        image_size=preprocess.image_size,
+        audio_frontend=preprocess.audio_frontend,
+        test_transform=preprocess.test_transform,
+    )
     maps = compute_maps(
         model, dataset, batch_size=batch_size, num_workers=num_workers, cycles=cycles, progress=progress
     )

@@ -101,6 +101,9 @@ class EZVSL(AudioVisualStreams):
         visual_encoder, audio_encoder: modules replacing the configured encoders.
     """
 
+    #: the threshold its authors evaluate with (``sspl evaluate`` uses it unless ``--protocol`` is given)
+    threshold_protocol = "median"
+
     def __init__(
         self,
         config: SSPLConfig,

@@ -26,6 +26,7 @@ __all__ = [
     "RELEASED_FORMATS",
     "ReleasedFormat",
     "detect_format",
+    "known_formats",
     "load_released",
     "read_released",
     "recorded_weight_decay",
@@ -170,18 +171,20 @@ def read_released(path: str | os.PathLike) -> tuple[ReleasedFormat, dict[str, to
     if not isinstance(model, dict) or not all(
         isinstance(k, str) and torch.is_tensor(v) for k, v in model.items()
     ):
-        raise WeightsError(f"{path}: not a released checkpoint ({known_formats()})")
+        raise WeightsError(f"{path}: not a checkpoint of a known format ({known_formats()})")
     state = {k.removeprefix("module."): v for k, v in model.items()}
     fmt = detect_format(state, recorded_weight_decay(ckpt))
     if fmt is None:
-        raise WeightsError(f"{path}: a 'model' state dict of no known format ({known_formats()})")
+        raise WeightsError(
+            f"{path}: a 'model' state dict whose keys match no known format ({known_formats()})"
+        )
     return fmt, state
 
 
 def known_formats() -> str:
     """``known: ...`` for messages: the formats :func:`read_released` recognises."""
     listed = "; ".join(f"{f.name}: {f.description}" for f in RELEASED_FORMATS.values())
-    return f"known released formats: {listed}; or a checkpoint of sspl train"
+    return f"known formats: a checkpoint of sspl train, a folder of official SSPL files, or released {listed}"
 
 
 def detect_format(state: dict[str, torch.Tensor], weight_decay: float | None = None) -> ReleasedFormat | None:

@@ -21,6 +21,7 @@ sys.path[:0] = [str(OFFICIAL), str(TESTS)]
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torchvision  # noqa: E402
+
 from released_recipe import BATCH, IMAGENET_SEED, MODEL_SEED, gt_maps, inputs, seeded_state  # noqa: E402
 
 _resnet18 = torchvision.models.resnet18
