@@ -230,6 +230,8 @@ class OptimConfig:
         eps: AdamW epsilon.
         schedule: ``constant`` (the paper) or ``cosine`` (with ``warmup_epochs`` linear warm-up).
         warmup_epochs: warm-up length for the cosine schedule.
+        optimizer: ``adamw`` (decoupled weight decay, SSPL's) or ``adam`` (weight decay added to the
+            gradient, PyTorch's ``Adam``: what EZ-VSL, SLAVC and FNAC train with).
     """
 
     lr_head: float = 5e-5
@@ -240,8 +242,11 @@ class OptimConfig:
     eps: float = 1e-8
     schedule: str = "constant"
     warmup_epochs: float = 0.0
+    optimizer: str = "adamw"
 
     def __post_init__(self) -> None:
+        if self.optimizer not in ("adamw", "adam"):
+            raise ConfigError(f"optim.optimizer={self.optimizer!r}: choose adamw or adam")
         if self.schedule not in ("constant", "cosine"):
             raise ConfigError(f"optim.schedule={self.schedule!r}: choose constant or cosine")
         _at_least("optim", self, 0, "lr_head", "lr", "weight_decay", "warmup_epochs")

@@ -43,11 +43,12 @@ class StepResult:
 def build_optimisation(
     method, model: torch.nn.Module, cfg: Config, steps_per_epoch: int, device: torch.device
 ) -> Optimisation:
-    """AdamW over the method's parameter groups of ``model``, the schedule of ``cfg`` over its epochs of
+    """AdamW (or Adam, ``optim.optimizer``) over the method's parameter groups of ``model``, the schedule of ``cfg`` over its epochs of
     ``steps_per_epoch`` steps, and ``train.amp``'s autocast dtype (on CUDA only) with a gradient scaler
     (on with float16 only)."""
     groups = method.param_groups(model, cfg.optim)
-    optimizer = torch.optim.AdamW(
+    adam = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[cfg.optim.optimizer]
+    optimizer = adam(
         groups, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps, weight_decay=cfg.optim.weight_decay
     )
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
@@ -65,7 +66,7 @@ def train_step(
     opt: Optimisation,
     env: DistEnv | None = None,
 ) -> StepResult:
-    """One optimisation step: the method's loss (under autocast when ``opt.amp_dtype`` is set), the check
+    """One optimisation step: the method's ``before_step(model)`` hook when it has one, the method's loss (under autocast when ``opt.amp_dtype`` is set), the check
     that it is finite on every process, backward through the AMP scaler, the gradient norm, then the
     optimiser and scheduler steps.
 
@@ -81,6 +82,9 @@ def train_step(
         NonFiniteLossError: the loss is NaN or infinite on a process; nothing was updated.
     """
     env = env if env is not None else DistEnv()
+    before_step = getattr(method, "before_step", None)
+    if before_step is not None:  # e.g. a momentum encoder's update (SLAVC), in the official order
+        before_step(model)
     autocast = (
         torch.autocast(env.device.type, dtype=opt.amp_dtype)
         if opt.amp_dtype is not None

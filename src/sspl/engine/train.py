@@ -407,6 +407,7 @@ def train_one_epoch(t: Trainer, epoch: int, step: int, bar=None) -> tuple[int, f
         if i >= t.steps_per_epoch:
             break
         batch = to_device(batch, t.env.device, t.channels_last)
+        batch["epoch"] = epoch  # 0-based; methods with an epoch-dependent loss read it (FNAC's warm-up)
         try:
             out = train_step(t.model, t.method, batch, t.cfg, t.opt, t.env)
         except NonFiniteLossError as e:

@@ -29,6 +29,7 @@ __all__ = [
     "known_formats",
     "load_released",
     "read_released",
+    "recorded_weight_decay",
     "register_format",
     "released_config",
     "to_state_dict",
@@ -61,6 +62,8 @@ class ReleasedFormat:
         prefixes: ``(official prefix, our prefix)`` pairs, tried in order; a key matching none is kept.
         overrides: config overrides (``key=value``) that rebuild the model with its preprocessing.
         published: ``(attribute, weights name)`` of parts loaded from published weights, not the file.
+        weight_decay: the weight decay the file's ``optimizer`` entry must record (its training script's
+            ``--weight_decay``), for formats whose keys are another's (FNAC's are EZ-VSL's); ``None``: any.
     """
 
     name: str
@@ -71,9 +74,13 @@ class ReleasedFormat:
     prefixes: tuple[tuple[str, str], ...] = ()
     overrides: tuple[str, ...] = ()
     published: tuple[tuple[str, str], ...] = ()
+    weight_decay: float | None = None
 
-    def matches(self, keys: set[str]) -> bool:
-        """Whether a state dict with these keys is of this format."""
+    def matches(self, keys: set[str], weight_decay: float | None = None) -> bool:
+        """Whether a state dict with these keys (from a file whose optimiser recorded ``weight_decay``)
+        is of this format."""
+        if self.weight_decay is not None and weight_decay != self.weight_decay:
+            return False
         return set(self.required) <= keys and not keys & set(self.excluded)
 
 
@@ -102,6 +109,49 @@ register_format(
 )
 
 
+#: SLAVC's streams and their momentum copies (``momentum_imgnet.`` first: ``imgnet.`` is its suffix)
+_SLAVC_PREFIXES = (
+    ("momentum_imgnet.", "momentum_visual_encoder."),
+    ("momentum_audnet.", "momentum_audio_encoder."),
+    ("imgnet.", "visual_encoder."),
+    ("audnet.", "audio_encoder."),
+)
+
+register_format(
+    ReleasedFormat(
+        name="slavc",
+        method="slavc",
+        description="SLAVC (Mo & Morgado, NeurIPS 2022), github.com/stoneMo/SLAVC",
+        required=(
+            "imgnet.conv1.weight",
+            "img_proj1.weight",
+            "img_proj2.weight",
+            "momentum_imgnet.conv1.weight",
+        ),
+        prefixes=_SLAVC_PREFIXES,
+        overrides=(*RESNET18_STREAMS, "method=slavc"),
+        published=(("saliency_encoder", "imagenet"),),
+    )
+)
+
+register_format(
+    ReleasedFormat(
+        name="fnac",
+        method="fnac",
+        description=(
+            "FNAC (Sun et al., CVPR 2023), github.com/OpenNLPLab/FNAC_AVL (EZ-VSL's keys; told apart by the "
+            "weight decay 1e-4 its optimizer records)"
+        ),
+        required=("imgnet.conv1.weight", "audnet.conv1.weight", "img_proj.weight", "aud_proj.weight"),
+        excluded=("img_proj1.weight", "momentum_imgnet.conv1.weight"),
+        prefixes=(("imgnet.", "visual_encoder."), ("audnet.", "audio_encoder.")),
+        overrides=(*RESNET18_STREAMS, "method=fnac"),
+        published=(("saliency_encoder", "imagenet"),),
+        weight_decay=1e-4,
+    )
+)
+
+
 def read_released(path: str | os.PathLike) -> tuple[ReleasedFormat, dict[str, torch.Tensor]]:
     """Read a released checkpoint file and tell its format.
 
@@ -123,7 +173,7 @@ def read_released(path: str | os.PathLike) -> tuple[ReleasedFormat, dict[str, to
     ):
         raise WeightsError(f"{path}: not a checkpoint of a known format ({known_formats()})")
     state = {k.removeprefix("module."): v for k, v in model.items()}
-    fmt = detect_format(state)
+    fmt = detect_format(state, recorded_weight_decay(ckpt))
     if fmt is None:
         raise WeightsError(
             f"{path}: a 'model' state dict whose keys match no known format ({known_formats()})"
@@ -137,10 +187,23 @@ def known_formats() -> str:
     return f"known formats: a checkpoint of sspl train, a folder of official SSPL files, or released {listed}"
 
 
-def detect_format(state: dict[str, torch.Tensor]) -> ReleasedFormat | None:
-    """The first format of :data:`RELEASED_FORMATS` the state dict's keys match, else ``None``."""
+def detect_format(state: dict[str, torch.Tensor], weight_decay: float | None = None) -> ReleasedFormat | None:
+    """The first format of :data:`RELEASED_FORMATS` the state dict's keys (and the optimiser's recorded
+    ``weight_decay``) match, else ``None``; formats that ask for a weight decay are tried first."""
     keys = set(state)
-    return next((f for f in RELEASED_FORMATS.values() if f.matches(keys)), None)
+    ordered = sorted(RELEASED_FORMATS.values(), key=lambda f: f.weight_decay is None)  # stable
+    return next((f for f in ordered if f.matches(keys, weight_decay)), None)
+
+
+def recorded_weight_decay(ckpt: dict) -> float | None:
+    """The weight decay of the first parameter group of a released file's ``optimizer`` entry, if any."""
+    groups = (
+        ckpt.get("optimizer", {}).get("param_groups") if isinstance(ckpt.get("optimizer"), dict) else None
+    )
+    if not groups or not isinstance(groups[0], dict):
+        return None
+    value = groups[0].get("weight_decay")
+    return float(value) if isinstance(value, int | float) else None
 
 
 def released_config(fmt: ReleasedFormat, base: Config | None = None) -> Config:

@@ -7,7 +7,7 @@ on a training batch, and lists its optimiser parameter groups. Every model it bu
 
 Training batches are dicts with ``frame_view1``, ``frame_view2`` (``B x 3 x H x W``), ``spect``
 (``B x P x 96 x 64``) or ``audio_emb`` (``B x P x D`` cached embeddings), ``id`` and, when the data has
-labels, ``label`` (class index, -1 for unlabelled).
+labels, ``label`` (class index, -1 for unlabelled); in training, ``epoch`` (the 0-based epoch, an int).
 """
 
 from __future__ import annotations
@@ -36,6 +36,10 @@ class Method(Protocol):
     def param_groups(self, model: nn.Module, optim: OptimConfig) -> list[dict]:
         """Optimiser parameter groups (each with ``name``, ``params``, ``lr`` and ``weight_decay``)."""
 
+    # Optional: ``before_step(model)``, called by the training step before each loss (outside autocast,
+    # on the model as trained, possibly wrapped in DistributedDataParallel), e.g. to update a momentum
+    # encoder (SLAVC).
+
 
 METHODS: dict[str, Method] = {}
 
@@ -59,7 +63,7 @@ def get_method(name: str) -> Method:
 def _load_builtin() -> None:
     import importlib
 
-    for module in ("sspl_method", "attention", "hardway", "ezvsl"):
+    for module in ("sspl_method", "attention", "hardway", "ezvsl", "slavc", "fnac"):
         try:
             importlib.import_module(f"{__name__}.{module}")
         except ModuleNotFoundError as e:  # a baseline not installed in this build
