@@ -61,7 +61,7 @@ log = logging.getLogger("synthav_extended_table")
 
 PRESETS = ("easy", "distractors", "extended")
 #: the project's methods at their SynthAV settings (synthav_learning.py's variants of the same name)
-TABLE_VARIANTS = ("sspl_pcm", "sspl_nopcm", "attention", "hardway")
+TABLE_VARIANTS = ("sspl_pcm", "sspl_nopcm", "attention", "hardway", "ezvsl", "slavc", "fnac")
 
 
 class TrivialLocalizer(nn.Module):

@@ -58,6 +58,15 @@ from sspl.io import atomic_save_image, atomic_save_json
 from sspl.models.methods import get_method
 from sspl.viz import learning_curves_plot, success_curves_plot
 
+#: the official EZ-VSL / SLAVC / FNAC optimisation on the small encoders (both trained, Adam 1e-4)
+RELEASED_METHOD_TRAINING = [
+    "model.train_visual=true",
+    "model.train_audio=true",
+    "optim.optimizer=adam",
+    "optim.lr=1e-4",
+    "optim.weight_decay=0",
+    "optim.schedule=constant",
+]
 #: name -> (method, pcm, extra overrides, multiple of Table S1's learning rates)
 VARIANTS = {
     "sspl_pcm": ("sspl", True, [], 1.0),
@@ -73,6 +82,12 @@ VARIANTS = {
     "sspl_nopcm_lrx10_jitter": ("sspl", False, ["data.augmentations=[crop,hflip,color_jitter]"], 10.0),
     "attention": ("attention", False, ["optim.lr=1e-3"], 1.0),
     "hardway": ("hardway", False, ["optim.lr=1e-3"], 1.0),
+    # the released methods on the small SynthAV encoders, both trained as their official scripts train
+    # theirs (the OGL saliency network is a frozen copy of the pretrained visual encoder), at the official
+    # optimiser settings: Adam 1e-4, constant rate; FNAC with weight decay 1e-4 (its train_*.sh)
+    "ezvsl": ("ezvsl", False, RELEASED_METHOD_TRAINING, 1.0),
+    "slavc": ("slavc", False, RELEASED_METHOD_TRAINING, 1.0),
+    "fnac": ("fnac", False, [*RELEASED_METHOD_TRAINING, "optim.weight_decay=1e-4"], 1.0),
 }
 TRAIN_SEED = 1234  # synthav_config's default
 #: what a plain run trains (w/ PCM without stop-grad costs as much as w/ PCM; ask for it by name)
@@ -89,6 +104,9 @@ LABELS = {
     "sspl_nopcm_lrx10_jitter": "SSPL w/o PCM, Table S1 rates x 10, + colour jitter",
     "attention": "Attention (contrastive)",
     "hardway": "HardWay (contrastive, hard negatives)",
+    "ezvsl": "EZ-VSL (multiple-instance contrastive, OGL)",
+    "slavc": "SLAVC (two projections, momentum targets, OGL)",
+    "fnac": "FNAC (EZ-VSL + false-negative-aware terms, OGL)",
 }
 
 log = logging.getLogger("synthav_learning")

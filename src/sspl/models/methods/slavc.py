@@ -26,7 +26,7 @@ from torch import nn
 from ...config import Config, ConfigError, OptimConfig, SSPLConfig
 from ...losses import slavc_loss, slavc_map
 from ..encoders import build_visual_encoder, freeze
-from ..factory import load_encoder, load_encoder_weights
+from ..factory import load_encoder, load_encoder_weights, saliency_weights
 from ..resnet import init_like_ezvsl
 from ..streams import AudioVisualStreams
 from . import register_method
@@ -258,7 +258,7 @@ class SLAVCMethod:
         if pretrained:
             load_encoder_weights(model, config.model)
             if model.saliency_encoder is not None:
-                load_encoder(model.saliency_encoder, "visual_encoder", "imagenet")
+                load_encoder(model.saliency_encoder, "visual_encoder", saliency_weights(config.model))
         model.reset_momentum()
         return model
 
