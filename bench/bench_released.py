@@ -25,12 +25,10 @@ with their ratio. Localize: clips/s of the model's ``localize`` (eval mode, the 
 object-guided localization for EZ-VSL and FNAC, SLAVC's two-projection map fused with object saliency)
 at batch 1 and 16.
 
-    mkdir -p /tmp/off/ezvsl /tmp/off/slavc /tmp/off/fnac
-    for r in stoneMo/EZ-VSL:ezvsl stoneMo/SLAVC:slavc OpenNLPLab/FNAC_AVL:fnac; do
-        git -C /path/to/${r%%:*}.git show HEAD:model.py > /tmp/off/${r##*:}/model.py
-        git -C /path/to/${r%%:*}.git show HEAD:utils.py > /tmp/off/${r##*:}/utils.py; done
+    for r in stoneMo+EZ-VSL:ezvsl stoneMo+SLAVC:slavc OpenNLPLab+FNAC_AVL:fnac; do mkdir -p /tmp/off/${r##*:}
+        for f in model.py utils.py; do git -C /work/.mirror/${r%%:*}/repo show HEAD:$f > /tmp/off/${r##*:}/$f; done; done
     python bench/bench_released.py --official-ezvsl /tmp/off/ezvsl --official-slavc /tmp/off/slavc \\
-        --official-fnac /tmp/off/fnac --official-deps /tmp/offdeps [--batch-size 8] [--steps 5]
+        --official-fnac /tmp/off/fnac --official-deps /tmp/offdeps [--batch-size 8] [--steps 3]
 
 ``--official-deps``: a folder appended to ``sys.path`` for the official modules' imports that this
 project does not need (FNAC's ``utils.py`` imports scikit-learn). Run it on an idle machine (``uptime``).
