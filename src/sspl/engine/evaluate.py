@@ -312,13 +312,8 @@ def evaluate(
     model, preprocess = load(checkpoint, device=device)
     protocol = protocol or getattr(model, "threshold_protocol", "fixed")
     _check_cycles(model, cycles)
-    dataset = PreparedDataset(
-        samples,
-        mode="eval",
-        image_size=preprocess.image_size,
-        audio_frontend=preprocess.audio_frontend,
-        test_transform=preprocess.test_transform,
-    )
+    inputs = {"audio_frontend": preprocess.audio_frontend, "test_transform": preprocess.test_transform}
+    dataset = PreparedDataset(samples, mode="eval", image_size=preprocess.image_size, **inputs)
     maps = compute_maps(
         model, dataset, batch_size=batch_size, num_workers=num_workers, cycles=cycles, progress=progress
     )
