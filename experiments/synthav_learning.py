@@ -23,6 +23,16 @@ Every trained variant also gets two diagnostics on the validation split: SSPL's 
 sound vs another scene's, and where the evaluated mask lies (sounding object, silent objects, background),
 overall and per sounding category.
 
+The released methods (``ezvsl``, ``slavc``, ``fnac``; issue 22) train as their official scripts train:
+both small encoders trained from their SynthAV-pretrained weights (the official code fine-tunes the
+ImageNet ResNet-18 and trains the audio one), Adam at the official 1e-4 with a constant rate, no weight
+decay (FNAC: 1e-4), the official method options (tau 0.03, dim 512, dropouts 0.9 on the image map for
+SLAVC and FNAC, momentum 0.999, FNAC's 5 warm-up epochs and weights 100), batch 32 and 20 epochs as every
+SynthAV variant; OGL's object saliency comes from a frozen copy of the pretrained small visual encoder
+(the ImageNet analogue). Their rates were not rescaled for SynthAV (no validation sweep yet).
+One step at batch 32 costs 0.55 (EZ-VSL), 0.95 (SLAVC) and 0.6 (FNAC) CPU seconds on the 2-core CPU
+(SSPL w/o PCM: 0.5), so a 20-epoch run of 800 scenes trains in a few CPU minutes.
+
 Writes ``OUT/results.json`` (every number of docs/results.md), ``OUT/<preset>_learning_curves.png`` and
 ``OUT/<preset>_success_curves.png``, and prints the Markdown tables.
 """
