@@ -126,6 +126,10 @@ class SLAVCModel(AudioVisualStreams):
         options: the method's options (:class:`SLAVCOptions`).
     """
 
+    #: ``sspl evaluate``'s default threshold: min-max normalise, keep the upper half (the official
+    #: ``--relative_prediction``, its VGG-SS command); its Flickr script thresholds the raw scores at 0.5
+    threshold_protocol = "median"
+
     def __init__(self, config: SSPLConfig, options: SLAVCOptions | None = None) -> None:
         super().__init__(config, audio_transform=False)
         self.options = options = options or SLAVCOptions()
