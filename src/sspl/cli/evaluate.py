@@ -27,8 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument(
         "--protocol",
-        choices=["fixed", "median"],
-        help="threshold: fixed (min-max >= 0.5, SSPL) or median (LVS/HardWay/EZ-VSL); default: the model's "
+        choices=["fixed", "median", "absolute"],
+        help="threshold: fixed (min-max >= 0.5, SSPL), median (LVS/HardWay/EZ-VSL) or absolute (the map as "
+        "it is >= 0.5: SLAVC's Flickr test script on its fixed-scale scores); default: the model's "
         "own (median for a released EZ-VSL checkpoint), else fixed",
     )
     p.add_argument(

@@ -25,7 +25,7 @@ from ..data.lists import canonical_id, test_ids
 from ..data.manifest import ANNOTATIONS_NAME, ManifestRow, read_manifest
 from ..errors import DataError
 from ..io import atomic_save_json, atomic_write_text, output_folder_blocked
-from ..metrics import BASELINE_KINDS, BENCHMARKS, EvalResult, baseline_maps, evaluate_maps
+from ..metrics import BASELINE_KINDS, BENCHMARKS, THRESHOLD_POLICIES, EvalResult, baseline_maps, evaluate_maps
 from ..outputs import LOCK_NAME, check_output_folder, output_lock, remove_stale_temps, remove_written
 from ..paths import is_plain_name
 from .loading import load
@@ -250,7 +250,8 @@ def evaluate(
         data_dir: prepared folder of the test clips.
         benchmark: ``flickr``, ``vggss``, ``avsbench`` or ``synth`` (sets the GT rule and box format).
         out_dir: where ``report.json``, ``per_sample.csv`` and the plots go.
-        protocol: threshold policy, ``fixed`` (min-max >= 0.5: SSPL) or ``median`` (LVS/HardWay/EZ-VSL);
+        protocol: threshold policy, ``fixed`` (min-max >= 0.5: SSPL), ``median`` (LVS/HardWay/EZ-VSL) or
+            ``absolute`` (the map as it is >= 0.5: SLAVC's fixed-scale scores);
             ``None``: the model's ``threshold_protocol`` (``median`` for EZ-VSL), else ``fixed``.
         upsample: ``half-pixel`` (OpenCV's bilinear: SSPL, LVS) or ``align-corners`` (EZ-VSL), how the
             map is upsampled to 224 before thresholding.
@@ -279,8 +280,8 @@ def evaluate(
     """
     if benchmark not in BENCHMARKS:
         raise DataError(f"unknown benchmark {benchmark!r}; choose from {', '.join(BENCHMARKS)}")
-    if protocol is not None and protocol not in ("fixed", "median"):
-        raise DataError(f"unknown protocol {protocol!r}; choose fixed or median")
+    if protocol is not None and protocol not in THRESHOLD_POLICIES:
+        raise DataError(f"unknown protocol {protocol!r}; choose {', '.join(THRESHOLD_POLICIES)}")
     if upsample not in UPSAMPLING:
         raise DataError(f"unknown upsampling {upsample!r}; choose {' or '.join(UPSAMPLING)}")
     if save_overlays < 0:
