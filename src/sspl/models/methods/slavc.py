@@ -25,9 +25,9 @@ from torch import nn
 
 from ...config import Config, ConfigError, OptimConfig, SSPLConfig
 from ...losses import slavc_loss, slavc_map
-from ..encoders import build_visual_encoder, freeze
+from ..encoders import freeze
 from ..factory import load_encoder, load_encoder_weights
-from ..resnet import init_like_ezvsl
+from ..resnet import ResNet18Trunk, init_like_ezvsl
 from ..streams import AudioVisualStreams
 from . import register_method
 from .negatives import parse_method_options
@@ -144,7 +144,8 @@ class SLAVCModel(AudioVisualStreams):
             init_like_ezvsl(proj)
         for online, target, _ in _MOMENTUM_PAIRS:
             setattr(self, target, copy.deepcopy(getattr(self, online)).requires_grad_(False))
-        self.saliency_encoder = freeze(build_visual_encoder(config.visual_encoder)) if options.ogl else None
+        # OGL's saliency network is ImageNet's ResNet-18 whatever is trained (the official test.py)
+        self.saliency_encoder = freeze(ResNet18Trunk()) if options.ogl else None
 
     def train(self, mode: bool = True) -> SLAVCModel:
         """Set training mode; the OGL saliency network always stays in eval mode."""
