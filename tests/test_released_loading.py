@@ -144,3 +144,44 @@ def test_cli_localize_with_an_official_slavc_checkpoint(tmp_path, imagenet_stand
     heat = np.load(out / "frame_map.npy")
     assert heat.shape == (224, 224) and np.isfinite(heat).all()
     assert (out / "frame_overlay.png").is_file()
+
+
+def test_cli_evaluate_an_official_slavc_checkpoint_with_its_absolute_threshold(tmp_path, imagenet_standin):
+    import json
+    import shutil
+
+    from sspl.cli import main
+    from sspl.data.datasets import PreparedDataset, load_samples
+    from sspl.data.prepare import prepare
+    from sspl.metrics import ciou, gt_map_from_boxes, normalize_map
+
+    imagenet_standin("slavc")
+    path = write_released_checkpoint("slavc", tmp_path / "best.pth")
+    flickr_id, data = "10006434483", RELEASED.parent / "prepare"  # a real Flickr frame and its track
+    src, native = tmp_path / "src", tmp_path / "native"
+    src.mkdir()
+    for ext in ("jpg", "wav"):
+        shutil.copy(data / f"{flickr_id}.{ext}", src / f"{flickr_id}.{ext}")
+    assert prepare(src, native, workers=1, progress=False, layout="pairs", native_audio=True).done == 1
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps([{"file": flickr_id, "class": "x", "bbox": [[0.2, 0.1, 0.7, 0.9]]}]))
+    out = tmp_path / "eval"
+    args = ["evaluate", "--checkpoint", str(path), "--data", str(native), "--benchmark", "vggss"]
+    args += ["--annotations", str(boxes), "--split", "all", "--protocol", "absolute", "--out", str(out)]
+    assert main([*args, "--no-progress"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["protocol"]["threshold"] == "absolute" and report["num_samples"] == 1
+    # by hand: the official scores of the clip as the released model sees it, >= 0.5 as they are
+    import sspl
+
+    model, pre = sspl.load(path, device="cpu")
+    samples = load_samples(native)
+    item = PreparedDataset(
+        samples, mode="eval", audio_frontend=pre.audio_frontend, test_transform=pre.test_transform
+    )[0]
+    with torch.no_grad():
+        scores = model.localize(item["frame"][None], item["spect"][None])[0].numpy()
+    gt = gt_map_from_boxes(np.array([[0.2, 0.1, 0.7, 0.9]]), box_format="normalized", rule="union")
+    assert report["mean_ciou"] == pytest.approx(ciou(scores >= 0.5, gt), rel=1e-6)
+    # not min-max normalised first (with seeded weights the object scores exceed 0.5 everywhere)
+    assert report["mean_ciou"] != pytest.approx(ciou(normalize_map(scores) >= 0.5, gt), rel=1e-3)
