@@ -167,7 +167,7 @@ class SLAVCModel(AudioVisualStreams):
         for online, target, rate in _MOMENTUM_PAIRS:
             m = getattr(self.options, rate)
             for p_m, p in zip(getattr(self, target).parameters(), getattr(self, online).parameters()):
-                p_m.copy_(p_m * m + p * (1.0 - m))
+                p_m.mul_(m).add_(p, alpha=1.0 - m)  # in place; rounds as the official m * p_m + (1 - m) * p
 
     def _project(
         self, img: torch.Tensor, aud: torch.Tensor, prefix: str
