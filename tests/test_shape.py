@@ -30,7 +30,17 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "sspl.weights",
         ),
     ),
-    ("core", ("sspl.audio", "sspl.metrics", "sspl.trivial_maps", "sspl.losses", "sspl.models")),
+    (
+        "core",
+        (
+            "sspl.audio",
+            "sspl.metrics",
+            "sspl.metrics_extended",
+            "sspl.trivial_maps",
+            "sspl.losses",
+            "sspl.models",
+        ),
+    ),
     ("data", ("sspl.data",)),
     ("render", ("sspl.viz", "sspl.html_report")),
     ("engine", ("sspl.engine",)),
