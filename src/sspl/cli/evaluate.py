@@ -16,8 +16,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="evaluate a checkpoint on a prepared test set",
         description="Writes OUT/report.json (ciou@0.5, auc, success curve, sample count, protocol, and the "
         "whole-image / centre-box / random-map baselines), OUT/per_sample.csv and OUT/success_curve.png "
-        "(with --save-overlays, OUT/index.html and OUT/overlays/). OUT must be new or empty, unless "
-        "--overwrite.",
+        "(with --save-overlays, OUT/index.html and OUT/overlays/; with --save-maps, OUT/maps.npz). With "
+        "--protocol extended, report.json also holds ap, max_f1 and precision over every clip (cIoU and auc "
+        "over the clips with a visible source) and per_sample.csv the confidence and box count of each clip. "
+        "OUT must be new or empty, unless --overwrite.",
     )
     p.add_argument(
         "--checkpoint", required=True, help="run directory, checkpoint file, or official SSPL folder"
@@ -28,8 +30,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--protocol",
         default="fixed",
+        choices=["fixed", "median", "extended"],
+        help="threshold: fixed (min-max >= 0.5, SSPL) or median (LVS/HardWay/EZ-VSL); or extended: the extended "
+        "protocol (Mo & Morgado 2022, SLAVC's evaluation: clips without a visible source count, each clip has "
+        "a confidence; AP and max-F1 at cIoU 0.5)",
+    )
+    p.add_argument(
+        "--threshold",
         choices=["fixed", "median"],
-        help="threshold: fixed (min-max >= 0.5, SSPL) or median (LVS/HardWay/EZ-VSL)",
+        help="how --protocol extended binarises maps (default fixed)",
+    )
+    p.add_argument(
+        "--save-maps",
+        action="store_true",
+        help="write OUT/maps.npz: ids, raw maps, evaluated masks, confidences, cIoU and boxes, to re-score the run",
     )
     p.add_argument(
         "--upsample",
@@ -74,6 +88,10 @@ def run(args: argparse.Namespace) -> int:
             raise SSPLError(f"{flag} must be at least {least}, got {value}")
     if args.cycles is not None and args.cycles < 0:
         raise SSPLError(f"--cycles must be at least 0, got {args.cycles}")
+    if args.threshold is not None and args.protocol != "extended":
+        raise SSPLError(
+            f"--threshold is for --protocol extended; --protocol {args.protocol} is the threshold"
+        )
 
     report = evaluate(
         args.checkpoint,
@@ -92,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
         save_overlays=args.save_overlays,
         overwrite=args.overwrite,
         progress=not args.no_progress,
+        threshold=args.threshold,
+        save_maps=args.save_maps,
     )
     r = report.report
     floors = ", ".join(f"{k} {v['ciou@0.5']:.3f}/{v['auc']:.3f}" for k, v in r["baselines"].items())
@@ -99,6 +119,11 @@ def run(args: argparse.Namespace) -> int:
         f"{args.benchmark} ({args.protocol}, {r['num_samples']} samples): ciou@0.5 {r['ciou@0.5']:.4f}  "
         f"auc {r['auc']:.4f}   [baselines ciou@0.5/auc: {floors}]"
     )
+    if args.protocol == "extended":
+        print(
+            f"extended ({r['num_visible']} with a visible source, {r['num_silent']} without): ap {r['ap']:.4f}  "
+            f"max_f1 {r['max_f1']:.4f}  precision {r['precision']:.4f}"
+        )
     coverage = r.get("benchmark_coverage")
     if coverage and coverage["evaluated_sspl_test_ids"] < coverage["sspl_test_ids"]:
         print(
