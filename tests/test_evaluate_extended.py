@@ -69,7 +69,8 @@ def test_cli_extended_writes_the_report_the_table_and_maps_that_rescore(
     extended_dir, checkpoint, tmp_path, capsys
 ):
     out = tmp_path / "ev"
-    assert cli_main(_evaluate(checkpoint, extended_dir, out, "--protocol", "extended", "--save-maps")) == 0
+    args = ["--protocol", "extended", "--save-maps", "--save-overlays", "2"]
+    assert cli_main(_evaluate(checkpoint, extended_dir, out, *args)) == 0
     printed = capsys.readouterr().out
     assert "extended (" in printed and "max_f1" in printed
     report = json.loads((out / "report.json").read_text())
@@ -88,6 +89,7 @@ def test_cli_extended_writes_the_report_the_table_and_maps_that_rescore(
     assert [r["id"] for r in rows] == test
     assert {"id", "ciou", "confidence", "n_boxes", "area"} <= set(rows[0])
     assert {r["id"] for r in rows if r["n_boxes"] == "0"} == silent
+    assert (out / "overlays" / f"{test[0]}.png").is_file() and test[0] in silent  # drawn without a box
 
     # the confidences are the default hook's (the small SSPL model defines none), from the saved raw maps
     saved = np.load(out / "maps.npz")
