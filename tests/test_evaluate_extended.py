@@ -222,3 +222,45 @@ def test_extended_sets_clips_without_a_visible_source():
     assert len(gt) == 500 and sum(len(a.boxes) == 0 for a in gt.values()) == 250
     with pytest.raises(ValueError, match="no extended test set for 'avsbench'"):
         silent_pairs("avsbench")
+
+
+def test_extended_flickr_scores_a_prepared_pair_as_a_clip_without_a_source(
+    data_dir, checkpoint, tmp_path, capsys
+):
+    """Extended Flickr-SoundNet end to end: a test clip (bundled boxes) and its published pair (that frame
+    with another clip's sound), prepared from a dump whose files carry those ids."""
+    from sspl.data.prepare import prepare
+
+    video, audio = "10000130166", "10437048305"  # the list's first pair
+    assert silent_pairs("flickr")[0].id == f"{video}+{audio}"
+    src = tmp_path / "dump"
+    (src / "frames").mkdir(parents=True)
+    (src / "audio").mkdir()
+    shutil.copy(data_dir / "prepare" / "10006434483.jpg", src / "frames" / f"{video}.jpg")
+    for clip in (video, audio):
+        shutil.copy(data_dir / "prepare" / "10006434483.wav", src / "audio" / f"{clip}.wav")
+    listed = tmp_path / "mine.csv"
+    listed.write_text(f"video,audio,label\n{video},{video},\n{video},{audio},non-sounding\n")
+    data = tmp_path / "data"
+    assert (
+        str(prepare(src, data, workers=1, progress=False, list_file=listed))
+        == "done 2 / skipped 0 / failed 0"
+    )
+    out = tmp_path / "ev"
+    args = ["--benchmark", "flickr", "--protocol", "extended"]
+    command = [a for a in _evaluate(checkpoint, data, out) if a not in ("--benchmark", "synth")]
+    assert cli_main([*command, *args]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert (report["num_visible"], report["num_silent"]) == (1, 1)
+    assert report["extended_coverage"] == {"silent_pairs": 250, "evaluated_silent_pairs": 1}
+    assert report["protocol"]["rule"] == "consensus"
+    with open(out / "per_sample.csv", newline="") as f:
+        n_boxes = {r["id"]: int(r["n_boxes"]) for r in csv.DictReader(f)}
+    assert n_boxes[f"{video}+{audio}"] == 0 and n_boxes[video] == len(load_annotations("flickr")[video].boxes)
+    capsys.readouterr()
+    # the standard protocol refuses the pair: it knows no box for it
+    assert (
+        cli_main([*[a if a != str(out) else str(tmp_path / "std") for a in command], "--benchmark", "flickr"])
+        == 1
+    )
+    assert f"{video}+{audio}" in capsys.readouterr().err

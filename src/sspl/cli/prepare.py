@@ -28,7 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         dest="list_file",
         metavar="FILE",
         help="ids to prepare: a file (one id per line, or VGG-Sound CSV rows ytid,start_seconds,label,split) "
-        "or the name of a bundled list (flickr_10k, flickr_144k, vggss_10k, ...)",
+        "or the name of a bundled list (flickr_10k, flickr_144k, vggss_10k, ...); flickr_test_plus_silent / "
+        "vggss_test_plus_silent (or a video,audio,label CSV) prepare an extended test set: each pair is a clip "
+        "with one clip's frame and another's sound, id <video>+<audio>",
     )
     p.add_argument(
         "--shard", metavar="I/N", type=_shard, help="prepare shard I of N (I = 0 .. N-1) of the sorted ids"

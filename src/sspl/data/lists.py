@@ -44,6 +44,7 @@ __all__ = [
     "flickr_id",
     "load_list",
     "parse_ids",
+    "parse_pairs",
     "parse_rows",
     "read_asset_text",
     "read_list_text",
@@ -378,14 +379,35 @@ def silent_pairs(benchmark: str) -> list[SilentPair]:
 @functools.lru_cache(maxsize=4)
 def _silent_pairs(benchmark: str) -> tuple[SilentPair, ...]:
     relpath = f"lists/{BUNDLED_LISTS[EXTENDED_LISTS[benchmark]]}"
+    return tuple(parse_pairs(read_asset_text(relpath), f"sspl/assets/{relpath}") or ())
+
+
+def parse_pairs(text: str, source: str = "<text>") -> list[SilentPair] | None:
+    """The rows of an extended-set list (a ``video,audio[,label]`` header, as SLAVC's ``*_plus_silent.csv``)
+    as pairs, or None when ``text`` is not such a list.
+
+    As SLAVC reads them, only rows labelled ``non-sounding`` (or not labelled) are pairs; others are left
+    out. Ids are normalised as :func:`parse_rows` does.
+
+    Raises:
+        DataError: a row without an audio id, or a pair id that is not a plain file name (names the line).
+    """
+    rows = [
+        (line, [f.strip() for f in row]) for line, row in enumerate(csv.reader(io.StringIO(text)), start=1)
+    ]
+    rows = [(line, row) for line, row in rows if row and row[0] and not row[0].startswith("#")]
+    if not rows or [f.lower() for f in rows[0][1][:2]] != ["video", "audio"]:
+        return None
     pairs = []
-    for line, row in enumerate(csv.reader(io.StringIO(read_asset_text(relpath))), start=1):
-        if line == 1 or not row or row[2:3] != ["non-sounding"]:
-            continue  # the header; every published row is non-sounding
+    for line, row in rows[1:]:
+        if len(row) < 2 or not row[1]:
+            raise DataError(f"{source}:{line}: expected `video,audio,label`, got {','.join(row)}")
+        if len(row) > 2 and row[2] not in ("", "non-sounding"):
+            continue
         video, audio = _padded(_stem(row[0])), _padded(_stem(row[1]))
         clip = video if video == audio else f"{video}{PAIR_SEPARATOR}{audio}"
-        pairs.append(SilentPair(plain_name(clip, f"sspl/assets/{relpath}:{line}"), video, audio))
-    return tuple(pairs)
+        pairs.append(SilentPair(plain_name(clip, f"{source}:{line}"), video, audio))
+    return pairs
 
 
 _TEST_ID_FILES: dict[tuple[str, str], str] = {

@@ -231,6 +231,7 @@ def _per_sample_csv(result: EvalResult, baselines: dict[str, EvalResult]) -> str
 
 
 def _score_standard(maps, gt, proto, ids: list[str], confidences) -> Scores:
+    """The model and the trivial maps under the standard protocol (``confidences`` unused)."""
     result = evaluate_maps(maps, gt, proto, expected_count=len(ids))
     baselines = {
         kind: evaluate_maps(baseline_maps(ids, kind), gt, proto, expected_count=len(ids), warn_empty=False)
@@ -366,12 +367,12 @@ def evaluate(
         "baselines": scored.baseline_summary,
         **({"extended_coverage": extended_coverage(benchmark, ids)} if extended else {}),
     }
+    blob = saved_maps_bytes(ids, maps, confidences, gt, proto, scored.scores) if save_maps else None
     with output_lock(out_dir, "sspl evaluate"):
         _replace_earlier(out_dir, overwrite)
         # per_sample.csv first: it lists the ids whose overlays a rerun with --overwrite may remove
         atomic_write_text(out_dir / "per_sample.csv", scored.per_sample)
-        if save_maps:
-            blob = saved_maps_bytes(ids, maps, confidences, gt, proto, scored.scores)
+        if blob is not None:
             atomic_write_bytes(out_dir / SAVED_MAPS_NAME, blob)
         _plots(out_dir, result, baselines, maps, samples, gt, proto, save_overlays, benchmark)
         atomic_save_json(out_dir / "report.json", report)  # last: its presence means the evaluation finished
