@@ -121,7 +121,9 @@ def test_subsets_by_area():
 def test_slavc_confidence_by_hand():
     """Mean of the top quarter of (cos + 1) / 2 on the bicubic 224 x 224 map; a fixed range, not per map."""
     assert slavc_confidence(np.full((14, 14), 0.5, np.float32)) == pytest.approx(0.75)
-    assert slavc_confidence(np.full((7, 7), -1.0, np.float32)) == pytest.approx(0.0, abs=1e-6)  # float32 weights
+    assert slavc_confidence(np.full((7, 7), -1.0, np.float32)) == pytest.approx(
+        0.0, abs=1e-6
+    )  # float32 weights
     left_right = np.zeros((2, 2), np.float32)
     left_right[:, 1] = 1.0
     conf = slavc_confidence(left_right, size=4)  # 4 x 4 with align_corners: the last column is the source's

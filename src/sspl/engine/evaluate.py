@@ -26,6 +26,7 @@ from ..data.manifest import ANNOTATIONS_NAME, ManifestRow, read_manifest
 from ..errors import DataError
 from ..io import atomic_save_json, atomic_write_bytes, atomic_write_text, output_folder_blocked
 from ..metrics import BASELINE_KINDS, BENCHMARKS, EvalResult, baseline_maps, evaluate_maps
+from ..metrics_extended import ExtendedResult
 from ..outputs import LOCK_NAME, check_output_folder, output_lock, remove_stale_temps, remove_written
 from ..paths import is_plain_name
 from .extended import (
@@ -60,7 +61,7 @@ class EvaluationReport:
     baselines: dict[str, EvalResult]
     report: dict
     out_dir: Path
-    extended: object | None = None
+    extended: ExtendedResult | None = None
 
 
 def _collate(items: list[dict]) -> dict:
