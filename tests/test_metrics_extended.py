@@ -191,3 +191,14 @@ def test_count_must_match_the_dataset():
     maps, ann, conf = _tiny()
     with pytest.raises(DataError, match="evaluated 3 samples but the dataset has 4"):
         evaluate_extended(maps, ann, conf, BENCHMARKS["vggss"], expected_count=4)
+
+
+def test_slavc_confidence_matches_slavcs_test_script():
+    """SLAVC's ``test.validate`` run on seeded 7 x 7 cosine maps divided by tau (tests/data/extended): its
+    ``conf_av`` equals ours on the plain cosine maps, up to float32 rounding of the 1/tau scaling."""
+    g = json.loads((DATA / "confidence_golden.json").read_text())
+    ours = slavc_confidence(np.array(g["maps"], dtype=np.float32))
+    np.testing.assert_allclose(ours, g["confidence"], rtol=0, atol=1e-7)  # measured: equal to the bit
+    assert np.ptp(g["confidence"]) > 0.05  # the maps differ enough for the test to tell them apart
+    scaled = slavc_confidence(np.array(g["maps"], dtype=np.float32) / g["tau"], (-1 / g["tau"], 1 / g["tau"]))
+    np.testing.assert_allclose(scaled, g["confidence"], rtol=0, atol=1e-7)

@@ -149,6 +149,48 @@ def _run_lists(rng, work):
     return evaluator
 
 
+def _run_confidence(rng, work: Path) -> dict:
+    """SLAVC's ``test.validate`` on 12 seeded 7 x 7 cosine maps (its model's resolution), through stand-in
+    models that return them divided by tau: the confidences its ``conf_av`` computes, read back from the
+    ``sample_cious.txt`` its evaluator writes."""
+    import argparse as ap
+
+    import test as slavc_test  # SLAVC's test.py
+    import torch
+
+    tau = 0.03
+    maps = np.clip(rng.normal(0, 0.45, (12, 7, 7)), -1, 1).astype(np.float32)
+    names = [f"c{k:02d}" for k in range(len(maps))]
+
+    class AV(torch.nn.Module):
+        def forward(self, image, spec, mode="test"):
+            return None, torch.from_numpy(maps[image[:, 0, 0, 0].long().numpy()] / np.float32(tau))
+
+    class Obj(torch.nn.Module):
+        def forward(self, image):
+            return torch.zeros(image.shape[0], 1, 7, 7)
+
+    boxes = -torch.ones(10, 4).long()
+    boxes[0] = torch.tensor([10, 10, 100, 100])
+    gt = torch.zeros(224, 224, dtype=torch.float64)
+    gt[10:100, 10:100] = 1
+    loader = [
+        (
+            torch.full((1, 3, 4, 4), float(k)),
+            torch.zeros(1, 1, 4, 4),
+            {"bboxes": boxes[None], "gt_map": gt[None]},
+            [names[k]],
+        )
+        for k in range(len(maps))
+    ]
+    args = ap.Namespace(tau=tau, alpha=0.4, relative_prediction=False, pred_size=0.5, pred_thr=0.5, gpu=None)
+    args.save_visualizations = False
+    slavc_test.validate(loader, AV(), Obj(), str(work), args)
+    rows = (next((work / "av").glob("results_*")) / "sample_cious.txt").read_text().splitlines()[1:]
+    conf = {r.split(",")[0]: float(r.split(",")[4]) for r in rows}
+    return {"tau": tau, "ids": names, "maps": maps.tolist(), "confidence": [conf[n] for n in names]}
+
+
 def _plain(value):
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
@@ -195,6 +237,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         golden = _golden(_run_lists(rng, Path(tmp)))
     (out / "lists_golden.json").write_text(json.dumps(golden, indent=1) + "\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        golden = _run_confidence(rng, Path(tmp))
+    (out / "confidence_golden.json").write_text(json.dumps(golden) + "\n")
     return 0
 
 
