@@ -108,7 +108,10 @@ def slavc_confidence(
         np.float32
     )
     k = max(1, int(scores.shape[1] * top_fraction))
-    out = np.sort(scores, axis=1)[:, -k:].mean(axis=1, dtype=np.float32)
+    n = scores.shape[1]
+    # the top k values in increasing order, exactly the last k of a full sort (so the float32 mean is too)
+    top = np.sort(np.partition(scores, n - k, axis=1)[:, n - k :], axis=1)
+    out = top.mean(axis=1, dtype=np.float32)
     return out[0] if single else out
 
 
