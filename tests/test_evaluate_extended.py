@@ -72,7 +72,7 @@ def test_cli_extended_writes_the_report_the_table_and_maps_that_rescore(
     args = ["--protocol", "extended", "--save-maps", "--save-overlays", "2"]
     assert cli_main(_evaluate(checkpoint, extended_dir, out, *args)) == 0
     printed = capsys.readouterr().out
-    assert "extended (" in printed and "max_f1" in printed
+    assert "protocol extended" in printed and "max_f1" in printed and "without a visible source" in printed
     report = json.loads((out / "report.json").read_text())
     test = sorted(r.id for r in read_manifest(extended_dir) if r.split == "test" and r.ok)
     silent = set(test[::3])

@@ -298,8 +298,21 @@ def test_cli_lists_and_fetches(cache, monkeypatch, vggish_file, tmp_path, capsys
     from sspl.cli import main
 
     assert main(["weights", "--json"]) == 0  # listing missing files is not an error
-    listed = json.loads(capsys.readouterr().out)
+    summary = json.loads(capsys.readouterr().out)
+    listed = summary["weights"]
     assert set(listed) == {"imagenet", "audioset"} and listed["imagenet"]["path"] is None
+    assert (summary["command"], summary["verb"], summary["count"], summary["missing"]) == (
+        "weights",
+        "Found",
+        0,
+        2,
+    )
+    assert summary["next"] == "sspl weights --fetch imagenet audioset"
+    assert main(["weights"]) == 0
+    assert capsys.readouterr().out.splitlines()[-2:] == [
+        "sspl weights: found 0, missing 2",
+        "Found 0 weight files -- next: sspl weights --fetch imagenet audioset",
+    ]
     offline = (tmp_path / "no-such-server" / "vgg16-397923af.pth").as_uri()
     monkeypatch.setitem(
         weights.KNOWN_WEIGHTS, "imagenet", dataclasses.replace(weights.KNOWN_WEIGHTS["imagenet"], url=offline)
@@ -540,7 +553,7 @@ def test_the_weights_listing_shows_each_full_digest_and_where_it_comes_from(
 
     register(monkeypatch, "audioset", vggish_file)
     assert main(["weights", "--json"]) == 0
-    listed = json.loads(capsys.readouterr().out)
+    listed = json.loads(capsys.readouterr().out)["weights"]
     assert listed["imagenet"]["sha256"] == weights.KNOWN_WEIGHTS["imagenet"].sha256
     assert listed["imagenet"]["sha256_source"] == "published"
     assert (listed["audioset"]["sha256"], listed["audioset"]["sha256_source"]) == (None, "not pinned yet")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+import time
 
 from ..errors import SSPLError
 from . import parse_device
+from .summary import Summary, add_json_option, emit
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -65,6 +66,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--save-overlays", type=int, default=0, metavar="K", help="draw K samples with boxes and masks"
     )
     p.add_argument(
+        "--no-colorbar",
+        dest="colorbar",
+        action="store_false",
+        help="no colour bar beside the --save-overlays pictures",
+    )
+    p.add_argument(
         "--allow-missing",
         action="store_true",
         help="evaluate even if clips of the split failed to prepare (they are listed in report.json as "
@@ -77,6 +84,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "left alone); by default a non-empty OUT is refused",
     )
     p.add_argument("--no-progress", action="store_true")
+    add_json_option(p)
     p.set_defaults(func=run)
 
 
@@ -93,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
             f"--threshold is for --protocol extended; --protocol {args.protocol} is the threshold"
         )
 
+    start = time.perf_counter()
     report = evaluate(
         args.checkpoint,
         args.data,
@@ -108,22 +117,13 @@ def run(args: argparse.Namespace) -> int:
         cycles=args.cycles,
         allow_missing=args.allow_missing,
         save_overlays=args.save_overlays,
+        overlay_colorbar=args.colorbar,
         overwrite=args.overwrite,
         progress=not args.no_progress,
         threshold=args.threshold,
         save_maps=args.save_maps,
     )
     r = report.report
-    floors = ", ".join(f"{k} {v['ciou@0.5']:.3f}/{v['auc']:.3f}" for k, v in r["baselines"].items())
-    print(
-        f"{args.benchmark} ({args.protocol}, {r['num_samples']} samples): ciou@0.5 {r['ciou@0.5']:.4f}  "
-        f"auc {r['auc']:.4f}   [baselines ciou@0.5/auc: {floors}]"
-    )
-    if args.protocol == "extended":
-        print(
-            f"extended ({r['num_visible']} with a visible source, {r['num_silent']} without): ap {r['ap']:.4f}  "
-            f"max_f1 {r['max_f1']:.4f}  precision {r['precision']:.4f}"
-        )
     coverage = r.get("benchmark_coverage")
     if coverage and coverage["evaluated_sspl_test_ids"] < coverage["sspl_test_ids"]:
         print(
@@ -131,5 +131,36 @@ def run(args: argparse.Namespace) -> int:
             f"{args.benchmark} test clips the paper evaluates are here; not comparable with published numbers",
             file=sys.stderr,
         )
-    print(json.dumps({"report": str(report.out_dir / "report.json")}))
+    out = report.out_dir
+    files = [
+        out / n for n in ("report.json", "per_sample.csv", "success_curve.png", "index.html", "maps.npz")
+    ]
+    files = [f for f in files if f.is_file()]
+    overlays = min(args.save_overlays, r["num_samples"])  # overlays/<id>.png of the first K samples
+    floors = ", ".join(f"{k} {v['ciou@0.5']:.3f}/{v['auc']:.3f}" for k, v in r["baselines"].items())
+    summary = Summary(
+        "evaluate",
+        len(files) + overlays,
+        out=out,
+        open=out / "index.html" if (out / "index.html").is_file() else out / "success_curve.png",
+        seconds=time.perf_counter() - start,
+        facts={
+            "benchmark": args.benchmark,
+            "protocol": args.protocol,
+            "samples": r["num_samples"],
+            "ciou@0.5": r["ciou@0.5"],
+            "auc": r["auc"],
+            "baselines ciou@0.5/auc": floors,
+            **(
+                {
+                    "without a visible source": r["num_silent"],
+                    **{k: r[k] for k in ("ap", "max_f1", "precision")},
+                }
+                if args.protocol == "extended"
+                else {}
+            ),
+        },
+        details={"report": str(out / "report.json"), "baselines": r["baselines"]},
+    )
+    emit(summary, args.json)
     return 0

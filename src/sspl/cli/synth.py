@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
+from pathlib import Path
 
 from ..errors import SSPLError
+from .summary import Summary, add_json_option, emit
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,6 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_json_option(p)
     p.set_defaults(func=run)
 
 
@@ -83,5 +85,19 @@ def run(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise SSPLError(f"--workers must be >= 1, got {args.workers}")
     summary = generate_synth(args.out, config, workers=args.workers, progress=not args.no_progress)
-    print(json.dumps(summary))
+    scenes = summary["scenes"]
+    out = Path(summary["out_dir"])
+    emit(
+        Summary(
+            "synth",
+            sum(scenes.values()),
+            "scene",
+            out=out,
+            open=out / "manifest.csv",
+            seconds=summary["seconds"],
+            facts=dict(scenes),
+            details={"out_dir": summary["out_dir"], "scenes": scenes},
+        ),
+        args.json,
+    )
     return 0

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from ..errors import WeightsError
+from .summary import Summary, add_json_option, emit
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,12 +31,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="record the SHA-256 of the local copy as the one later loads must match (default: audioset)",
     )
     p.add_argument("names", nargs="*", metavar="NAME", help="imagenet and/or audioset (default: both)")
-    p.add_argument("--json", action="store_true", help="print one JSON line instead of text")
+    add_json_option(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..weights import KNOWN_WEIGHTS, misconfigured, resolve, status
+    from ..weights import KNOWN_WEIGHTS, cache_dir, misconfigured, resolve, status
 
     names = args.names or [n for n, k in KNOWN_WEIGHTS.items() if not (args.pin and k.sha256)]
     unknown = [n for n in names if n not in KNOWN_WEIGHTS]
@@ -46,12 +46,15 @@ def run(args: argparse.Namespace) -> int:
         return _pin(names, args.json)
     failed = []
     report = {}
+    fetched = 0
     for name in names:
         known = KNOWN_WEIGHTS[name]
         if args.fetch:
+            had = (cache_dir() / known.filename).is_file()  # no hashing: resolve checks the copy
             try:
                 path = resolve(name)
                 message = f"{path} (SHA-256 checked)"
+                fetched += not had and path == cache_dir() / known.filename
             except WeightsError as e:
                 path, message = None, str(e)
         else:
@@ -69,8 +72,19 @@ def run(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"{name:9s} {known.description}\n          {message}")
             print(f"          SHA-256 {digest} ({source})" if digest else f"          SHA-256 {source}")
-    if args.json:
-        print(json.dumps(report))
+    found = sum(entry["path"] is not None for entry in report.values())
+    missing = [n for n, entry in report.items() if entry["path"] is None]
+    summary = Summary(
+        "weights",
+        fetched if args.fetch else found,
+        "weight file",
+        out=cache_dir() if args.fetch else None,  # a listed file may be anywhere sspl looks
+        next=f"sspl weights --fetch {' '.join(missing)}" if missing and not args.fetch else None,
+        facts={"found": found, "missing": len(missing)},
+        details={"weights": report},
+        verb="Wrote" if args.fetch else "Found",
+    )
+    emit(summary, args.json)
     # a file never fetched is a normal state when listing; a broken one, or a failed fetch, is not
     return 1 if failed else 0
 
@@ -87,7 +101,7 @@ def _pin_of(name: str) -> tuple[str | None, str]:
 
 def _pin(names: list[str], as_json: bool) -> int:
     """``--pin``: record the digest of each named file's local copy."""
-    from ..weights import pin, pinned
+    from ..weights import cache_dir, pin, pinned
 
     report = {}
     for name in names:
@@ -98,6 +112,6 @@ def _pin(names: list[str], as_json: bool) -> int:
             print(f"{name:9s} pinned SHA-256 {digest} of {path}")
             if not source.startswith("recorded"):
                 print(f"          but {source} is set and overrides it")
-    if as_json:
-        print(json.dumps(report))
+    summary = Summary("weights", len(report), "pin", out=cache_dir(), details={"weights": report})
+    emit(summary, as_json)
     return 0

@@ -38,6 +38,7 @@ __all__ = [
     "TEST_ID_LISTS",
     "ListRow",
     "SilentPair",
+    "bundled_list_names",
     "canonical_id",
     "check_overlap",
     "find_overlap",
@@ -77,6 +78,13 @@ BUNDLED_LISTS: dict[str, str] = {
 #: subset)`` of :func:`test_ids`. ``vggss_test_5158`` is the ids of the bundled VGG-SS boxes
 #: (``sspl/assets/benchmarks/vggss_test_5158.json``), the clips ``sspl evaluate --benchmark vggss`` can score.
 TEST_ID_LISTS: dict[str, tuple[str, str]] = {"vggss_test_5158": ("vggss", "full")}
+
+
+def bundled_list_names() -> list[str]:
+    """Every name ``--list`` / :func:`load_list` takes for a bundled list, sorted: the list files of
+    :data:`BUNDLED_LISTS` and the benchmark id lists of :data:`TEST_ID_LISTS`."""
+    return sorted([*BUNDLED_LISTS, *TEST_ID_LISTS])
+
 
 #: Test sets the leakage check knows; ``"all"`` means the two benchmarks we evaluate on.
 OVERLAP_BENCHMARKS = ("flickr", "vggss", "vggsound_test")
@@ -227,7 +235,7 @@ def read_list_text(name_or_path: str | os.PathLike) -> tuple[str, str]:
             return "".join(f"{i}\n" for i in ids), f"sspl/assets/{_test_id_relpath(benchmark, subset)}"
     path = Path(name_or_path)
     if not path.is_file():
-        bundled = ", ".join(sorted([*BUNDLED_LISTS, *TEST_ID_LISTS]))
+        bundled = ", ".join(bundled_list_names())
         raise DataError(f"{path}: no such list file, and not a bundled list (bundled: {bundled})")
     data = path.read_bytes()
     try:

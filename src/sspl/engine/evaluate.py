@@ -260,6 +260,7 @@ def evaluate(
     allow_missing: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    overlay_colorbar: bool = True,
     threshold: str | None = None,
     save_maps: bool = False,
 ) -> EvaluationReport:
@@ -281,6 +282,7 @@ def evaluate(
             bundled boxes of the benchmark.
         cycles: PCM cycles at test time (paper Fig. 6); default all.
         save_overlays: draw this many samples' maps with boxes and the evaluated mask.
+        overlay_colorbar: give those overlays a colour bar.
         allow_missing: evaluate the prepared clips even if others of the split failed to prepare; they
             are listed under ``not_evaluated`` in the report (default: refuse, naming them). A clip whose
             manifest row is refused (an id that is not a plain file name, a path leading outside the
@@ -375,7 +377,9 @@ def evaluate(
         atomic_write_text(out_dir / "per_sample.csv", scored.per_sample)
         if blob is not None:
             atomic_write_bytes(out_dir / SAVED_MAPS_NAME, blob)
-        _plots(out_dir, result, baselines, maps, samples, gt, proto, save_overlays, benchmark)
+        _plots(
+            out_dir, result, baselines, maps, samples, gt, proto, save_overlays, benchmark, overlay_colorbar
+        )
         atomic_save_json(out_dir / "report.json", report)  # last: its presence means the evaluation finished
     return EvaluationReport(result, baselines, report, out_dir, scored.extended)
 
@@ -400,7 +404,9 @@ def benchmark_coverage(benchmark: str, ids: list[str]) -> dict | None:
     }
 
 
-def _plots(out_dir, result, baselines, maps, samples, gt, proto, save_overlays: int, benchmark: str) -> None:
+def _plots(
+    out_dir, result, baselines, maps, samples, gt, proto, save_overlays: int, benchmark: str, colorbar: bool
+) -> None:
     from .. import viz
     from ..io import atomic_save_image
 
@@ -415,7 +421,12 @@ def _plots(out_dir, result, baselines, maps, samples, gt, proto, save_overlays: 
     images = []
     for sample in samples[:save_overlays]:
         picture = viz.evaluation_overlay(
-            sample.load_frame(), maps[sample.id], gt[sample.id].boxes, protocol=proto, title=sample.id
+            sample.load_frame(),
+            maps[sample.id],
+            gt[sample.id].boxes,
+            protocol=proto,
+            title=sample.id,
+            colorbar=colorbar,
         )
         name = f"overlays/{sample.id}.png"
         atomic_save_image(out_dir / name, picture)

@@ -481,6 +481,7 @@ def _save_best(t: Trainer, state: TrainState, record: dict) -> None:
         step=state.step,
         metrics=record,
         rng=False,
+        trained_on=t.splits.kind,
     )
 
 
@@ -496,6 +497,7 @@ def _save_last(t: Trainer, state: TrainState, record: dict) -> None:
         scheduler=t.opt.scheduler,
         trainer_state=state.saved(t.fingerprint, t.opt.scaler),
         metrics=record,
+        trained_on=t.splits.kind,
     )
 
 
