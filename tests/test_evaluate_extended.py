@@ -20,6 +20,7 @@ from sspl.data.lists import load_list, silent_pairs
 from sspl.data.lists import test_ids as benchmark_ids
 from sspl.data.manifest import read_manifest
 from sspl.engine.extended import map_confidences, with_silent_pairs
+from sspl.errors import DataError
 from sspl.metrics import Protocol, ciou, evaluate_maps, gt_map_from_boxes
 from sspl.metrics_extended import evaluate_extended, extended_metrics, slavc_confidence
 from test_engine import small_config, synth_dir  # noqa: F401  (the engine tests' tiny set)
@@ -264,3 +265,19 @@ def test_extended_flickr_scores_a_prepared_pair_as_a_clip_without_a_source(
         == 1
     )
     assert f"{video}+{audio}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"protocol": "fixed", "threshold": "median"}, "with --protocol extended only"),
+        ({"protocol": "extended", "threshold": "mean"}, "threshold 'mean'"),
+        ({"protocol": "extendd"}, "choose fixed, median, extended"),
+    ],
+)
+def test_engine_refuses_unknown_protocol_options_before_any_work(tmp_path, options, message):
+    from sspl.engine.evaluate import evaluate
+
+    with pytest.raises(DataError, match=message):
+        evaluate(tmp_path / "no.pt", tmp_path / "no_data", "synth", tmp_path / "out", **options)
+    assert not (tmp_path / "out").exists()

@@ -231,6 +231,24 @@ def _per_sample_csv(result: EvalResult, baselines: dict[str, EvalResult]) -> str
     return buf.getvalue()
 
 
+def _check_options(
+    benchmark: str, protocol: str, threshold: str | None, upsample: str, save_overlays: int
+) -> str:
+    """Refuse unknown options before any work; returns the threshold policy that binarises maps."""
+    if benchmark not in BENCHMARKS:
+        raise DataError(f"unknown benchmark {benchmark!r}; choose from {', '.join(BENCHMARKS)}")
+    if protocol not in PROTOCOLS:
+        raise DataError(f"unknown protocol {protocol!r}; choose {', '.join(PROTOCOLS)}")
+    policy = threshold or ("fixed" if protocol == "extended" else protocol)
+    if policy not in ("fixed", "median") or (protocol != "extended" and policy != protocol):
+        raise DataError(f"threshold {threshold!r}: choose fixed or median, with --protocol extended only")
+    if upsample not in UPSAMPLING:
+        raise DataError(f"unknown upsampling {upsample!r}; choose {' or '.join(UPSAMPLING)}")
+    if save_overlays < 0:
+        raise DataError(f"save_overlays (--save-overlays) must be at least 0, got {save_overlays}")
+    return policy
+
+
 def _score_standard(maps, gt, proto, ids: list[str], confidences) -> Scores:
     """The model and the trivial maps under the standard protocol (``confidences`` unused)."""
     result = evaluate_maps(maps, gt, proto, expected_count=len(ids))
@@ -305,18 +323,8 @@ def evaluate(
         PermissionError: nothing can be written in ``out_dir`` (checked before any work).
         OutputInUseError: another command is writing into ``out_dir``.
     """
-    if benchmark not in BENCHMARKS:
-        raise DataError(f"unknown benchmark {benchmark!r}; choose from {', '.join(BENCHMARKS)}")
-    if protocol not in PROTOCOLS:
-        raise DataError(f"unknown protocol {protocol!r}; choose {', '.join(PROTOCOLS)}")
+    policy = _check_options(benchmark, protocol, threshold, upsample, save_overlays)
     extended = protocol == "extended"
-    policy = threshold or ("fixed" if extended else protocol)
-    if policy not in ("fixed", "median") or (not extended and policy != protocol):
-        raise DataError(f"threshold {threshold!r}: choose fixed or median, with --protocol extended only")
-    if upsample not in UPSAMPLING:
-        raise DataError(f"unknown upsampling {upsample!r}; choose {' or '.join(UPSAMPLING)}")
-    if save_overlays < 0:
-        raise DataError(f"save_overlays (--save-overlays) must be at least 0, got {save_overlays}")
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     _check_out_dir(out_dir, overwrite)
     samples = _pick_split(data_dir, split)
