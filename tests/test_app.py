@@ -226,7 +226,8 @@ def test_an_image_and_a_sound_give_the_overlay_and_the_map(server, loaded, media
     expected = localize_image(*loaded, media["frame.png"], media["tone.wav"]).raw_map
     np.testing.assert_allclose(np.load(io.BytesIO(_file(server, job, "map")[2])), expected, atol=1e-5)
     overlay = Image.open(io.BytesIO(_file(server, job, "overlay")[2]))
-    assert overlay.format == "PNG" and overlay.size == (250, 170)
+    # the frame's 250 x 170, plus the colour bar that image overlays carry by default
+    assert overlay.format == "PNG" and overlay.size[1] == 170 and overlay.size[0] > 250
 
 
 def test_a_too_short_sound_is_localized_with_the_librarys_warning(server, media):
@@ -335,6 +336,24 @@ def test_sspl_app_serves_on_localhost_and_leaves_nothing_behind(media, tmp_path)
     assert "sspl app: warning: This model was trained on SynthAV" in err
     # Its folder is gone (torch may leave its own empty cache folder in TMPDIR); nothing in the working folder.
     assert list(temp.glob("sspl-app-*")) == [] and list(cwd.iterdir()) == []
+
+
+def test_sspl_app_json_says_where_it_listens(run_dir, monkeypatch, capsys):
+    import sspl.app
+
+    class Stopped:  # stands in for the server: the app is stopped as soon as it starts
+        url = "http://127.0.0.1:1234/"
+
+        def serve_forever(self):
+            raise KeyboardInterrupt
+
+        def server_close(self):
+            pass
+
+    monkeypatch.setattr(sspl.app, "make_server", lambda *a, **k: Stopped())
+    assert main(["app", "--checkpoint", str(run_dir), "--json"]) == 0
+    ready = json.loads(capsys.readouterr().out.strip().splitlines()[0])
+    assert ready == {"command": "app", "url": Stopped.url, "checkpoint": str(run_dir), "warnings": []}
 
 
 def test_sspl_app_says_when_it_cannot_start(run_dir, tmp_path, capsys):

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
 import sys
 
 from ..errors import SSPLError
 from . import parse_device
+from .summary import add_json_option
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,6 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=DEFAULT_MAX_UPLOAD_MB,
         help=f"largest upload accepted, in MB (default {DEFAULT_MAX_UPLOAD_MB})",
     )
+    add_json_option(p)
     p.set_defaults(func=run)
 
 
@@ -83,7 +86,11 @@ def run(args: argparse.Namespace) -> int:
         raise SSPLError(f"{args.host}:{args.port}: cannot listen there: {why or e}") from e
     for note in notes:
         print(f"sspl app: warning: {note}", file=sys.stderr)
-    print(f"sspl app: open {server.url} in your browser (Ctrl-C stops the app)", flush=True)
+    if args.json:  # for scripts: where the app listens, as one JSON object (it writes no files to report)
+        ready = {"command": "app", "url": server.url, "checkpoint": str(args.checkpoint), "warnings": notes}
+        print(json.dumps(ready), flush=True)
+    else:
+        print(f"sspl app: open {server.url} in your browser (Ctrl-C stops the app)", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the normal way to stop a server

@@ -83,6 +83,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="write into a non-empty OUT, replacing an earlier evaluation's outputs there (other files are "
         "left alone); by default a non-empty OUT is refused",
     )
+    p.add_argument(
+        "--swap",
+        action="store_true",
+        help="also run the audio-swap test (does the map follow the sound?): in each scene with a silent "
+        "distractor of another category, play that category's sound (another clip of the split) and report "
+        "how often the map moves to the distractor, stays on the sounding object, and follows the sound "
+        "(report.json 'swap', OUT/swap_per_sample.csv); needs per-object boxes (scenes.json, as SynthAV has)",
+    )
+    p.add_argument("--swap-seed", type=int, default=0, help="seed of the swap test's draws (default 0)")
     p.add_argument("--no-progress", action="store_true")
     add_json_option(p)
     p.set_defaults(func=run)
@@ -122,6 +131,8 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         threshold=args.threshold,
         save_maps=args.save_maps,
+        swap=args.swap,
+        swap_seed=args.swap_seed,
     )
     r = report.report
     coverage = r.get("benchmark_coverage")
@@ -132,9 +143,15 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     out = report.out_dir
-    files = [
-        out / n for n in ("report.json", "per_sample.csv", "success_curve.png", "index.html", "maps.npz")
-    ]
+    names = (
+        "report.json",
+        "per_sample.csv",
+        "swap_per_sample.csv",
+        "success_curve.png",
+        "index.html",
+        "maps.npz",
+    )
+    files = [out / n for n in names]
     files = [f for f in files if f.is_file()]
     overlays = min(args.save_overlays, r["num_samples"])  # overlays/<id>.png of the first K samples
     floors = ", ".join(f"{k} {v['ciou@0.5']:.3f}/{v['auc']:.3f}" for k, v in r["baselines"].items())
@@ -162,5 +179,15 @@ def run(args: argparse.Namespace) -> int:
         },
         details={"report": str(out / "report.json"), "baselines": r["baselines"]},
     )
+    if "swap" in r:  # the audio-swap test's rates
+        s = r["swap"]
+        summary.facts.update(
+            {
+                "swap scenes": s["trials"],
+                "to distractor": s["to_distractor"],
+                "stays": s["stays"],
+                "follows the sound": s["follows_sound"],
+            }
+        )
     emit(summary, args.json)
     return 0

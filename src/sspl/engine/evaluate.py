@@ -39,6 +39,7 @@ from .extended import (
     with_silent_pairs,
 )
 from .loading import load
+from .swap import run_swaps, swap_trials
 
 __all__ = ["EvaluationReport", "benchmark_coverage", "compute_maps", "evaluate"]
 
@@ -155,7 +156,14 @@ def _held(out_dir: Path) -> list[str]:
 
 
 #: the files every evaluation writes (``overlays/<id>.png`` beside them, for the ids of per_sample.csv)
-_OUTPUTS = ("report.json", "per_sample.csv", "success_curve.png", "index.html", SAVED_MAPS_NAME)
+_OUTPUTS = (
+    "report.json",
+    "per_sample.csv",
+    "success_curve.png",
+    "index.html",
+    "swap_per_sample.csv",
+    SAVED_MAPS_NAME,
+)
 
 
 def _earlier_outputs(out_dir: Path) -> list[str]:
@@ -281,6 +289,8 @@ def evaluate(
     overlay_colorbar: bool = True,
     threshold: str | None = None,
     save_maps: bool = False,
+    swap: bool = False,
+    swap_seed: int = 0,
 ) -> EvaluationReport:
     """Evaluate a checkpoint on a prepared test set.
 
@@ -312,6 +322,10 @@ def evaluate(
             standard protocol takes it from ``protocol`` (giving another is an error).
         save_maps: also write ``maps.npz`` (raw maps, evaluated masks, confidences, cIoU, boxes; see
             :func:`sspl.engine.extended.saved_maps_bytes`), so the run can be scored again elsewhere.
+        swap: also run the audio-swap test (:mod:`sspl.engine.swap`) on the split: its rates go to the
+            report's ``swap`` section, its trials to ``swap_per_sample.csv``. Needs per-object boxes
+            (``scenes.json``), checked before any map.
+        swap_seed: seeds the swap test's choice of distractor and donor clip.
 
     Returns:
         An :class:`EvaluationReport`.
@@ -342,6 +356,7 @@ def evaluate(
         gt = with_silent_pairs(benchmark, gt, BENCHMARKS[benchmark].box_format)
     gt = subset_annotations(gt, [s.id for s in samples], allow_empty=extended)
     _check_box_format(gt, benchmark, _annotations_source(benchmark, data_dir, annotations))
+    swaps = swap_trials(data_dir, samples, seed=swap_seed) if swap else None  # before any map: fail early
     model, preprocess = load(checkpoint, device=device)
     _check_cycles(model, cycles)
     dataset = PreparedDataset(samples, mode="eval", image_size=preprocess.image_size)
@@ -356,6 +371,7 @@ def evaluate(
     confidences = map_confidences(model, maps) if extended or save_maps else {}
     scored = (score_extended if extended else _score_standard)(maps, gt, proto, ids, confidences)
     result, baselines = scored.result, scored.baselines
+    swapped = swaps and run_swaps(model, swaps, proto, preprocess.image_size, batch_size, num_workers, cycles)
     coverage = benchmark_coverage(benchmark, ids)
     if coverage and coverage["evaluated_sspl_test_ids"] < coverage["sspl_test_ids"]:
         log.warning(
@@ -377,6 +393,7 @@ def evaluate(
         "benchmark_coverage": coverage,
         "baselines": scored.baseline_summary,
         **({"extended_coverage": extended_coverage(benchmark, ids)} if extended else {}),
+        **({"swap": swapped.summary()} if swapped else {}),
     }
     blob = saved_maps_bytes(ids, maps, confidences, gt, proto, scored.scores) if save_maps else None
     with output_lock(out_dir, "sspl evaluate"):
@@ -385,6 +402,8 @@ def evaluate(
         atomic_write_text(out_dir / "per_sample.csv", scored.per_sample)
         if blob is not None:
             atomic_write_bytes(out_dir / SAVED_MAPS_NAME, blob)
+        if swapped:
+            atomic_write_text(out_dir / "swap_per_sample.csv", swapped.to_csv())
         _plots(
             out_dir, result, baselines, maps, samples, gt, proto, save_overlays, benchmark, overlay_colorbar
         )

@@ -539,8 +539,9 @@ def _validate(
         count += len(batch["id"])
     metrics["val_loss"] = total / max(count, 1)
     if splits.val_annotations is not None:
+        boxed = [s for s in splits.val if s.id in splits.val_annotations]  # clips with a visible source
         map_ds = PreparedDataset(
-            splits.val, mode="eval", image_size=cfg.data.image_size, audio_embeddings=audio_cache
+            boxed, mode="eval", image_size=cfg.data.image_size, audio_embeddings=audio_cache
         )
         maps = {}
         for batch in DataLoader(
@@ -556,7 +557,7 @@ def _validate(
             )
             maps.update({i: m for i, m in zip(batch["id"], out.float().cpu().numpy())})
         result = evaluate_maps(
-            maps, splits.val_annotations, BENCHMARKS[splits.protocol_name], expected_count=len(splits.val)
+            maps, splits.val_annotations, BENCHMARKS[splits.protocol_name], expected_count=len(boxed)
         )
         metrics["val_ciou@0.5"] = result.ciou_success_rate
         metrics["val_auc"] = result.auc

@@ -74,7 +74,9 @@ def _split_data(cfg: Config, data_dir: Path) -> Splits:
     if val and (data_dir / ANNOTATIONS_NAME).is_file():
         annotations = load_annotations(data_dir)
         if all(s.id in annotations for s in val):
-            val_annotations = {s.id: annotations[s.id] for s in val}
+            # cIoU scores clips with a visible source: those without boxes (an extended set) count in
+            # the validation loss only
+            val_annotations = {s.id: annotations[s.id] for s in val if len(annotations[s.id].boxes)} or None
     protocol = "synth" if meta.get("kind") == "synth" else "vggss"
     kind = meta.get("kind") if isinstance(meta.get("kind"), str) else None
     return Splits(train, val, label_index(samples), val_annotations, protocol, kind)
