@@ -281,3 +281,21 @@ def test_engine_refuses_unknown_protocol_options_before_any_work(tmp_path, optio
     with pytest.raises(DataError, match=message):
         evaluate(tmp_path / "no.pt", tmp_path / "no_data", "synth", tmp_path / "out", **options)
     assert not (tmp_path / "out").exists()
+
+
+def test_synthav_extended_preset_under_the_extended_protocol_with_the_swap_test(checkpoint, tmp_path):
+    """`sspl synth --preset extended` -> `sspl evaluate --protocol extended --swap`: the scenes without a
+    visible source (silent and off-screen, recorded in scenes.json) are exactly the clips with n_boxes 0."""
+    from sspl.data.synth import generate_synth, load_scenes, synth_config
+    from sspl.engine.evaluate import evaluate
+
+    data = tmp_path / "set"
+    generate_synth(data, synth_config("extended", num=40, seed=3, pretrain_num=0), workers=1, progress=False)
+    scenes = load_scenes(data)
+    test = {i for i, s in scenes.items() if s["split"] == "test"}
+    hidden = {i for i in test if scenes[i]["kind"] != "visible"}
+    assert {scenes[i]["kind"] for i in hidden} == {"silent", "offscreen"}
+    run = evaluate(checkpoint, data, "synth", tmp_path / "ev", protocol="extended", swap=True, progress=False)
+    assert run.report["num_silent"] == len(hidden) and run.report["num_samples"] == len(test)
+    assert {i for i, n in zip(run.extended.ids, run.extended.n_boxes) if n == 0} == hidden
+    assert "swap" in run.report and (tmp_path / "ev" / "swap_per_sample.csv").is_file()
