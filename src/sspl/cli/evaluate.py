@@ -28,24 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="prepared folder of the test clips")
     p.add_argument("--benchmark", required=True, choices=["flickr", "vggss", "avsbench", "synth"])
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument(
-        "--protocol",
-        default="fixed",
-        choices=["fixed", "median", "extended"],
-        help="threshold: fixed (min-max >= 0.5, SSPL) or median (LVS/HardWay/EZ-VSL); or extended: the extended "
-        "protocol (Mo & Morgado 2022, SLAVC's evaluation: clips without a visible source count, each clip has "
-        "a confidence; AP and max-F1 at cIoU 0.5)",
-    )
-    p.add_argument(
-        "--threshold",
-        choices=["fixed", "median"],
-        help="how --protocol extended binarises maps (default fixed)",
-    )
-    p.add_argument(
-        "--save-maps",
-        action="store_true",
-        help="write OUT/maps.npz: ids, raw maps, evaluated masks, confidences, cIoU and boxes, to re-score the run",
-    )
+    _add_protocol_options(p)
     p.add_argument(
         "--upsample",
         default="half-pixel",
@@ -97,6 +80,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _add_protocol_options(p: argparse.ArgumentParser) -> None:
+    """``--protocol`` (standard thresholds or the extended protocol), ``--threshold``, ``--save-maps``."""
+    p.add_argument(
+        "--protocol",
+        default="fixed",
+        choices=["fixed", "median", "extended"],
+        help="threshold: fixed (min-max >= 0.5, SSPL) or median (LVS/HardWay/EZ-VSL); or extended: the extended "
+        "protocol (Mo & Morgado 2022, SLAVC's evaluation: clips without a visible source count, each clip has "
+        "a confidence; AP and max-F1 at cIoU 0.5)",
+    )
+    p.add_argument(
+        "--threshold",
+        choices=["fixed", "median"],
+        help="how --protocol extended binarises maps (default fixed)",
+    )
+    p.add_argument(
+        "--save-maps",
+        action="store_true",
+        help="write OUT/maps.npz: ids, raw maps, evaluated masks, confidences, cIoU and boxes, to re-score the run",
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from ..engine.evaluate import evaluate
 
@@ -142,6 +147,14 @@ def run(args: argparse.Namespace) -> int:
             f"{args.benchmark} test clips the paper evaluates are here; not comparable with published numbers",
             file=sys.stderr,
         )
+    emit(_summary(args, report, time.perf_counter() - start), args.json)
+    return 0
+
+
+def _summary(args: argparse.Namespace, report, seconds: float) -> Summary:
+    """The closing summary: what was written, the key numbers (the extended protocol's and the swap test's
+    when they ran)."""
+    r = report.report
     out = report.out_dir
     names = (
         "report.json",
@@ -160,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
         len(files) + overlays,
         out=out,
         open=out / "index.html" if (out / "index.html").is_file() else out / "success_curve.png",
-        seconds=time.perf_counter() - start,
+        seconds=seconds,
         facts={
             "benchmark": args.benchmark,
             "protocol": args.protocol,
@@ -189,5 +202,4 @@ def run(args: argparse.Namespace) -> int:
                 "follows the sound": s["follows_sound"],
             }
         )
-    emit(summary, args.json)
-    return 0
+    return summary
