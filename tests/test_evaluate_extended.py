@@ -290,7 +290,7 @@ def test_synthav_extended_preset_under_the_extended_protocol_with_the_swap_test(
     from sspl.engine.evaluate import evaluate
 
     data = tmp_path / "set"
-    generate_synth(data, synth_config("extended", num=40, seed=3, pretrain_num=0), workers=1, progress=False)
+    generate_synth(data, synth_config("extended", num=20, seed=3, pretrain_num=0), workers=1, progress=False)
     scenes = load_scenes(data)
     test = {i for i, s in scenes.items() if s["split"] == "test"}
     hidden = {i for i in test if scenes[i]["kind"] != "visible"}
