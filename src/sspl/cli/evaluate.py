@@ -20,7 +20,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--overwrite.",
     )
     p.add_argument(
-        "--checkpoint", required=True, help="run directory, checkpoint file, or official SSPL folder"
+        "--checkpoint",
+        required=True,
+        help="run directory, checkpoint file, official SSPL folder, or a released model's file or name "
+        "(`sspl weights --released`)",
     )
     p.add_argument("--data", required=True, help="prepared folder of the test clips")
     p.add_argument("--benchmark", required=True, choices=["flickr", "vggss", "avsbench", "synth"])
