@@ -20,6 +20,9 @@ def test_defaults_are_the_papers():
         and cfg.optim.schedule == "constant"
     )
     assert cfg.data.augmentations == ["crop", "hflip"] and cfg.data.val_fraction == 0.05
+    # SSPL's inputs unless a config asks for the released EZ-VSL / SLAVC / FNAC ones
+    assert cfg.model.audio_frontend == "vggish" and cfg.data.test_transform == "crop"
+    assert apply_overrides(cfg, ["data.test_transform=resize"]).data.test_transform == "resize"
 
 
 def test_yaml_and_overrides(tmp_path):
@@ -60,7 +63,10 @@ def test_round_trip(tmp_path):
         ("train.amp=fp8", "choose none, bf16 or fp16"),
         ("epochs=3", "unknown key 'epochs'"),
         ("model.cycles", "section.key=value"),
-        ("model.visual_encoder=resnet", r"model.visual_encoder='resnet': choose from small_cnn, vgg16"),
+        (
+            "model.visual_encoder=resnet",
+            r"model.visual_encoder='resnet': choose from resnet18, small_cnn, vgg16",
+        ),
         ("model.proj_dim=0", r"model.proj_dim=0: must be >= 1"),
         ("data.augmentations=[crop,bogus]", r"data.augmentations=\['crop', 'bogus'\]: each at most once"),
         ("data.image_size=33", r"data.image_size=33: must be a multiple of 16"),
@@ -76,6 +82,9 @@ def test_round_trip(tmp_path):
         ("train.patience=0", r"train.patience=0: must be >= 1"),
         ("train.device=gpu", r"train.device='gpu': choose auto, cpu, cuda or cuda:N"),
         ("method_options.negatives=all", r"method_options \['negatives'\]: SSPL takes none"),
+        ("model.audio_frontend=mel", r"model.audio_frontend='mel': choose from vggish, stft"),
+        ("model.audio_frontend=stft", r"audio_encoder='vggish' takes 96 x 64 log-mel patches"),
+        ("data.test_transform=pad", r"data.test_transform='pad': choose from crop, resize"),
     ],
 )
 def test_bad_overrides_name_the_key(override, match):

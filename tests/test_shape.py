@@ -28,12 +28,14 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "sspl.processes",
             "sspl.config",
             "sspl.weights",
+            "sspl.released_models",
         ),
     ),
     (
         "core",
         (
             "sspl.audio",
+            "sspl.spectrogram",
             "sspl.metrics",
             "sspl.metrics_extended",
             "sspl.trivial_maps",

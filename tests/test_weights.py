@@ -300,23 +300,24 @@ def test_cli_lists_and_fetches(cache, monkeypatch, vggish_file, tmp_path, capsys
     assert main(["weights", "--json"]) == 0  # listing missing files is not an error
     summary = json.loads(capsys.readouterr().out)
     listed = summary["weights"]
-    assert set(listed) == {"imagenet", "audioset"} and listed["imagenet"]["path"] is None
+    assert set(listed) == {"imagenet", "imagenet-resnet18", "audioset"} and listed["imagenet"]["path"] is None
     assert (summary["command"], summary["verb"], summary["count"], summary["missing"]) == (
         "weights",
         "Found",
         0,
-        2,
+        3,
     )
-    assert summary["next"] == "sspl weights --fetch imagenet audioset"
+    assert summary["next"] == "sspl weights --fetch imagenet imagenet-resnet18 audioset"
     assert main(["weights"]) == 0
     assert capsys.readouterr().out.splitlines()[-2:] == [
-        "sspl weights: found 0, missing 2",
-        "Found 0 weight files -- next: sspl weights --fetch imagenet audioset",
+        "sspl weights: found 0, missing 3",
+        "Found 0 weight files -- next: sspl weights --fetch imagenet imagenet-resnet18 audioset",
     ]
-    offline = (tmp_path / "no-such-server" / "vgg16-397923af.pth").as_uri()
-    monkeypatch.setitem(
-        weights.KNOWN_WEIGHTS, "imagenet", dataclasses.replace(weights.KNOWN_WEIGHTS["imagenet"], url=offline)
-    )
+    for name in ("imagenet", "imagenet-resnet18"):
+        offline = (tmp_path / "no-such-server" / weights.KNOWN_WEIGHTS[name].filename).as_uri()
+        monkeypatch.setitem(
+            weights.KNOWN_WEIGHTS, name, dataclasses.replace(weights.KNOWN_WEIGHTS[name], url=offline)
+        )
     register(monkeypatch, "audioset", vggish_file, url=vggish_file.as_uri())
     assert main(["weights", "--fetch", "audioset"]) == 0
     assert (cache / "vggish-10086976.pth").read_bytes() == vggish_file.read_bytes()

@@ -37,6 +37,7 @@ __all__ = [
     "centre_window",
     "clip_at",
     "encode_wav_float32",
+    "encode_wav_pcm16",
     "is_silent",
     "load_audio",
     "load_clip",
@@ -44,6 +45,7 @@ __all__ = [
     "mel_matrix",
     "normalize_audio",
     "official_clip",
+    "readable_audio_file",
     "resample",
     "tile_to_length",
     "too_short",
@@ -160,6 +162,26 @@ def _decode_with_av(path: Path, start: float | None = None, duration: float | No
         return data, int(rate)
 
 
+def readable_audio_file(path: str | os.PathLike) -> Path:
+    """``path`` as a Path once it is known to be a file this process may open.
+
+    Raises:
+        FileNotFoundError: no such file, or a folder.
+        AudioDecodeError: the file cannot be opened (the decoders would call that a "System error").
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: " + ("is a folder, not an audio file" if path.is_dir() else "no such audio file")
+        )
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as e:
+        raise AudioDecodeError(f"{path}: cannot open the file ({e.strerror or e})") from e
+    return path
+
+
 def load_audio(
     path: str | os.PathLike,
     sample_rate: int | None = SAMPLE_RATE_HZ,
@@ -184,16 +206,7 @@ def load_audio(
         FileNotFoundError: the file does not exist.
         AudioDecodeError: the file holds no decodable audio, or samples that are NaN or infinite.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path}: " + ("is a folder, not an audio file" if path.is_dir() else "no such audio file")
-        )
-    try:  # the decoders would report a file they may not open as an undecodable one ("System error")
-        with path.open("rb"):
-            pass
-    except OSError as e:
-        raise AudioDecodeError(f"{path}: cannot open the file ({e.strerror or e})") from e
+    path = readable_audio_file(path)
     data: np.ndarray
     if path.suffix.lower() in _SOUNDFILE_SUFFIXES:
         import soundfile as sf
@@ -417,5 +430,16 @@ def encode_wav_float32(wave: np.ndarray, sample_rate: int = SAMPLE_RATE_HZ) -> b
         + b"data"
         + struct.pack("<I", len(data))
         + data
+    )
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def encode_wav_pcm16(samples: np.ndarray, sample_rate: int) -> bytes:
+    """A mono 16-bit PCM WAV file of integer ``samples`` as bytes (written by hand, like
+    :func:`encode_wav_float32`, so the same samples give the same bytes)."""
+    data = np.ascontiguousarray(samples, dtype="<i2").tobytes()
+    fmt = struct.pack("<HHIIHH", 1, 1, sample_rate, sample_rate * 2, 2, 16)
+    body = (
+        b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
     )
     return b"RIFF" + struct.pack("<I", len(body)) + body

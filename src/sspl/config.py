@@ -22,9 +22,11 @@ from .errors import SSPLError
 
 __all__ = [
     "AUDIO_ENCODER_NAMES",
+    "AUDIO_FRONTENDS",
     "AUGMENTATIONS",
     "FUSIONS",
     "SCALINGS",
+    "TEST_TRANSFORMS",
     "VISUAL_ENCODER_NAMES",
     "Config",
     "ConfigError",
@@ -45,8 +47,15 @@ __all__ = [
 #: them, so it validates a config without importing models or data).
 SCALINGS = ("minmax", "sigmoid", "softmax", "relu", "relu_softmax")
 FUSIONS = ("attention", "concat", "multiply", "add")
-VISUAL_ENCODER_NAMES = ("small_cnn", "vgg16")
-AUDIO_ENCODER_NAMES = ("small_cnn", "vggish")
+VISUAL_ENCODER_NAMES = ("resnet18", "small_cnn", "vgg16")
+AUDIO_ENCODER_NAMES = ("resnet18", "small_cnn", "vggish")
+#: the audio front ends (:mod:`sspl.audio` log-mel patches; :mod:`sspl.spectrogram` the released EZ-VSL /
+#: SLAVC / FNAC models' linear-frequency log-spectrogram)
+AUDIO_FRONTENDS = ("vggish", "stft")
+#: audio encoders that take the ``vggish`` front end's 96 x 64 log-mel patches
+PATCH_AUDIO_ENCODERS = ("small_cnn", "vggish")
+#: evaluation image transforms (:mod:`sspl.data.transforms`)
+TEST_TRANSFORMS = ("crop", "resize")
 #: the Table S2 augmentations (:mod:`sspl.data.transforms`)
 AUGMENTATIONS = ("crop", "hflip", "vflip", "translate", "rotate", "color_jitter", "grayscale", "blur")
 
@@ -76,10 +85,14 @@ class SSPLConfig:
             relu_softmax.
         fusion: audio-visual fusion (Table S5): attention (the paper's AM), concat, multiply, add.
         stop_grad: stop-gradient on the SimSiam targets (Table 3).
-        visual_encoder: ``vgg16`` (paper) or ``small_cnn`` (SynthAV-pretrained analogue).
-        audio_encoder: ``vggish`` (paper) or ``small_cnn``.
-        visual_weights: ``"imagenet"`` (torchvision VGG16), a file path, or ``None`` (random init, Table 3).
-        audio_weights: ``"audioset"`` (torchvggish VGGish), a file path, or ``None``.
+        visual_encoder: ``vgg16`` (paper), ``small_cnn`` (SynthAV-pretrained analogue) or ``resnet18``
+            (the image encoder of EZ-VSL, SLAVC and FNAC: ``B x 512 x 7 x 7`` from ``224 x 224``).
+        audio_encoder: ``vggish`` (paper), ``small_cnn`` or ``resnet18`` (EZ-VSL's, SLAVC's and FNAC's:
+            the whole ``1 x 257 x T`` log-spectrogram, max-pooled to 512; needs ``audio_dim: 512``).
+        visual_weights: ``"imagenet"`` (torchvision's ImageNet VGG16, or ResNet-18 for ``resnet18``), a
+            file path, or ``None`` (random init, Table 3).
+        audio_weights: ``"audioset"`` (torchvggish VGGish), a file path, or ``None`` (``resnet18`` has no
+            published audio weights: its released models train it from scratch).
         train_visual: train the visual encoder (Table 3 "from scratch" with ``visual_weights=None``).
         train_audio: train the audio encoder (the paper keeps it frozen).
         visual_channels: channels of the visual map (512 for VGG16).
@@ -88,6 +101,9 @@ class SSPLConfig:
         proj_dim: SimSiam projection size (2048).
         pred_hidden: SimSiam predictor bottleneck (512).
         transform_hidden: hidden size of the audio transform ``g`` (512).
+        audio_frontend: what batch key ``spect`` holds: ``vggish`` (``B x P x 96 x 64`` log-mel patches of
+            16 kHz audio, SSPL) or ``stft`` (``B x 1 x 257 x T`` log-spectrogram of the centre 3 s at the
+            clip's own rate, the released EZ-VSL / SLAVC / FNAC models' input; see :mod:`sspl.spectrogram`).
     """
 
     pcm: bool = True
@@ -107,6 +123,7 @@ class SSPLConfig:
     proj_dim: int = 2048
     pred_hidden: int = 512
     transform_hidden: int = 512
+    audio_frontend: str = "vggish"
 
     def __post_init__(self) -> None:
         if self.scaling not in SCALINGS:
@@ -121,6 +138,26 @@ class SSPLConfig:
         if self.audio_encoder not in AUDIO_ENCODER_NAMES:
             choices = ", ".join(AUDIO_ENCODER_NAMES)
             raise ConfigError(f"model.audio_encoder={self.audio_encoder!r}: choose from {choices}")
+        if self.audio_encoder == "resnet18" and self.audio_weights == "audioset":
+            raise ConfigError(
+                "model.audio_weights='audioset' is VGGish's; the resnet18 audio encoder has no published "
+                "weights (set model.audio_weights=null, or a file path)"
+            )
+        if self.audio_encoder == "resnet18" and self.audio_dim != 512:
+            raise ConfigError(f"model.audio_dim={self.audio_dim}: the resnet18 audio encoder gives 512")
+        if self.audio_frontend not in AUDIO_FRONTENDS:
+            choices = ", ".join(AUDIO_FRONTENDS)
+            raise ConfigError(f"model.audio_frontend={self.audio_frontend!r}: choose from {choices}")
+        if self.audio_frontend == "stft" and self.audio_encoder in PATCH_AUDIO_ENCODERS:
+            raise ConfigError(
+                f"model.audio_frontend='stft' gives 1 x 257 x T spectrograms, but model.audio_encoder="
+                f"{self.audio_encoder!r} takes 96 x 64 log-mel patches (use audio_frontend='vggish')"
+            )
+        if self.audio_frontend == "vggish" and self.audio_encoder not in PATCH_AUDIO_ENCODERS:
+            raise ConfigError(
+                f"model.audio_encoder={self.audio_encoder!r} takes 1 x 257 x T spectrograms, not the vggish "
+                "front end's log-mel patches (set model.audio_frontend=stft)"
+            )
         sizes = ("visual_channels", "audio_dim", "proj_dim", "pred_hidden", "transform_hidden")
         _at_least("model", self, 1, *sizes)
         _at_least("model", self, 1, "pcm_channels", optional=True)
@@ -144,6 +181,9 @@ class DataConfig:
         cache_visual: cache the frozen visual encoder's features of each training frame's crop resize
             and draw the crop and flip in feature space (approximate: see :mod:`sspl.data.feature_cache`;
             needs a frozen visual encoder and exactly the ``crop`` and ``hflip`` augmentations).
+        test_transform: the evaluation / localization image transform: ``crop`` (shorter side to
+            ``image_size``, bicubic, centre crop; SSPL) or ``resize`` (the whole frame to ``image_size`` x
+            ``image_size``, bicubic, no crop; the EZ-VSL / SLAVC / FNAC test transform).
     """
 
     augmentations: list[str] = field(default_factory=lambda: ["crop", "hflip"])
@@ -156,6 +196,7 @@ class DataConfig:
     num_workers: int = 2
     cache_audio: bool = False
     cache_visual: bool = False
+    test_transform: str = "crop"
 
     def __post_init__(self) -> None:
         unknown = [a for a in self.augmentations if a not in AUGMENTATIONS]
@@ -169,6 +210,9 @@ class DataConfig:
             )
         if not 0 <= self.val_fraction < 1:
             raise ConfigError(f"data.val_fraction={self.val_fraction}: must be in [0, 1)")
+        if self.test_transform not in TEST_TRANSFORMS:
+            choices = ", ".join(TEST_TRANSFORMS)
+            raise ConfigError(f"data.test_transform={self.test_transform!r}: choose from {choices}")
         _at_least("data", self, 1, "max_train", optional=True)
         _at_least("data", self, 0, "num_workers")
 
@@ -275,6 +319,11 @@ class Config:
     method_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.model.audio_frontend == "stft" and self.data.cache_audio:
+            raise ConfigError(
+                "data.cache_audio caches the vggish front end's patch embeddings; "
+                "model.audio_frontend='stft' has none (set data.cache_audio=false)"
+            )
         if self.method == "sspl" and self.method_options:
             raise ConfigError(
                 f"method_options {sorted(self.method_options)}: SSPL takes none (they belong to the "

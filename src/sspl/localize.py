@@ -9,9 +9,11 @@ half-pixel centres, exactly as :func:`sspl.metrics.upsample_map` samples it for 
 224 x 224 frame gets the evaluated map itself). The result is min-max normalised over the crop. Pixels
 outside the crop have no prediction: they are NaN in :attr:`ImageResult.heatmap` and drawn greyed
 (desaturated and dimmed) in the overlays, so a wide video shows a coloured centre square between
-grey bands.
+grey bands. A model evaluated with the ``resize`` test transform (the released EZ-VSL / SLAVC / FNAC
+models) sees the whole frame squeezed to 224 x 224 instead, and its map covers the whole frame.
 
-A video is streamed: its audio track is decoded once (16 kHz), frames are decoded at the output rate
+A video is streamed: its audio track is decoded once (16 kHz; for the ``stft`` front end of the released
+models, once more at its own rate through 16-bit mono), frames are decoded at the output rate
 (default: the source rate capped at :data:`DEFAULT_MAX_FPS`), and each frame is paired with the 3-s
 audio window centred on its timestamp (:meth:`~sspl.api.Preprocess.audio_at`; a window crossing an
 end is shifted inside, the clip tiled when shorter than 3 s, as in training). Frames and their
@@ -44,6 +46,7 @@ from PIL import Image
 from torch import nn
 
 from .api import Preprocess
+from .audio import SAMPLE_RATE_HZ
 from .data.prefetch import prefetch
 from .data.projection import project_map
 from .data.video import VideoDecodeError, VideoInfo, iter_frames, video_info
@@ -210,7 +213,10 @@ def localize_image(
     if pcm_steps and getattr(model, "pcm", None) is None:
         raise ValueError("pcm_steps=True needs a model with a PCM")
     frames = _prepare_frames(preprocess.image(rgb)[None], dev)  # 1 x 3 x S x S
-    spect = preprocess.audio(wave, rate)[None].to(dev)  # 1 x P x 96 x 64
+    if preprocess.stft and not isinstance(audio, tuple):  # the official load_spectrogram of the file
+        spect = preprocess.audio_file(audio)[None].to(dev)  # 1 x 1 x 257 x T
+    else:
+        spect = preprocess.audio(wave, rate)[None].to(dev)  # 1 x P x 96 x 64 (vggish)
     with torch.inference_mode():
         raw = model.localize(frames, spect)[0].float().cpu().numpy()  # h x w
         steps = model.pcm_step_maps(frames, spect)[:, 0].float().cpu().numpy() if pcm_steps else None
@@ -273,8 +279,13 @@ class _Batch:
 
 
 def _batches(
-    path: Path, rate: float, preprocess: Preprocess, wave: np.ndarray, audio_t0: float, batch_size: int
+    path: Path,
+    rate: float,
+    preprocess: Preprocess,
+    audio: tuple[np.ndarray, int, float],
+    batch_size: int,
 ) -> Iterator[_Batch]:
+    wave, audio_rate, audio_t0 = audio
     items: list[tuple[float, Image.Image, torch.Tensor, torch.Tensor]] = []
 
     def batch() -> _Batch:
@@ -286,7 +297,7 @@ def _batches(
         )
 
     for t, img in iter_frames(path, rate):
-        items.append((t, img, preprocess.image(img), preprocess.audio_at(wave, t - audio_t0)))
+        items.append((t, img, preprocess.image(img), preprocess.audio_at(wave, t - audio_t0, audio_rate)))
         if len(items) == batch_size:
             yield batch()
             items = []
@@ -339,6 +350,9 @@ def localize_video(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     wave, audio_t0 = load_video_audio(path, info, audio)
     model, preprocess, dev = _resolve(model, preprocess, device)
+    audio_rate = SAMPLE_RATE_HZ
+    if preprocess.stft:  # the released models hear the native rate through 16-bit mono: decode again
+        wave, audio_rate = preprocess.load_audio(audio)
     batch_size = batch_size or DEFAULT_BATCH_SIZE.get(dev.type, DEFAULT_BATCH_SIZE["cpu"])
 
     from tqdm.auto import tqdm
@@ -347,7 +361,7 @@ def localize_video(
     times: list[float] = []
     expected = max(1, math.floor(info.duration * rate + _TIME_EPS_SECONDS))
     with tqdm(total=expected, unit="frame", desc=path.name, disable=not progress) as bar:
-        decoded = _batches(path, rate, preprocess, wave, audio_t0, batch_size)
+        decoded = _batches(path, rate, preprocess, (wave, audio_rate, audio_t0), batch_size)
         batches = prefetch(decoded, PREFETCH_BATCHES, name="sspl-localize-decode")
         for batch in batches:
             with torch.inference_mode():

@@ -3,14 +3,16 @@
 Resolution order for a known weight file (first hit wins):
 
 1. an explicit path given by the caller (config ``visual_weights: /path/to/file.pth``);
-2. the environment variable of that weight (``SSPL_VGG16_WEIGHTS``, ``SSPL_VGGISH_WEIGHTS``);
+2. the environment variable of that weight (``SSPL_VGG16_WEIGHTS``, ``SSPL_RESNET18_WEIGHTS``,
+   ``SSPL_VGGISH_WEIGHTS``);
 3. the cache: ``$SSPL_CACHE`` or ``$XDG_CACHE_HOME/sspl`` (default ``~/.cache/sspl``), then torch hub's
    checkpoint folder (``~/.cache/torch/hub/checkpoints``, where torchvision and torchvggish put them);
 4. a download into the cache (``download=True``), written atomically and checked before use.
 
 Every file is checked by SHA-256: both releases name their files with the first 8 hex digits of the
-file's SHA-256 (the torch hub convention: ``vgg16-397923af.pth``, ``vggish-10086976.pth``), and that
-digest prefix is what is verified; VGG16's full published digest is pinned and checked in full. VGGish's
+file's SHA-256 (the torch hub convention: ``vgg16-397923af.pth``, ``resnet18-f37072fd.pth``, ``vggish-10086976.pth``),
+and that digest prefix is what is verified; the full digests of VGG16 and ResNet-18 (the image encoder of
+the released EZ-VSL, SLAVC and FNAC models) are pinned here and checked in full. VGGish's
 release publishes no full digest, so its 8-digit prefix is checked, and the full SHA-256 of the user's
 copy is pinned: given in ``$SSPL_VGGISH_SHA256``, else recorded in the cache folder's
 :data:`PINS_FILE` when a copy first passes the prefix check (:func:`resolve`), or on demand
@@ -46,6 +48,7 @@ __all__ = [
     "KnownWeights",
     "cache_dir",
     "cached_path",
+    "known_weights_name",
     "load_audio_encoder_weights",
     "load_visual_encoder_weights",
     "misconfigured",
@@ -104,6 +107,15 @@ KNOWN_WEIGHTS: dict[str, KnownWeights] = {
         env_var="SSPL_VGG16_WEIGHTS",
         description="torchvision VGG16 trained on ImageNet (VGG16_Weights.IMAGENET1K_V1), 528 MB",
         sha256="397923af8e79cdbb6a7127f12361acd7a2f83e06b05044ddf496e83de57a5bf0",
+    ),
+    "imagenet-resnet18": KnownWeights(
+        name="imagenet-resnet18",
+        filename="resnet18-f37072fd.pth",
+        url="https://download.pytorch.org/models/resnet18-f37072fd.pth",
+        sha256_prefix="f37072fd",
+        env_var="SSPL_RESNET18_WEIGHTS",
+        description="torchvision ResNet-18 trained on ImageNet (ResNet18_Weights.IMAGENET1K_V1), 45 MB",
+        sha256="f37072fd47e89c5e827621c5baffa7500819f7896bbacec160b1a16c560e07ec",
     ),
     "audioset": KnownWeights(
         name="audioset",
@@ -410,7 +422,7 @@ def resolve(
     the first copy that passes while nothing is pinned is recorded as the pin.
 
     Args:
-        name: ``"imagenet"`` (VGG16) or ``"audioset"`` (VGGish).
+        name: ``"imagenet"`` (VGG16), ``"imagenet-resnet18"`` or ``"audioset"`` (VGGish).
         path: explicit local file (checked, never downloaded over).
         download: try the URL when no local copy exists.
 
@@ -553,10 +565,22 @@ def _shape(t: torch.Tensor) -> str:
     return " x ".join(map(str, t.shape)) or "a scalar"
 
 
+def known_weights_name(encoder: nn.Module, weights: str | None) -> str | None:
+    """The :data:`KNOWN_WEIGHTS` entry a config's weights name means for this encoder, else ``None``.
+
+    ``"imagenet"`` is VGG16's file for the VGG16 trunk and ResNet-18's for the ResNet-18 trunk: an encoder
+    class lists its own files in ``published_weights`` (config name -> known name).
+    """
+    name = getattr(encoder, "published_weights", {}).get(weights, weights)
+    return name if name in KNOWN_WEIGHTS else None
+
+
 def load_visual_encoder_weights(encoder: nn.Module, weights: str, *, download: bool = True) -> Path:
-    """Load ``"imagenet"`` (VGG16) or a file into a visual encoder; returns the file used."""
-    path = resolve("imagenet", download=download) if weights == "imagenet" else Path(weights)
-    if weights != "imagenet" and not path.is_file():
+    """Load ``"imagenet"`` (VGG16, or ResNet-18 into a ResNet-18 trunk) or a file into a visual encoder;
+    returns the file used."""
+    known = known_weights_name(encoder, weights)
+    path = resolve(known, download=download) if known else Path(weights)
+    if not known and not path.is_file():
         raise WeightsError(f"{path}: visual encoder weights not found")
     _load_into(encoder, read_state_dict(path), path, "visual encoder")
     return path

@@ -23,7 +23,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "OUT must be new or empty, unless --overwrite.",
     )
     p.add_argument(
-        "--checkpoint", required=True, help="run directory, checkpoint file, or official SSPL folder"
+        "--checkpoint",
+        required=True,
+        help="run directory, checkpoint file, official SSPL folder, or a released model's file or name "
+        "(`sspl weights --released`)",
     )
     p.add_argument("--data", required=True, help="prepared folder of the test clips")
     p.add_argument("--benchmark", required=True, choices=["flickr", "vggss", "avsbench", "synth"])
@@ -84,16 +87,16 @@ def _add_protocol_options(p: argparse.ArgumentParser) -> None:
     """``--protocol`` (standard thresholds or the extended protocol), ``--threshold``, ``--save-maps``."""
     p.add_argument(
         "--protocol",
-        default="fixed",
         choices=["fixed", "median", "extended"],
         help="threshold: fixed (min-max >= 0.5, SSPL) or median (LVS/HardWay/EZ-VSL); or extended: the extended "
         "protocol (Mo & Morgado 2022, SLAVC's evaluation: clips without a visible source count, each clip has "
-        "a confidence; AP and max-F1 at cIoU 0.5)",
+        "a confidence; AP and max-F1 at cIoU 0.5). Default: the model's own threshold (median for a released "
+        "EZ-VSL checkpoint), else fixed",
     )
     p.add_argument(
         "--threshold",
         choices=["fixed", "median"],
-        help="how --protocol extended binarises maps (default fixed)",
+        help="how --protocol extended binarises maps (default: the model's own, else fixed)",
     )
     p.add_argument(
         "--save-maps",
@@ -176,7 +179,7 @@ def _summary(args: argparse.Namespace, report, seconds: float) -> Summary:
         seconds=seconds,
         facts={
             "benchmark": args.benchmark,
-            "protocol": args.protocol,
+            "protocol": args.protocol or r["protocol"]["threshold"],  # none given: the model's own
             "samples": r["num_samples"],
             "ciou@0.5": r["ciou@0.5"],
             "auc": r["auc"],

@@ -48,6 +48,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="seconds of audio to keep, centred on the frame (default 3 = the official normalised clip; "
         "other values, up to 600, keep raw 16 kHz audio)",
     )
+    p.add_argument(
+        "--native-audio",
+        action="store_true",
+        help="also keep each clip's audio as the released EZ-VSL / SLAVC / FNAC models hear it (3 s from the "
+        "centre of the track at its own rate, 16-bit mono, audio_native/<id>.wav), for evaluating them with "
+        "their own preprocessing",
+    )
     p.add_argument("--allow-overlap", action="store_true", help="only warn when --list ids are test ids")
     p.add_argument("--layout", choices=LAYOUTS, default="auto", help="source layout (default: detect)")
     p.add_argument(
@@ -86,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         layout=args.layout,
         allow_overlap=args.allow_overlap,
         progress=not args.no_progress,
+        native_audio=args.native_audio,
     )
     facts = {"done": summary.done, "skipped": summary.skipped, "failed": summary.failed}
     emit(_summary(summary.out, summary.done, "clip", facts, summary.merged, start), args.json)

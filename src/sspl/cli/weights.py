@@ -11,7 +11,7 @@ from .summary import Summary, add_json_option, emit
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "weights",
-        help="list the pretrained encoder weights (VGG16 ImageNet, VGGish AudioSet) or fetch them",
+        help="list the pretrained encoder weights (VGG16 / ResNet-18 ImageNet, VGGish AudioSet) or fetch them",
         description=(
             "`sspl weights [NAME ...]` lists each known weight file with where it was found (SHA-256 checked) "
             "or how to get it; `sspl weights --fetch [NAME ...]` downloads the missing ones into the cache "
@@ -30,13 +30,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="record the SHA-256 of the local copy as the one later loads must match (default: audioset)",
     )
-    p.add_argument("names", nargs="*", metavar="NAME", help="imagenet and/or audioset (default: both)")
+    p.add_argument(
+        "names", nargs="*", metavar="NAME", help="imagenet, imagenet-resnet18 and/or audioset (default: all)"
+    )
+    p.add_argument(
+        "--released",
+        action="store_true",
+        help="list only the released trained models (EZ-VSL, SLAVC, FNAC): trained on, published score, "
+        "download page and where to put the file (the text listing shows them after the encoder weights)",
+    )
     add_json_option(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..weights import KNOWN_WEIGHTS, cache_dir, misconfigured, resolve, status
+
+    if args.released:
+        if args.fetch or args.pin or args.names:
+            raise WeightsError("--released lists the released models; it takes no names, --fetch or --pin")
+        listed = _released(args.json)
+        found = sum(entry["found"] for entry in listed.values())
+        summary = Summary(
+            "weights",
+            found,
+            "released model",
+            facts={"listed": len(listed), "found": found},
+            details={"released": listed},
+            verb="Found",
+        )
+        emit(summary, args.json)
+        return 0
 
     names = args.names or [n for n, k in KNOWN_WEIGHTS.items() if not (args.pin and k.sha256)]
     unknown = [n for n in names if n not in KNOWN_WEIGHTS]
@@ -72,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"{name:9s} {known.description}\n          {message}")
             print(f"          SHA-256 {digest} ({source})" if digest else f"          SHA-256 {source}")
+    if not args.json and not args.fetch and not args.names:
+        _released(False)
     found = sum(entry["path"] is not None for entry in report.values())
     missing = [n for n, entry in report.items() if entry["path"] is None]
     summary = Summary(
@@ -115,3 +141,28 @@ def _pin(names: list[str], as_json: bool) -> int:
     summary = Summary("weights", len(report), "pin", out=cache_dir(), details={"weights": report})
     emit(summary, as_json)
     return 0
+
+
+def _released(as_json: bool) -> dict[str, dict]:
+    """The released trained models: what each is, whether it is in place, and how to get it there
+    (printed unless ``as_json``; returned by name)."""
+    from ..released_models import RELEASED_MODELS
+
+    report = {}
+    if not as_json:
+        print("\nreleased trained models (use with --checkpoint NAME or --checkpoint PATH):")
+    for name, m in RELEASED_MODELS.items():
+        path = m.path()
+        found = path.is_file()
+        report[name] = {
+            "method": m.method,
+            "trained_on": m.trained_on,
+            "published": m.score,
+            "page": m.page,
+            "path": str(path),
+            "found": found,
+        }
+        if not as_json:
+            where = f"found at {path}" if found else f"not there; download {m.file} from {m.page} to {path}"
+            print(f"{name:18s} {m.method} trained on {m.trained_on}; published: {m.score}\n{'':18s} {where}")
+    return report

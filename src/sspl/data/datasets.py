@@ -21,9 +21,10 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from ..config import AUDIO_FRONTENDS, TEST_TRANSFORMS
 from ..errors import DataError
 from .feature_cache import CACHE_AUGMENTATIONS, FeatureCropFlip, VisualFeatureCache
-from .manifest import ManifestRow, read_manifest, read_meta
+from .manifest import NATIVE_AUDIO_DIR, ManifestRow, read_manifest, read_meta
 from .transforms import TwoViews, build_eval_transform, build_train_transform
 
 __all__ = ["PreparedDataset", "Sample", "label_index", "load_samples", "sample_seed"]
@@ -64,6 +65,26 @@ class Sample:
             raise DataError(f"{self.frame}: frame of clip {self.id} is missing") from None
         except (UnidentifiedImageError, OSError) as e:
             raise DataError(f"{self.frame}: cannot read frame of clip {self.id} ({e})") from e
+
+    @property
+    def native_audio(self) -> Path:
+        """Where ``sspl prepare --native-audio`` keeps the clip's native-rate window (may not exist)."""
+        return self.audio.parent.parent / NATIVE_AUDIO_DIR / f"{self.id}.wav"
+
+    def load_stft(self) -> torch.Tensor:
+        """``1 x 257 x T`` float32 log-spectrogram of the released models (:mod:`sspl.spectrogram`) of
+        the native-rate window when the folder has it, else of the 16 kHz ``audio`` file (whose clip was
+        normalised to [-1, 1] and resampled: not what the released models heard). A missing or
+        undecodable file is a DataError naming it."""
+        from ..spectrogram import load_spectrogram
+
+        path = self.native_audio if self.native_audio.is_file() else self.audio
+        try:
+            return load_spectrogram(path)
+        except FileNotFoundError:
+            raise DataError(f"{path}: audio of clip {self.id} is missing") from None
+        except (DataError, ValueError) as e:
+            raise DataError(f"{path}: cannot compute the spectrogram of clip {self.id} ({e})") from e
 
     def load_spect(self) -> torch.Tensor:
         """``P x 96 x 64`` float32 log-mel patches; a missing, unreadable or non-finite file is a DataError
@@ -150,9 +171,13 @@ class PreparedDataset(Dataset):
         visual_features: optional cache of a frozen visual encoder's features (training only, and only
             with the ``crop`` and ``hflip`` augmentations); when given, training items carry the two views
             in feature space, ``feat_view1`` and ``feat_view2`` (``C x h x w`` float16), instead of frames.
+        audio_frontend: ``vggish`` (``spect`` is the stored ``P x 96 x 64`` log-mel) or ``stft`` (``spect``
+            is the released models' ``1 x 257 x T`` log-spectrogram, :meth:`Sample.load_stft`; clips of one
+            batch must share a sample rate, as in their code).
+        test_transform: the evaluation view: ``crop`` or ``resize`` (:func:`build_eval_transform`).
 
-    Items are dicts with ``id`` (str), ``index`` (int), ``label`` (int), ``spect`` (``P x 96 x 64``) or
-    ``audio_emb`` (``P x D``), and the frame tensor(s) (``3 x S x S``) or feature views.
+    Items are dicts with ``id`` (str), ``index`` (int), ``label`` (int), ``spect`` (``P x 96 x 64`` or
+    ``1 x 257 x T``) or ``audio_emb`` (``P x D``), and the frame tensor(s) (``3 x S x S``) or feature views.
     """
 
     def __init__(
@@ -166,9 +191,20 @@ class PreparedDataset(Dataset):
         labels: dict[str, int] | None = None,
         audio_embeddings: dict[str, torch.Tensor] | None = None,
         visual_features: VisualFeatureCache | None = None,
+        audio_frontend: str = "vggish",
+        test_transform: str = "crop",
     ) -> None:
         if mode not in ("train", "eval"):
             raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
+        if audio_frontend not in AUDIO_FRONTENDS or test_transform not in TEST_TRANSFORMS:
+            raise ValueError(
+                f"audio_frontend {audio_frontend!r} / test_transform {test_transform!r}: choose from "
+                f"{', '.join(AUDIO_FRONTENDS)} / {', '.join(TEST_TRANSFORMS)}"
+            )
+        if audio_frontend == "stft" and audio_embeddings is not None:
+            raise ValueError(
+                "audio_embeddings cache the vggish front end's patches, not the stft spectrogram"
+            )
         if visual_features is not None:
             if mode != "train":
                 raise ValueError(
@@ -189,6 +225,7 @@ class PreparedDataset(Dataset):
         self.labels = labels or {}
         self.audio_embeddings = audio_embeddings
         self.visual_features = visual_features
+        self.audio_frontend = audio_frontend
         if visual_features is not None:
             self.transform = TwoViews(FeatureCropFlip.for_cache(visual_features))
         elif mode == "train":
@@ -196,7 +233,7 @@ class PreparedDataset(Dataset):
                 build_train_transform(augmentations=tuple(augmentations), size=image_size)
             )
         else:
-            self.transform = build_eval_transform(size=image_size)
+            self.transform = build_eval_transform(size=image_size, mode=test_transform)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the augmentation draws of ``epoch``."""
@@ -210,6 +247,8 @@ class PreparedDataset(Dataset):
         item: dict = {"id": sample.id, "index": index, "label": self.labels.get(sample.label, -1)}
         if self.audio_embeddings is not None:
             item["audio_emb"] = self.audio_embeddings[sample.id]
+        elif self.audio_frontend == "stft":
+            item["spect"] = sample.load_stft()
         else:
             item["spect"] = sample.load_spect()
         if self.mode == "train":

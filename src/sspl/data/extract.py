@@ -12,6 +12,9 @@ Per clip (:func:`prepare_clip`):
   the track is shorter, normalised to [-1, 1]. With any other ``audio_seconds``: that many seconds centred
   the same way, tiled when short, not normalised (``meta.json`` records which).
 - ``spect/<id>.npy``: ``3 x 96 x 64`` float32 VGGish log-mel patches of the normalised 3-s clip.
+- ``audio_native/<id>.wav`` (``native_audio=True`` only): the input of the released EZ-VSL / SLAVC / FNAC
+  models, their 3 s from the centre of the audio track (not the frame) at the source's own rate through
+  16-bit mono (:func:`sspl.spectrogram.load_centre_clip`), as 16-bit PCM: the samples they are, exactly.
 
 Any failure (corrupt file, no audio or video stream, unknown codec, silent track, unreadable frame)
 becomes a ``failed`` manifest row with the reason, never an exception; only a full or read-only output
@@ -36,6 +39,7 @@ from ..audio import (
     centre_window,
     clip_at,
     encode_wav_float32,
+    encode_wav_pcm16,
     is_silent,
     load_audio,
     official_clip,
@@ -47,11 +51,18 @@ from ..audio import (
 from ..errors import DataError
 from ..io import atomic_save_image, atomic_save_npy, atomic_write_bytes
 from .images import to_rgb
-from .manifest import STATUS_FAILED, ManifestRow
+from .manifest import NATIVE_AUDIO_DIR, STATUS_FAILED, ManifestRow
 from .sources import KIND_FRAMES, KIND_VIDEO, ClipSource, middle_frame_file
 from .video import VideoInfo, decode_frame_at, video_info
 
-__all__ = ["FRAME_SIZE", "JPEG_QUALITY", "OUTPUT_FULL_ERRNOS", "clip_relpaths", "prepare_clip"]
+__all__ = [
+    "FRAME_SIZE",
+    "JPEG_QUALITY",
+    "OUTPUT_FULL_ERRNOS",
+    "clip_relpaths",
+    "native_audio_relpath",
+    "prepare_clip",
+]
 
 log = logging.getLogger(__name__)
 
@@ -142,13 +153,29 @@ def _save_frame(path: Path, image: Image.Image, source: str | None = None) -> No
     atomic_save_image(path, frame, quality=JPEG_QUALITY)
 
 
+def native_audio_relpath(clip_id: str) -> str:
+    """Where ``native_audio=True`` keeps the released models' clip in the dataset folder."""
+    return f"{NATIVE_AUDIO_DIR}/{clip_id}.wav"
+
+
+def _save_native_audio(path: Path, source: ClipSource) -> None:
+    """The released models' clip of the source's audio (see the module docstring), as 16-bit PCM."""
+    from ..spectrogram import INT16_MAX, load_centre_clip
+
+    wave, rate = load_centre_clip(source.visual if source.kind == KIND_VIDEO else source.audio)
+    atomic_write_bytes(path, encode_wav_pcm16(np.round(wave * INT16_MAX).astype(np.int16), rate))
+
+
 def clip_relpaths(clip_id: str) -> tuple[str, str, str]:
     """The files of a clip in the dataset folder: its frame, audio and log-mel patches."""
     return f"frames/{clip_id}.jpg", f"audio/{clip_id}.wav", f"spect/{clip_id}.npy"
 
 
 def prepare_clip(
-    source: ClipSource, out: str | os.PathLike, audio_seconds: float = CLIP_SECONDS
+    source: ClipSource,
+    out: str | os.PathLike,
+    audio_seconds: float = CLIP_SECONDS,
+    native_audio: bool = False,
 ) -> ManifestRow:
     """Prepare one clip into ``out`` and return its manifest row; failures become a ``failed`` row.
 
@@ -160,6 +187,7 @@ def prepare_clip(
         source: the clip.
         out: the dataset folder.
         audio_seconds: seconds of audio kept in the WAV (3 = the official normalised clip).
+        native_audio: also keep the released models' native-rate clip (``audio_native/<id>.wav``).
 
     Returns:
         The row; ``status == "failed"`` with the reason in ``error`` when anything went wrong.
@@ -176,6 +204,8 @@ def prepare_clip(
         frame_rel, audio_rel, spect_rel = clip_relpaths(source.id)
         _save_frame(out / frame_rel, image, frame_source)
         atomic_save_npy(out / spect_rel, spect)
+        if native_audio:  # before the float WAV, whose presence (with the others) marks the clip done
+            _save_native_audio(out / native_audio_relpath(source.id), source)
         _save_wav(out / audio_rel, kept)
     except (DataError, FileNotFoundError) as e:
         return replace(row, duration=0.0, status=STATUS_FAILED, error=str(e))

@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from ..errors import DataError
+
 __all__ = ["collate_samples", "to_device", "worker_init"]
 
 
@@ -17,6 +19,13 @@ def collate_samples(items: list[dict]) -> dict:
     for key in items[0]:
         values = [it[key] for it in items]
         if isinstance(values[0], torch.Tensor):
+            shapes = sorted({tuple(v.shape) for v in values})
+            if len(shapes) > 1:  # the stft front end's T follows each clip's sample rate
+                ids = [it.get("id") for it in items]
+                raise DataError(
+                    f"{key} of the clips {ids} differ in shape ({shapes}); with model.audio_frontend=stft "
+                    "every clip of a training set needs the same sample rate"
+                )
             out[key] = torch.stack(values)
         elif isinstance(values[0], int):
             out[key] = torch.tensor(values)

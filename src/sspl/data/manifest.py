@@ -11,6 +11,9 @@ Layout (paths in the manifest are relative to the folder)::
       audio/<id>.wav     16 kHz mono float32: the official 3-s clip (tiled, centred, normalised), or
                          ``--audio-seconds`` of audio centred on the frame
       spect/<id>.npy     3 x 96 x 64 float32 VGGish log-mel patches of the 3-s clip
+      audio_native/<id>.wav  only with ``sspl prepare --native-audio``: the released EZ-VSL / SLAVC / FNAC
+                         models' clip, 16-bit PCM mono at the source's own rate: the 3 s from the centre of
+                         the audio track, tiled when short (:func:`sspl.spectrogram.load_centre_clip`)
       annotations.json   optional: boxes in the VGG-SS json format (normalised [x1, y1, x2, y2])
 
 A row with ``status == "done"`` has all three files in place; preparation writes each file atomically
@@ -38,6 +41,7 @@ __all__ = [
     "JOURNAL_NAME",
     "MANIFEST_NAME",
     "META_NAME",
+    "NATIVE_AUDIO_DIR",
     "STATUS_DONE",
     "STATUS_FAILED",
     "ManifestRow",
@@ -51,6 +55,8 @@ log = logging.getLogger(__name__)
 
 FORMAT_NAME = "sspl-prepared"
 FORMAT_VERSION = 1
+#: the folder of ``sspl prepare --native-audio``'s clips (see the layout above)
+NATIVE_AUDIO_DIR = "audio_native"
 MANIFEST_NAME = "manifest.csv"
 #: rows of clips `sspl prepare` finished since it last wrote the manifest
 JOURNAL_NAME = "manifest.journal.jsonl"

@@ -125,6 +125,7 @@ def prepare(
     layout: str = "auto",
     allow_overlap: bool = False,
     progress: bool = True,
+    native_audio: bool = False,
 ) -> PrepareSummary:
     """Prepare a dataset folder from videos, a SoundNet-Flickr dump or image + audio pairs.
 
@@ -137,6 +138,9 @@ def prepare(
             benchmark test sets first.
         shard: ``(i, n)`` or ``"i/n"`` with ``0 <= i < n``: prepare only that slice (see module docstring).
         audio_seconds: seconds of audio kept per clip; 3 (default) stores the official normalised clip.
+        native_audio: also keep each clip's input of the released EZ-VSL / SLAVC / FNAC models, 3 s from
+            the centre of the track at the source's own rate, 16-bit mono (``audio_native/<id>.wav``;
+            what ``model.audio_frontend=stft`` reads to reproduce their numbers).
         layout: ``"auto"``, ``"videos"``, ``"flickr"`` or ``"pairs"``.
         allow_overlap: with a list, only warn when its ids overlap a benchmark test set.
         progress: show a progress bar on stderr.
@@ -159,6 +163,7 @@ def prepare(
         "kind": kind,
         "audio_seconds": float(audio_seconds),
         "audio_normalized": audio_seconds == CLIP_SECONDS,
+        "native_audio": bool(native_audio),
         "sample_rate": SAMPLE_RATE_HZ,
         "frame_size": FRAME_SIZE,
         "source": str(src.resolve()),
@@ -170,7 +175,8 @@ def prepare(
             _check_out(out, meta)
         try:
             write_meta(out, **meta)
-            return _prepare_sources(out, sources, shard, audio_seconds, workers, progress)
+            job = _ClipJob(str(out), float(audio_seconds), bool(native_audio))
+            return _prepare_sources(out, sources, shard, job, workers, progress)
         except OSError as e:
             if e.errno not in OUTPUT_FULL_ERRNOS:
                 raise
@@ -204,7 +210,7 @@ def _prepare_sources(
     out: Path,
     sources: Sequence[ClipSource],
     shard: tuple[int, int] | None,
-    audio_seconds: float,
+    job: _ClipJob,
     workers: int,
     progress: bool,
 ) -> PrepareSummary:
@@ -217,8 +223,8 @@ def _prepare_sources(
     earlier = all_rows(out)
     rows = dict(earlier)
     mine = [source for source in sources if source.id in ids]
-    todo, skipped, failed = _sort_out(out, mine, earlier, rows, audio_seconds)
-    jobs = _Jobs(todo, _ClipJob(str(out), float(audio_seconds)), min(workers, max(len(todo), 1)))
+    todo, skipped, failed = _sort_out(out, mine, earlier, rows, job.audio_seconds)
+    jobs = _Jobs(todo, job, min(workers, max(len(todo), 1)))
     done, failed_now = _record(record_dir, rows, jobs, ids if shard is not None else None, progress)
     merged = False
     if shard is not None:
@@ -303,9 +309,10 @@ class _ClipJob:
 
     out: str
     audio_seconds: float
+    native_audio: bool = False
 
     def __call__(self, source: ClipSource) -> ManifestRow:
-        return prepare_clip(source, self.out, self.audio_seconds)
+        return prepare_clip(source, self.out, self.audio_seconds, self.native_audio)
 
 
 def _run_jobs(
@@ -359,8 +366,8 @@ def _check_out(out: Path, meta: dict) -> None:
             existing = read_meta(out)
         except ValueError as e:
             raise DataError(str(e)) from e
-        for key in ("kind", "audio_seconds", "source"):
-            if existing.get(key, meta[key]) != meta[key]:
+        for key in ("kind", "audio_seconds", "source", "native_audio"):
+            if existing.get(key, False if key == "native_audio" else meta[key]) != meta[key]:
                 raise DataError(
                     f"{out}: already holds a dataset prepared with {key}={existing.get(key)!r}, not "
                     f"{meta[key]!r}; prepare into a new folder (or give the same settings to resume)"

@@ -24,8 +24,10 @@ SSPL pipeline: Resize(246, bicubic) -> RandomCrop(224) -> RandomHorizontalFlip -
 All random draws use torch's generator, so ``torch.manual_seed`` (and the data loader's per-worker
 seeding) makes them reproducible.
 
-Evaluation (``build_eval_transform``): resize the shorter side to ``size`` (bicubic), centre crop,
-ImageNet normalisation. ``eval_crop_to_original`` maps points and boxes between that crop and the
+Evaluation (``build_eval_transform``), one of :data:`TEST_TRANSFORMS`: ``crop`` (SSPL) resizes the
+shorter side to ``size`` (bicubic) and takes the centre crop; ``resize`` (the EZ-VSL / SLAVC / FNAC test
+transform, ``Resize((224, 224), BICUBIC)``) squeezes the whole frame to ``size x size``; both end in
+ImageNet normalisation. ``eval_crop_to_original`` maps points and boxes between the network input and the
 original image, for drawing heat maps on the original frame.
 """
 
@@ -40,7 +42,7 @@ from PIL import Image, ImageFilter
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 
-from ..config import AUGMENTATIONS  # the names; this module implements them
+from ..config import AUGMENTATIONS, TEST_TRANSFORMS  # the names; this module implements them
 
 __all__ = [
     "AUGMENTATIONS",
@@ -48,6 +50,7 @@ __all__ = [
     "DEFAULT_AUGMENTATIONS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "TEST_TRANSFORMS",
     "CropMapping",
     "RandomGaussianBlur",
     "RandomRotation90",
@@ -182,21 +185,25 @@ def build_train_transform(
 
 
 def build_eval_transform(
-    *, size: int = 224, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+    *,
+    size: int = 224,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    mode: str = "crop",
 ) -> T.Compose:
-    """Evaluation transform: shorter side to ``size`` (bicubic), centre crop, normalisation.
+    """Evaluation transform: ``crop`` (shorter side to ``size``, bicubic, centre crop) or ``resize`` (the
+    whole image to ``size x size``, bicubic, no crop), then normalisation.
 
     Returns:
         A deterministic callable mapping a PIL RGB image to a ``3 x size x size`` float tensor.
     """
-    return T.Compose(
-        [
-            T.Resize(size, interpolation=InterpolationMode.BICUBIC),
-            T.CenterCrop(size),
-            T.ToTensor(),
-            T.Normalize(mean, std),
-        ]
-    )
+    if mode not in TEST_TRANSFORMS:
+        raise ValueError(f"eval transform {mode!r}: choose from {', '.join(TEST_TRANSFORMS)}")
+    if mode == "resize":
+        spatial = [T.Resize((size, size), interpolation=InterpolationMode.BICUBIC)]
+    else:
+        spatial = [T.Resize(size, interpolation=InterpolationMode.BICUBIC), T.CenterCrop(size)]
+    return T.Compose([*spatial, T.ToTensor(), T.Normalize(mean, std)])
 
 
 class TwoViews:
@@ -273,17 +280,22 @@ class CropMapping:
         return self._apply(coords, forward=False)
 
 
-def eval_crop_to_original(width: int, height: int, size: int = 224) -> CropMapping:
-    """Where the evaluation crop of ``build_eval_transform`` lies in a ``width x height`` image.
+def eval_crop_to_original(width: int, height: int, size: int = 224, mode: str = "crop") -> CropMapping:
+    """Where the network input of ``build_eval_transform(mode=mode)`` lies in a ``width x height`` image.
 
-    Follows torchvision exactly: the shorter side becomes ``size`` and the longer
-    ``int(size * long / short)``; the centre crop starts at ``round((resized - size) / 2)``.
+    ``crop`` follows torchvision exactly: the shorter side becomes ``size`` and the longer
+    ``int(size * long / short)``; the centre crop starts at ``round((resized - size) / 2)``. ``resize``
+    covers the whole image: ``width / size`` and ``height / size`` original pixels per input pixel.
 
     Returns:
         The ``CropMapping`` (scale and offset per axis).
     """
     if width <= 0 or height <= 0:
         raise ValueError(f"image size must be positive, got {width} x {height}")
+    if mode not in TEST_TRANSFORMS:
+        raise ValueError(f"eval transform {mode!r}: choose from {', '.join(TEST_TRANSFORMS)}")
+    if mode == "resize":
+        return CropMapping(width, height, size, size, size, width / size, height / size, 0.0, 0.0)
     short, long = (width, height) if width <= height else (height, width)
     new_short, new_long = size, int(size * long / short)
     resized_w, resized_h = (new_short, new_long) if width <= height else (new_long, new_short)

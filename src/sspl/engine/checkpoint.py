@@ -24,13 +24,14 @@ from ..config import Config, config_from_dict, config_to_dict
 from ..errors import WeightsError
 from ..io import atomic_save_torch
 from ..models.factory import load_encoder
-from ..weights import KNOWN_WEIGHTS, unreadable
+from ..weights import KNOWN_WEIGHTS, known_weights_name, unreadable
 
 __all__ = [
     "BEST",
     "CHECKPOINT_DIR",
     "FORMAT",
     "LAST",
+    "NotAnSSPLCheckpoint",
     "capture_rng",
     "find_checkpoint",
     "load_checkpoint",
@@ -65,9 +66,10 @@ def _model_state(model: nn.Module, config: Config) -> tuple[dict[str, torch.Tens
     sources: dict[str, dict] = {}
     for attr, weights_field, train_field in _ENCODERS:
         weights = getattr(config.model, weights_field)
-        if hasattr(model, attr) and not getattr(config.model, train_field) and weights in KNOWN_WEIGHTS:
+        name = known_weights_name(getattr(model, attr), weights) if hasattr(model, attr) else None
+        if name and not getattr(config.model, train_field):
             state = {k: v for k, v in state.items() if not k.startswith(attr + ".")}
-            known = KNOWN_WEIGHTS[weights]
+            known = KNOWN_WEIGHTS[name]
             sources[attr] = {"weights": weights, "file": known.filename, "sha256_prefix": known.sha256_prefix}
     return state, sources
 
@@ -141,6 +143,10 @@ def save_checkpoint(
     atomic_save_torch(path, ckpt)
 
 
+class NotAnSSPLCheckpoint(WeightsError):
+    """A readable PyTorch file that ``sspl train`` did not write (a released checkpoint of another method?)."""
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
     """Read a checkpoint written by :func:`save_checkpoint` (``weights_only`` loading)."""
     path = Path(path)
@@ -151,7 +157,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     except Exception as e:  # several exception types for corrupt files
         raise unreadable(path, e) from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise WeightsError(f"{path}: not an sspl checkpoint (for official SSPL files, give their folder)")
+        raise NotAnSSPLCheckpoint(
+            f"{path}: not an sspl checkpoint (for official SSPL files, give their folder)"
+        )
     if ckpt.get("version", 0) > VERSION:
         raise WeightsError(
             f"{path}: checkpoint version {ckpt['version']} is newer than this sspl; upgrade sspl"

@@ -65,12 +65,20 @@ class EvaluationReport:
     extended: ExtendedResult | None = None
 
 
-def _collate(items: list[dict]) -> dict:
-    return {
-        "id": [it["id"] for it in items],
-        "frame": torch.stack([it["frame"] for it in items]),
-        "spect": torch.stack([it["spect"] for it in items]),
-    }
+def _collate(items: list[dict]) -> list[dict]:
+    """A batch as sub-batches of equal spectrogram shapes: one, unless the ``stft`` front end meets clips of
+    different sample rates (``1 x 257 x T``, ``T`` set by the rate), which are then run apart, as the
+    released models' own evaluation (batch size 1) runs them."""
+    shapes = list(dict.fromkeys(tuple(it["spect"].shape) for it in items))
+    groups = [[it for it in items if tuple(it["spect"].shape) == shape] for shape in shapes]
+    return [
+        {
+            "id": [it["id"] for it in group],
+            "frame": torch.stack([it["frame"] for it in group]),
+            "spect": torch.stack([it["spect"] for it in group]),
+        }
+        for group in groups
+    ]
 
 
 @torch.inference_mode()
@@ -94,9 +102,10 @@ def compute_maps(
         from tqdm import tqdm
 
         iterator = tqdm(loader, desc="localize", unit="batch", dynamic_ncols=True)
-    for batch in iterator:
-        out = model.localize(batch["frame"].to(device), batch["spect"].to(device), **kwargs)
-        maps.update(zip(batch["id"], out.float().cpu().numpy()))
+    for batches in iterator:
+        for batch in batches:
+            out = model.localize(batch["frame"].to(device), batch["spect"].to(device), **kwargs)
+            maps.update(zip(batch["id"], out.float().cpu().numpy()))
     return maps
 
 
@@ -240,21 +249,28 @@ def _per_sample_csv(result: EvalResult, baselines: dict[str, EvalResult]) -> str
 
 
 def _check_options(
-    benchmark: str, protocol: str, threshold: str | None, upsample: str, save_overlays: int
-) -> str:
-    """Refuse unknown options before any work; returns the threshold policy that binarises maps."""
+    benchmark: str, protocol: str | None, threshold: str | None, upsample: str, save_overlays: int
+) -> None:
+    """Refuse unknown options before any work."""
     if benchmark not in BENCHMARKS:
         raise DataError(f"unknown benchmark {benchmark!r}; choose from {', '.join(BENCHMARKS)}")
-    if protocol not in PROTOCOLS:
+    if protocol is not None and protocol not in PROTOCOLS:
         raise DataError(f"unknown protocol {protocol!r}; choose {', '.join(PROTOCOLS)}")
-    policy = threshold or ("fixed" if protocol == "extended" else protocol)
-    if policy not in ("fixed", "median") or (protocol != "extended" and policy != protocol):
+    if threshold is not None and (protocol != "extended" or threshold not in ("fixed", "median")):
         raise DataError(f"threshold {threshold!r}: choose fixed or median, with --protocol extended only")
     if upsample not in UPSAMPLING:
         raise DataError(f"unknown upsampling {upsample!r}; choose {' or '.join(UPSAMPLING)}")
     if save_overlays < 0:
         raise DataError(f"save_overlays (--save-overlays) must be at least 0, got {save_overlays}")
-    return policy
+
+
+def threshold_policy(protocol: str | None, threshold: str | None, model: torch.nn.Module) -> str:
+    """How maps are binarised: the given threshold (extended protocol) or standard protocol, else the
+    model's own ``threshold_protocol`` (``median`` for EZ-VSL), else ``fixed``."""
+    own = getattr(model, "threshold_protocol", "fixed")
+    if protocol == "extended":
+        return threshold or own
+    return protocol or own
 
 
 def _score_standard(maps, gt, proto, ids: list[str], confidences) -> Scores:
@@ -274,7 +290,7 @@ def evaluate(
     benchmark: str,
     out_dir: str | os.PathLike,
     *,
-    protocol: str = "fixed",
+    protocol: str | None = None,
     upsample: str = "half-pixel",
     split: str | None = "test",
     annotations: str | os.PathLike | None = None,
@@ -303,6 +319,7 @@ def evaluate(
             or ``extended``: the extended protocol (:mod:`sspl.metrics_extended`: AP, max-F1 and precision
             over every clip, cIoU and AUC over those with a visible source), which accepts clips without
             boxes (and, for Flickr and VGG-SS, knows the extended sets' clips without a visible source).
+            ``None``: the model's ``threshold_protocol`` (``median`` for EZ-VSL), else ``fixed``.
         upsample: ``half-pixel`` (OpenCV's bilinear: SSPL, LVS) or ``align-corners`` (EZ-VSL), how the
             map is upsampled to 224 before thresholding.
         split: manifest split to evaluate (``None``: every clip).
@@ -337,7 +354,7 @@ def evaluate(
         PermissionError: nothing can be written in ``out_dir`` (checked before any work).
         OutputInUseError: another command is writing into ``out_dir``.
     """
-    policy = _check_options(benchmark, protocol, threshold, upsample, save_overlays)
+    _check_options(benchmark, protocol, threshold, upsample, save_overlays)
     extended = protocol == "extended"
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     _check_out_dir(out_dir, overwrite)
@@ -358,8 +375,15 @@ def evaluate(
     _check_box_format(gt, benchmark, _annotations_source(benchmark, data_dir, annotations))
     swaps = swap_trials(data_dir, samples, seed=swap_seed) if swap else None  # before any map: fail early
     model, preprocess = load(checkpoint, device=device)
+    policy = threshold_policy(protocol, threshold, model)
     _check_cycles(model, cycles)
-    dataset = PreparedDataset(samples, mode="eval", image_size=preprocess.image_size)
+    dataset = PreparedDataset(
+        samples,
+        mode="eval",
+        image_size=preprocess.image_size,
+        audio_frontend=preprocess.audio_frontend,
+        test_transform=preprocess.test_transform,
+    )
     maps = compute_maps(
         model, dataset, batch_size=batch_size, num_workers=num_workers, cycles=cycles, progress=progress
     )

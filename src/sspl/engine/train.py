@@ -272,6 +272,7 @@ def _train_loader(
         labels=splits.labels,
         audio_embeddings=audio,
         visual_features=visual,
+        audio_frontend=cfg.model.audio_frontend,
     )
     sampler = DistributedSampler(
         dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=cfg.train.seed, drop_last=True
@@ -523,6 +524,7 @@ def _validate(
         seed=cfg.train.seed + 1,
         labels=splits.labels,
         audio_embeddings=audio_cache,
+        audio_frontend=cfg.model.audio_frontend,
     )
     total, count = 0.0, 0
     loader = DataLoader(
@@ -541,7 +543,12 @@ def _validate(
     if splits.val_annotations is not None:
         boxed = [s for s in splits.val if s.id in splits.val_annotations]  # clips with a visible source
         map_ds = PreparedDataset(
-            boxed, mode="eval", image_size=cfg.data.image_size, audio_embeddings=audio_cache
+            boxed,
+            mode="eval",
+            image_size=cfg.data.image_size,
+            audio_embeddings=audio_cache,
+            audio_frontend=cfg.model.audio_frontend,
+            test_transform=cfg.data.test_transform,
         )
         maps = {}
         for batch in DataLoader(

@@ -1,4 +1,5 @@
-"""Unimodal encoders (paper Sec. 3.1): the VGG16 visual trunk, the VGGish audio trunk, and a registry.
+"""Unimodal encoders (paper Sec. 3.1): the VGG16 visual trunk, the VGGish audio trunk, and a registry
+(which also holds the SynthAV encoders and the ResNet-18 streams of the released models, :mod:`.resnet`).
 
 Both trunks are built without weights (pure modules); pretrained weights are loaded by
 :mod:`sspl.weights`. Freezing happens in one place, :func:`freeze`.
@@ -95,19 +96,33 @@ def _small_audio(dim: int) -> nn.Module:
     return SmallAudioCNN(embed_dim=dim)
 
 
+def _resnet18_visual(channels: int) -> nn.Module:
+    from .resnet import ResNet18Trunk
+
+    return ResNet18Trunk()
+
+
+def _resnet18_audio(dim: int) -> nn.Module:
+    from .resnet import ResNet18Audio
+
+    return ResNet18Audio()
+
+
 # name -> (factory(channels_or_dim) -> module, default output size)
 VISUAL_ENCODERS = {
     "vgg16": (lambda c: VGG16Trunk(), 512),
     "small_cnn": (_small_visual, 128),
+    "resnet18": (_resnet18_visual, 512),
 }
 AUDIO_ENCODERS = {
     "vggish": (lambda d: VGGishTrunk(), 128),
     "small_cnn": (_small_audio, 128),
+    "resnet18": (_resnet18_audio, 512),
 }
 
 
 def build_visual_encoder(name: str, out_channels: int | None = None) -> nn.Module:
-    """Build a visual encoder by name (``vgg16`` or ``small_cnn``) without weights.
+    """Build a visual encoder by name (``vgg16``, ``small_cnn`` or ``resnet18``) without weights.
 
     Any module mapping ``B x 3 x H x W`` to ``B x C x h x w`` works as a visual encoder; this registry
     only covers the named ones.
@@ -119,9 +134,10 @@ def build_visual_encoder(name: str, out_channels: int | None = None) -> nn.Modul
 
 
 def build_audio_encoder(name: str, out_dim: int | None = None) -> nn.Module:
-    """Build an audio encoder by name (``vggish`` or ``small_cnn``) without weights.
+    """Build an audio encoder by name (``vggish``, ``small_cnn`` or ``resnet18``) without weights.
 
-    Any module mapping ``B x 1 x 96 x 64`` log-mel patches to ``B x D`` works as an audio encoder.
+    Any module mapping ``B x 1 x 96 x 64`` log-mel patches to ``B x D`` works as an audio encoder; one with
+    ``takes_spectrogram = True`` (``resnet18``) maps a whole ``B x 1 x F x T`` spectrogram to ``B x D``.
     """
     if name not in AUDIO_ENCODERS:
         raise ValueError(f"unknown audio encoder {name!r}; choose from {sorted(AUDIO_ENCODERS)}")

@@ -1,7 +1,8 @@
 """The audio and visual streams every method is built on.
 
 A visual encoder (``B x 3 x H x W -> B x C x h x w``) and an audio encoder (``B x 1 x 96 x 64 -> B x D`` per
-log-mel patch), frozen unless the config trains them, and the audio transform ``g`` (FC-ReLU-FC, paper
+log-mel patch, or ``B x 1 x F x T -> B x D`` per whole spectrogram for the ResNet-18 of the released models),
+frozen unless the config trains them, and the audio transform ``g`` (FC-ReLU-FC, paper
 Sec. 3.2) that maps each patch's embedding into the visual feature space, where it queries the visual map.
 SSPL (:mod:`sspl.models.sspl`) and the contrastive baselines (:mod:`sspl.models.baselines`) subclass
 :class:`AudioVisualStreams` and add their own parts (PCM, attention and SimSiam head; projection), so the
@@ -37,7 +38,10 @@ class AudioVisualStreams(nn.Module):
         visual_encoder: a module ``B x 3 x H x W -> B x C x h x w`` (``C = config.visual_channels``)
             replacing the configured one.
         audio_encoder: a module ``B x 1 x 96 x 64 -> B x D`` (``D = config.audio_dim``) replacing the
-            configured one.
+            configured one; one with ``takes_spectrogram = True`` maps a whole ``B x 1 x F x T``
+            spectrogram instead (the ResNet-18 of the released models, :mod:`sspl.models.resnet`).
+        audio_transform: build ``g``; methods that project the audio their own way (EZ-VSL) leave it out,
+            and have no ``audio_transform.*`` keys.
 
     The constructor does no I/O; :func:`sspl.models.factory.load_encoder_weights` loads weights.
     """
@@ -48,6 +52,7 @@ class AudioVisualStreams(nn.Module):
         *,
         visual_encoder: nn.Module | None = None,
         audio_encoder: nn.Module | None = None,
+        audio_transform: bool = True,
     ) -> None:
         super().__init__()
         self.config = config
@@ -58,7 +63,8 @@ class AudioVisualStreams(nn.Module):
             audio_encoder = build_audio_encoder(config.audio_encoder, config.audio_dim)
         self.visual_encoder = visual_encoder
         self.audio_encoder = audio_encoder
-        self.audio_transform = AudioTransform(config.audio_dim, c, config.transform_hidden)
+        if audio_transform:
+            self.audio_transform = AudioTransform(config.audio_dim, c, config.transform_hidden)
         if not config.train_visual:
             freeze(self.visual_encoder)
         if not config.train_audio:
@@ -89,15 +95,27 @@ class AudioVisualStreams(nn.Module):
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.config.train_visual):
             return self.visual_encoder(frames)
 
+    @property
+    def takes_spectrogram(self) -> bool:
+        """Whether the audio encoder reads a whole ``B x 1 x F x T`` spectrogram (not log-mel patches)."""
+        return bool(getattr(self.audio_encoder, "takes_spectrogram", False))
+
     def encode_audio(self, spect: torch.Tensor) -> torch.Tensor:
         """Encode all log-mel patches of a batch in one call.
 
         Args:
-            spect: ``B x P x 96 x 64`` or ``B x P x 1 x 96 x 64`` log-mel patches (P = 3 for a 3-s clip).
+            spect: ``B x P x 96 x 64`` or ``B x P x 1 x 96 x 64`` log-mel patches (P = 3 for a 3-s clip);
+                for an encoder that :attr:`takes_spectrogram`, ``B x 1 x F x T`` spectrograms.
 
         Returns:
-            ``B x P x D`` per-patch embeddings (what ``--cache-audio`` stores).
+            ``B x P x D`` per-patch embeddings (what ``--cache-audio`` stores); ``B x 1 x D`` for a
+            whole-spectrogram encoder (the spectrogram is the clip's one "patch").
         """
+        if self.takes_spectrogram:
+            if spect.dim() != 4 or spect.shape[1] != 1:
+                raise ValueError(f"spect must be B x 1 x F x T spectrograms, got {tuple(spect.shape)}")
+            with torch.set_grad_enabled(torch.is_grad_enabled() and self.config.train_audio):
+                return self.audio_encoder(spect)[:, None]  # B x 1 x D
         if spect.dim() == 5:
             if spect.shape[2] != 1:
                 raise ValueError(f"spect must be B x P x 1 x 96 x 64, got {tuple(spect.shape)}")

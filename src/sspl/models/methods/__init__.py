@@ -59,7 +59,7 @@ def get_method(name: str) -> Method:
 def _load_builtin() -> None:
     import importlib
 
-    for module in ("sspl_method", "attention", "hardway"):
+    for module in ("sspl_method", "attention", "hardway", "ezvsl"):
         try:
             importlib.import_module(f"{__name__}.{module}")
         except ModuleNotFoundError as e:  # a baseline not installed in this build
