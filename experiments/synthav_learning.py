@@ -43,8 +43,8 @@ from sspl.data.synth import synth_config
 from sspl.engine.checkpoint import find_checkpoint, load_checkpoint, restore_model
 from sspl.engine.evaluate import evaluate
 from sspl.engine.pretrain import ENCODERS_JSON_NAME
+from sspl.engine.swap import audio_swap_test
 from sspl.engine.synthav import (
-    audio_swap_result,
     evaluate_synthav,
     evaluate_untrained,
     map_placement,
@@ -189,11 +189,12 @@ def run_variant(
     }
     # the diagnostics, like every evaluation of the pipeline, score the run now in the folder
     if swap:  # does the map follow the sound? (scenes with distractors only)
-        to_distractor, to_original = audio_swap_result(run, data)
+        swap = audio_swap_test(run, data).summary()  # the same test as `sspl evaluate --swap`
         row["audio_swap"] = {
-            "scenes": to_distractor.num_samples,
-            "to_distractor_ciou@0.5": to_distractor.ciou_success_rate,
-            "to_original_ciou@0.5": to_original.ciou_success_rate,
+            "scenes": swap["trials"],
+            "to_distractor_ciou@0.5": swap["to_distractor"],
+            "to_original_ciou@0.5": swap["stays"],
+            "follows_sound": swap["follows_sound"],
         }
         atomic_save_json(run / "audio_swap.json", row["audio_swap"])
     if method == "sspl":

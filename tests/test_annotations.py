@@ -146,7 +146,7 @@ def test_json_formats_are_recognised(tmp_path):
 @pytest.mark.parametrize(
     ("payload", "message"),
     [
-        ([{"file": "a", "bbox": []}], r"entry 0 \(a\): expected a non-empty list"),
+        ([{"file": "a", "bbox": "none"}], r"entry 0 \(a\): expected a list of boxes"),
         ([{"file": "a", "bbox": [[0, 0, 1, 1]]}, {"file": "a", "bbox": [[0, 0, 1, 1]]}], "appears twice"),
         ([{"file": "a", "bbox": [[0, 0, 1]]}], "4 finite coordinates"),
         ([{"name": "a"}], "unrecognised annotation JSON"),

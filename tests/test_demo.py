@@ -184,5 +184,6 @@ def test_rerun_resumes_and_cli_prints_the_page(demo, capsys, monkeypatch):
     monkeypatch.setattr("sspl.demo.DemoSettings", lambda **kw: TINY)
     assert main(["demo", "--out", str(out), "--no-progress"]) == 0
     assert calls[0]["resume"] is True  # the finished run is picked up, not retrained
-    printed = capsys.readouterr().out
-    assert f"Open {out / 'index.html'}" in printed and "cIoU@0.5" in printed
+    last = capsys.readouterr().out.splitlines()[-2:]
+    assert last[0].startswith("sspl demo: held-out SSPL cIoU@0.5 ") and "oracle cIoU@0.5" in last[0]
+    assert last[1].startswith("Wrote ") and last[1].endswith(f" -- open {out / 'index.html'}")

@@ -567,14 +567,21 @@ def test_cli_train_then_evaluate(synth_dir, tmp_path, capsys, monkeypatch):
         ["train", "--data", str(synth_dir), "--run-dir", str(run), "--epochs", "1", "--no-progress", *SMALL]
     )
     assert code == 0
-    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert out["epochs"] == 1 and out["run_dir"] == str(run)
+    facts, wrote = capsys.readouterr().out.strip().splitlines()[-2:]
+    assert (
+        facts.startswith("sspl train: epochs 1, steps 2, best epoch 1, val_") and "stopped early no" in facts
+    )
+    assert wrote.startswith("Wrote ") and wrote.endswith(f" -- open {run / 'history.json'}")
+    assert f" files to {run}/ in " in wrote
     # --resume without --config continues with the run's own config, not the defaults.
     resume = ["train", "--data", str(synth_dir), "--run-dir", str(run), "--resume", "--no-progress"]
     assert cli_main([*resume, "optim.lr=0.5"]) == 1
     assert "optim.lr: 0.001 -> 0.5" in capsys.readouterr().err
-    assert cli_main([*resume, "--epochs", "2"]) == 0
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["epochs"] == 2
+    assert cli_main([*resume, "--epochs", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (out["command"], out["epochs"], out["run_dir"], out["out"]) == ("train", 2, str(run), str(run))
+    assert out["best_epoch"] in (1, 2) and out["stopped_early"] is False
+    assert out["count"] == sum(1 for p in run.rglob("*") if p.is_file())
     monkeypatch.setenv("RANK", "1")  # under torchrun only rank 0 prints the summary
     assert cli_main([*resume, "--epochs", "3"]) == 0
     assert capsys.readouterr().out == ""

@@ -8,6 +8,7 @@ frame gets which audio window, where the map lands, what the files hold), not ac
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import av
@@ -197,7 +198,11 @@ def test_write_image_outputs(model, media, tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["frame_map.npy", "frame_overlay.png"]
     np.testing.assert_array_equal(np.load(paths["map"]), result.raw_map)
     assert np.load(paths["map"]).dtype == np.float32
-    assert Image.open(paths["overlay"]).size == (250, 170)
+    barred = Image.open(paths["overlay"])  # a colour bar by default, appended on the right
+    assert barred.height == 170 and barred.width > 250
+    bare = write_image_outputs(result, tmp_path / "bare", "frame", colorbar=False)
+    assert Image.open(bare["overlay"]).size == (250, 170)
+    np.testing.assert_array_equal(np.asarray(barred)[:, :250], np.asarray(Image.open(bare["overlay"])))
     with pytest.raises(FileExistsError, match="frame_overlay.png"):
         write_image_outputs(result, tmp_path / "out", "frame")
 
@@ -299,7 +304,9 @@ def test_a_rate_above_the_source_gives_each_frame_once_without_a_warning(model, 
 def test_a_phone_video_is_localized_upright(model, tmp_path):
     # Coded as 64 x 48 with a display matrix turning it a quarter clockwise: shown as 48 x 64.
     video = write_synthetic_video(tmp_path / "phone.mp4", seconds=1.0, fps=10, rotation=-90)
-    result, paths = write_video_outputs(model, Preprocess(), video, tmp_path / "out", progress=False)
+    result, paths = write_video_outputs(
+        model, Preprocess(), video, tmp_path / "out", progress=False, colorbar=False
+    )
     assert (result.width, result.height) == (48, 64)
     # The maps are those of the upright frames, one by one.
     preprocess, (wave, _) = Preprocess(), load_audio(video)
@@ -336,10 +343,41 @@ def test_a_one_pixel_wide_video_still_gives_a_heatmap_video(model, tmp_path):
     video = write_synthetic_video(
         tmp_path / "sliver.mp4", seconds=0.5, fps=10, width=1, height=40, pix_fmt="yuv444p"
     )
-    result, paths = write_video_outputs(model, Preprocess(), video, tmp_path / "out", progress=False)
+    result, paths = write_video_outputs(
+        model, Preprocess(), video, tmp_path / "out", progress=False, colorbar=False
+    )
     assert len(result.timestamps) == 5
     assert video_info(paths["heatmap_video"]).width == 2
     assert Image.open(paths["contact_sheet"]).height <= 4 * 320 + 40
+
+
+def test_heatmap_video_frames_carry_their_time(model, tmp_path):
+    video = write_synthetic_video(tmp_path / "wide.mp4", seconds=1.0, fps=5, width=160, height=120)
+    frames = {}
+    for stamped in (True, False):
+        _, paths = write_video_outputs(
+            model,
+            Preprocess(),
+            video,
+            tmp_path / str(stamped),
+            progress=False,
+            colorbar=False,
+            timestamp=stamped,
+        )
+        frames[stamped] = [
+            np.asarray(img, dtype=np.float32) for _, img in iter_frames(paths["heatmap_video"])
+        ]
+    assert len(frames[True]) == len(frames[False]) == 5
+    for k, (on, off) in enumerate(zip(frames[True], frames[False])):
+        assert on.shape == off.shape == (120, 160, 3)
+        corner = np.abs(on - off)[:20, :60].mean()  # the time box, top left
+        rest = np.abs(on - off)[40:, :].mean()  # below it: the same overlay (up to H.264's rounding)
+        assert corner > 20 and rest < 3, (k, corner, rest)
+    # each frame shows its own time: the box of 00:00.0 is not that of 00:00.8
+    assert (
+        np.abs(frames[True][0] - frames[True][4])[:20, :60].mean()
+        > np.abs(frames[False][0] - frames[False][4])[:20, :60].mean()
+    )
 
 
 def test_mp3_sound_is_copied_into_the_heatmap_video(model, media, tmp_path):
@@ -378,7 +416,8 @@ def test_write_video_outputs_on_a_real_clip(model, data_dir, tmp_path):
     np.testing.assert_array_equal(np.load(paths["timestamps"]), result.timestamps)
 
     info = video_info(paths["heatmap_video"])
-    assert (info.width, info.height, info.video_codec) == (640, 360, "h264")
+    # the colour bar (on by default) is appended on the right of the 640 x 360 overlay
+    assert (info.height, info.video_codec) == (360, "h264") and info.width > 640
     frames = list(iter_frames(paths["heatmap_video"]))
     np.testing.assert_allclose([t for t, _ in frames], result.timestamps, atol=1e-3)
     # The AAC track is copied: the same samples as the source.
@@ -456,19 +495,32 @@ def test_a_failure_mid_video_leaves_no_output(model, media, tmp_path, monkeypatc
 # --------------------------------------------------------------------------------------------------
 
 
+def _last_lines(capsys, count: int = 2) -> list[str]:
+    return capsys.readouterr().out.splitlines()[-count:]
+
+
 def test_cli_video_and_image(run_dir, media, tmp_path, capsys, caplog):
     out = tmp_path / "out"
     argv = ["localize", "--checkpoint", str(run_dir), "--out", str(out), "--no-progress"]
-    assert main([*argv, "--video", str(media["video"]), "--fps", "5", "--colorbar"]) == 0
-    summary = json.loads(capsys.readouterr().out)
-    assert summary["frames"] == 10 and Path(summary["outputs"]["heatmap_video"]).is_file()
-    info = video_info(summary["outputs"]["heatmap_video"])
+    assert main([*argv, "--video", str(media["video"]), "--fps", "5"]) == 0
+    facts, wrote = _last_lines(capsys)
+    assert facts == "sspl localize: frames 10, fps 5"
+    assert re.fullmatch(
+        rf"Wrote 4 files to {re.escape(str(out))}/ in [0-9.]+ s -- open {out}/clip_heatmap.mp4", wrote
+    )
+    info = video_info(out / "clip_heatmap.mp4")
     assert info.height == 48 and info.width > 64  # the colour bar is appended on the right
+    assert main([*argv, "--video", str(media["video"]), "--fps", "5", "--overwrite", "--no-colorbar"]) == 0
+    assert video_info(out / "clip_heatmap.mp4").width == 64
 
     cmyk = tmp_path / "cmyk.jpg"
     Image.open(media["image"]).convert("CMYK").save(cmyk)
-    assert main([*argv, "--image", str(cmyk), "--audio", str(media["wav"])]) == 0
-    summary = json.loads(capsys.readouterr().out)
+    assert main([*argv, "--image", str(cmyk), "--audio", str(media["wav"]), "--json", "--no-colorbar"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    summary = json.loads(printed[-1])
+    assert (summary["command"], summary["count"], summary["out"]) == ("localize", 2, str(out))
+    assert summary["open"] == summary["outputs"]["overlay"] == str(out / "cmyk_overlay.png")
+    assert (summary["width"], summary["height"]) == (250, 170)
     assert Image.open(summary["outputs"]["overlay"]).size == (250, 170)
     assert np.load(summary["outputs"]["map"]).shape == (14, 14)
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
+import re
 import shutil
 import signal
 import time
@@ -889,11 +891,22 @@ def test_explicit_layout_that_does_not_fit(videos, tmp_path):
 def test_cli_end_to_end(videos, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["prepare", str(videos), str(out), "--workers", "1", "--no-progress"]) == 0
-    assert capsys.readouterr().out.strip() == "done 3 / skipped 0 / failed 0"
+    facts, wrote = capsys.readouterr().out.strip().splitlines()
+    assert facts == "sspl prepare: done 3, skipped 0, failed 0"
+    assert re.fullmatch(
+        rf"Wrote 3 clips to {re.escape(str(out))}/ in [0-9.]+ s -- open {re.escape(str(out))}/manifest.csv",
+        wrote,
+    )
     with open(out / "manifest.csv", newline="") as f:
         assert [r["status"] for r in csv.DictReader(f)] == ["done"] * 3
-    assert main(["prepare", str(videos), str(out), "--workers", "1", "--no-progress"]) == 0
-    assert capsys.readouterr().out.strip() == "done 0 / skipped 3 / failed 0"
+    assert main(["prepare", str(videos), str(out), "--workers", "1", "--no-progress", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["done"], summary["skipped"], summary["failed"], summary["count"]) == (0, 3, 0, 0)
+    assert (summary["command"], summary["unit"], summary["open"]) == (
+        "prepare",
+        "clip",
+        str(out / "manifest.csv"),
+    )
 
 
 def _prepare_until(tmp_path: Path, workers: int, finished: int):
@@ -997,5 +1010,5 @@ def test_cli_errors(videos, tmp_path, capsys):
     write_synthetic_video(silent / "quiet.mp4", seconds=2.0, audio="silent")
     assert main(["prepare", str(silent), str(tmp_path / "q"), "--workers", "1", "--no-progress"]) == 1
     captured = capsys.readouterr()
-    assert captured.out.strip() == "done 0 / skipped 0 / failed 1"
+    assert captured.out.splitlines()[0] == "sspl prepare: done 0, skipped 0, failed 1"
     assert "no clip could be prepared" in captured.err and str(tmp_path / "q") in captured.err

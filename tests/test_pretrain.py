@@ -304,7 +304,11 @@ def test_cli_synth_pretrain_end_to_end(synth_dir, tmp_path, capsys):
     argv = ["synth-pretrain", "--data", str(synth_dir), "--out", str(out), "--epochs", "1", "--no-progress"]
     argv += ["--visual-channels", "16", "--audio-dim", "8"]
     assert main(argv) == 0
-    assert "metrics" in json.loads(capsys.readouterr().out)
+    facts, wrote = capsys.readouterr().out.splitlines()[-2:]
+    assert facts.startswith("sspl synth-pretrain: ") and "audio_accuracy " in facts
+    assert wrote.startswith(f"Wrote 3 files to {out}/ in ") and wrote.endswith(
+        f" -- open {out / 'encoders.json'}"
+    )
     visual, audio = load_synth_encoders(out)
     assert visual.out_channels == 16 and audio.embed_dim == 8
     assert main(argv) == 1
@@ -340,7 +344,9 @@ def test_object_cell_loss_hand_computed():
 def test_pretraining_without_a_background_class(synth_dir, encoders_dir, tmp_path, capsys):
     out = tmp_path / "enc"
     argv = ["synth-pretrain", "--data", str(synth_dir), "--out", str(out), "--epochs", "1", "--no-progress"]
-    assert main([*argv, "--visual-channels", "16", "--audio-dim", "8", "--no-background-class"]) == 0
+    assert (
+        main([*argv, "--visual-channels", "16", "--audio-dim", "8", "--no-background-class", "--json"]) == 0
+    )
     metrics = json.loads(capsys.readouterr().out)["metrics"]
     assert metrics["visual_location_accuracy"] is None  # background cells have no class to be right about
     assert 0.0 <= metrics["visual_object_location_accuracy"] <= 1.0
@@ -419,7 +425,7 @@ def test_background_kinds_of_the_pretraining_scenes(synth_dir, tmp_path):
 def test_pretraining_with_background_kinds(synth_dir, tmp_path, capsys):
     out = tmp_path / "enc"
     argv = ["synth-pretrain", "--data", str(synth_dir), "--out", str(out), "--epochs", "1", "--no-progress"]
-    assert main([*argv, "--visual-channels", "16", "--audio-dim", "8", "--background-kinds"]) == 0
+    assert main([*argv, "--visual-channels", "16", "--audio-dim", "8", "--background-kinds", "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)["metrics"]
     assert 0.0 <= metrics["visual_location_accuracy"] <= 1.0
     saved = json.loads((out / "encoders.json").read_text())

@@ -33,13 +33,21 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     (
         "core",
-        ("sspl.audio", "sspl.spectrogram", "sspl.metrics", "sspl.trivial_maps", "sspl.losses", "sspl.models"),
+        (
+            "sspl.audio",
+            "sspl.spectrogram",
+            "sspl.metrics",
+            "sspl.metrics_extended",
+            "sspl.trivial_maps",
+            "sspl.losses",
+            "sspl.models",
+        ),
     ),
     ("data", ("sspl.data",)),
     ("render", ("sspl.viz", "sspl.html_report")),
     ("engine", ("sspl.engine",)),
     ("api", ("sspl.api", "sspl.localize", "sspl.localize_inputs", "sspl.localize_outputs", "sspl")),
-    ("apps", ("sspl.cli", "sspl.demo")),
+    ("apps", ("sspl.cli", "sspl.demo", "sspl.app")),
 ]
 
 

@@ -366,9 +366,21 @@ def test_cli_synth_end_to_end(tmp_path, capsys):
     out = tmp_path / "cli"
     argv = ["synth", str(out), "--num", "4", "--seed", "1", "--preset", "easy", "--pretrain-num", "2"]
     argv += ["--snr-db", "5", "--object-size", "0.2", "0.3", "--workers", "1", "--no-progress"]
-    assert main(argv) == 0
+    assert main([*argv, "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert sum(summary["scenes"].values()) == 6
+    assert sum(summary["scenes"].values()) == summary["count"] == 6
+    assert (summary["command"], summary["out"], summary["open"]) == (
+        "synth",
+        str(out),
+        str(out / "manifest.csv"),
+    )
+    assert main(argv) == 0  # a finished set: nothing left to do
+    facts, wrote = capsys.readouterr().out.splitlines()[-2:]
+    assert facts == "sspl synth: " + ", ".join(f"{k} {v}" for k, v in summary["scenes"].items())
+    assert facts.startswith("sspl synth: train 3, val 0, test 1,")
+    assert wrote.startswith(f"Wrote 6 scenes to {out}/ in ") and wrote.endswith(
+        f" -- open {out / 'manifest.csv'}"
+    )
     meta = read_meta(out)
     assert meta["synth"]["snr_db"] == 5.0 and meta["synth"]["object_size"] == [0.2, 0.3]
     assert meta["synth"]["max_objects"] == 1

@@ -19,15 +19,43 @@ def _luminance(rgb: np.ndarray) -> np.ndarray:
 
 
 def test_colorize_ends_of_the_scale_and_nan():
+    from matplotlib import colormaps
+
     heat = np.array([[0.0, 1.0, np.nan]], dtype=np.float32)
     out = viz.colorize(heat)
     assert out.shape == (1, 3, 3) and out.dtype == np.uint8
-    blue, red, none = out[0]
-    assert blue[2] > 100 and blue[0] == 0  # jet starts dark blue
-    assert red[0] > 100 and red[2] == 0  # and ends dark red
+    low, high, none = out[0]
+    ends = np.round(colormaps["viridis"]([0.0, 1.0])[:, :3] * 255)
+    assert low.tolist() == ends[0].tolist() == [68, 1, 84]  # viridis starts dark purple
+    assert high.tolist() == ends[1].tolist() == [253, 231, 37]  # and ends yellow
     assert none.tolist() == [0, 0, 0]
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         viz.colorize(np.array([[1.5]]))
+
+
+def test_the_colour_map_is_perceptually_ordered():
+    """Lightness rises monotonically over the colour bar (jet's does not), so the order of two heat
+    levels reads right in greyscale."""
+    ramp = viz.colorize(np.linspace(0, 1, 256, dtype=np.float32)[None])[0]
+    assert np.all(np.diff(_luminance(ramp)) > -1.0)  # non-decreasing up to 8-bit rounding
+    assert _luminance(ramp)[-1] - _luminance(ramp)[0] > 150
+
+
+def test_overlay_at_max_and_min_heat_is_the_colour_maps_ends_blended_by_the_stated_alpha():
+    rgb = np.zeros((4, 6, 3), np.uint8)
+    rgb[:, :3] = (200, 30, 30)  # a red object: jet's top colour would vanish on it
+    rgb[:, 3:] = (40, 160, 220)
+    heat = np.zeros((4, 6), np.float32)
+    heat[:2] = 1.0
+    out = np.asarray(viz.overlay_heatmap(Image.fromarray(rgb), heat, alpha=0.6), dtype=np.float32)
+    purple, yellow = np.array([68, 1, 84], np.float32), np.array([253, 231, 37], np.float32)
+    top, bottom = 0.6, 0.6 * viz.ALPHA_FLOOR  # the weights the docstring states: alpha, alpha * floor
+    np.testing.assert_allclose(out[:2], (1 - top) * rgb[:2] + top * yellow, atol=1)
+    np.testing.assert_allclose(out[2:], (1 - bottom) * rgb[2:] + bottom * purple, atol=1)
+    assert viz.heat_alpha(heat, 0.6)[0, 0] == pytest.approx(0.6)
+    assert viz.heat_alpha(heat, 0.6)[3, 0] == pytest.approx(0.15)
+    # at the default alpha the image still shows through everywhere: at most 60 % colour, 15 % where cold
+    assert viz.DEFAULT_ALPHA <= 0.6 and viz.DEFAULT_ALPHA * viz.ALPHA_FLOOR <= 0.15
 
 
 def test_overlay_blends_inside_and_greys_outside():
@@ -36,14 +64,38 @@ def test_overlay_blends_inside_and_greys_outside():
     heat = np.full((20, 30), np.nan, np.float32)
     heat[:, 10:20] = rng.random((20, 10))
     out = np.asarray(viz.overlay_heatmap(Image.fromarray(rgb), heat, alpha=0.25), dtype=np.float32)
-    expected_in = 0.75 * rgb[:, 10:20] + 0.25 * viz.colorize(heat[:, 10:20])
-    # PIL blends and converts in 8-bit arithmetic: within one level of the exact values.
-    np.testing.assert_allclose(out[:, 10:20], expected_in, atol=1)
+    inside = heat[:, 10:20]
+    weight = (0.25 * (viz.ALPHA_FLOOR + (1 - viz.ALPHA_FLOOR) * inside))[..., None]
+    expected_in = (1 - weight) * rgb[:, 10:20] + weight * viz.colorize(inside)
+    # PIL blends in 8-bit arithmetic and the weight is looked up on the 256-level colour table
+    np.testing.assert_allclose(out[:, 10:20], expected_in, atol=1.5)
     expected_out = _luminance(rgb[:, :10]) * viz.OUTSIDE_BRIGHTNESS
     for c in range(3):
         np.testing.assert_allclose(out[:, :10, c], expected_out, atol=1)
     with pytest.raises(ValueError, match="30 x 20"):
         viz.overlay_heatmap(Image.fromarray(rgb), heat[:, :20])
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0, "00:00.0"), (3.14, "00:03.1"), (59.96, "01:00.0"), (75.04, "01:15.0"), (6000.0, "100:00.0")],
+)
+def test_format_timestamp(seconds, text):
+    assert viz.format_timestamp(seconds) == text
+
+
+def test_stamp_time_writes_in_the_top_left_corner_only():
+    image = Image.new("RGB", (320, 240), (120, 140, 160))
+    one, two = np.asarray(viz.stamp_time(image, 1.0)), np.asarray(viz.stamp_time(image, 62.5))
+    plain = np.asarray(image)
+    changed = (one != plain).any(axis=2)
+    rows, cols = np.nonzero(changed)
+    assert changed.any() and rows.max() < 240 // 4 and cols.max() < 320 // 2  # a small corner box
+    stamped = one[changed].astype(int)
+    assert (stamped.max(axis=1) == stamped.min(axis=1)).all()  # white text on black, antialiased in grey
+    assert (stamped[:, 0] == 0).mean() > 0.5 and (stamped[:, 0] > 200).sum() > 20
+    assert not np.array_equal(one, two)  # the text is the time
+    assert viz.stamp_time(image, 1.0).size == image.size and np.array_equal(np.asarray(image), plain)
 
 
 @pytest.mark.parametrize("mode", ["L", "LA", "P", "CMYK", "I;16"])
@@ -61,21 +113,47 @@ def _outline(mask: np.ndarray) -> np.ndarray:
     return viz._outline(mask)
 
 
-def test_evaluation_overlay_draws_the_scored_mask_and_boxes():
+@pytest.mark.parametrize("scale", [1, 2])
+def test_evaluation_overlay_draws_the_scored_mask_and_boxes(scale):
     protocol = BENCHMARKS["vggss"]
     raw = np.zeros((14, 14), np.float32)
     raw[2:6, 3:9] = 1.0
     boxes = [[0.6, 0.6, 0.9, 0.95]]
     image = Image.new("RGB", (300, 200), (0, 0, 0))
-    out = np.asarray(viz.evaluation_overlay(image, raw, boxes, protocol=protocol))
-    assert out.shape == (224 + 20, 224, 3)
-    picture = out[20:]
+    out = np.asarray(
+        viz.evaluation_overlay(image, raw, boxes, protocol=protocol, scale=scale, colorbar=False)
+    )
+    header = 16 + 4 * scale
+    assert out.shape == (224 * scale + header, 224 * scale, 3)
+    picture = out[header:]
     mask = threshold_map(normalize_map(upsample_map(raw)), protocol.threshold, protocol.threshold_value)
     box = gt_map_from_boxes(boxes, rule="union", box_format="normalized") > 0
+    mask, box = (np.kron(m, np.ones((scale, scale), bool)) for m in (mask, box))  # each scored pixel a block
     white = (picture == viz.MASK_COLOR).all(axis=2)
     green = (picture == viz.BOX_COLOR).all(axis=2)
     np.testing.assert_array_equal(green, _outline(box))
     np.testing.assert_array_equal(white, _outline(mask) & ~_outline(box))
+
+
+def test_evaluation_overlays_are_larger_than_the_scored_frame_and_carry_a_colour_bar():
+    raw = np.random.default_rng(1).random((14, 14)).astype(np.float32)
+    image = Image.new("RGB", (300, 200), (90, 90, 90))
+    default = viz.evaluation_overlay(image, raw, [[10, 10, 100, 100]])
+    bare = viz.evaluation_overlay(image, raw, [[10, 10, 100, 100]], colorbar=False)
+    assert viz.EVALUATION_SCALE == 2 and bare.size == (448, 448 + 24)
+    assert default.height == bare.height and default.width > bare.width + 30
+    np.testing.assert_array_equal(np.asarray(default)[24:, :448], np.asarray(bare)[24:])
+    strip = np.asarray(default)[24:, 448:]
+    assert _has_colour_scale(strip)
+    with pytest.raises(ValueError, match="scale"):
+        viz.evaluation_overlay(image, raw, [[10, 10, 100, 100]], scale=0)
+
+
+def _has_colour_scale(strip: np.ndarray) -> bool:
+    """Whether a picture holds the colour map's ends (the bar of add_colorbar)."""
+    colours = strip.reshape(-1, 3).astype(int)
+    near = lambda c: (np.abs(colours - c).max(axis=1) <= 8).any()  # noqa: E731
+    return near([68, 1, 84]) and near([253, 231, 37])
 
 
 def test_pcm_strip_shared_and_per_step_scales():

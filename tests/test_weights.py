@@ -298,8 +298,21 @@ def test_cli_lists_and_fetches(cache, monkeypatch, vggish_file, tmp_path, capsys
     from sspl.cli import main
 
     assert main(["weights", "--json"]) == 0  # listing missing files is not an error
-    listed = json.loads(capsys.readouterr().out)
+    summary = json.loads(capsys.readouterr().out)
+    listed = summary["weights"]
     assert set(listed) == {"imagenet", "imagenet-resnet18", "audioset"} and listed["imagenet"]["path"] is None
+    assert (summary["command"], summary["verb"], summary["count"], summary["missing"]) == (
+        "weights",
+        "Found",
+        0,
+        3,
+    )
+    assert summary["next"] == "sspl weights --fetch imagenet imagenet-resnet18 audioset"
+    assert main(["weights"]) == 0
+    assert capsys.readouterr().out.splitlines()[-2:] == [
+        "sspl weights: found 0, missing 3",
+        "Found 0 weight files -- next: sspl weights --fetch imagenet imagenet-resnet18 audioset",
+    ]
     for name in ("imagenet", "imagenet-resnet18"):
         offline = (tmp_path / "no-such-server" / weights.KNOWN_WEIGHTS[name].filename).as_uri()
         monkeypatch.setitem(
@@ -541,7 +554,7 @@ def test_the_weights_listing_shows_each_full_digest_and_where_it_comes_from(
 
     register(monkeypatch, "audioset", vggish_file)
     assert main(["weights", "--json"]) == 0
-    listed = json.loads(capsys.readouterr().out)
+    listed = json.loads(capsys.readouterr().out)["weights"]
     assert listed["imagenet"]["sha256"] == weights.KNOWN_WEIGHTS["imagenet"].sha256
     assert listed["imagenet"]["sha256_source"] == "published"
     assert (listed["audioset"]["sha256"], listed["audioset"]["sha256_source"]) == (None, "not pinned yet")

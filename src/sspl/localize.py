@@ -69,7 +69,7 @@ from .localize_outputs import (
     save_png,
     video_output_paths,
 )
-from .viz import DEFAULT_ALPHA, add_colorbar, contact_sheet, overlay_heatmap
+from .viz import DEFAULT_ALPHA, add_colorbar, contact_sheet, overlay_heatmap, stamp_time
 
 if TYPE_CHECKING:
     from .data.transforms import CropMapping
@@ -406,11 +406,11 @@ def write_image_outputs(
     out_dir: str | os.PathLike,
     stem: str,
     *,
-    colorbar: bool = False,
+    colorbar: bool = True,
     overwrite: bool = False,
 ) -> dict[str, Path]:
-    """Write ``<stem>_overlay.png`` (the overlay on the original image) and ``<stem>_map.npy`` (the
-    ``h x w`` float32 raw map).
+    """Write ``<stem>_overlay.png`` (the overlay on the original image, with a colour bar unless
+    ``colorbar`` is False) and ``<stem>_map.npy`` (the ``h x w`` float32 raw map).
 
     Returns:
         :func:`image_output_paths`.
@@ -438,10 +438,12 @@ class _OverlaySink:
         info: VideoInfo,
         count: int,
         colorbar: bool,
+        timestamp: bool,
     ) -> None:
         self._preprocess = preprocess
         self._open_video = open_video
         self._colorbar = colorbar
+        self._timestamp = timestamp
         self._targets = [info.start + (k + 0.5) * info.duration / count for k in range(count)]
         self._mappings: dict[tuple[int, int], CropMapping] = {}
         self._thumbs: list[tuple[float, Image.Image]] = []
@@ -454,7 +456,8 @@ class _OverlaySink:
         if image.size not in self._mappings:
             self._mappings[image.size] = self._preprocess.crop_mapping(*image.size)
         overlay = overlay_heatmap(image, project_map(raw, self._mappings[image.size]))
-        self.video.write(add_colorbar(overlay) if self._colorbar else overlay, t)
+        frame = stamp_time(overlay, t) if self._timestamp else overlay
+        self.video.write(add_colorbar(frame) if self._colorbar else frame, t)
         self._last = (t, overlay)
         targets = self._targets
         if targets and targets[0] <= t + _TIME_EPS_SECONDS:
@@ -481,14 +484,17 @@ def write_video_outputs(
     batch_size: int | None = None,
     device: str | torch.device | None = None,
     progress: bool = True,
-    colorbar: bool = False,
+    colorbar: bool = True,
+    timestamp: bool = True,
     contact_frames: int = CONTACT_FRAMES,
     overwrite: bool = False,
+    on_frame: FrameCallback | None = None,
 ) -> tuple[VideoResult, dict[str, Path]]:
     """Localize through a video and write its outputs in ``out_dir`` (``<stem>`` = the video's name):
 
     - ``<stem>_heatmap.mp4``: the overlays at the source resolution (H.264; with ``colorbar`` a bar
-      is appended on the right), one frame per output frame shown from its source timestamp, with
+      is appended on the right; with ``timestamp`` each frame shows its time, ``mm:ss.s``, top left),
+      one frame per output frame shown from its source timestamp, with
       the sound muxed back in (the video's own track, copied when MP4 takes its codec, else
       re-encoded to AAC; or the ``audio_path`` file, aligned with the first frame);
     - ``<stem>_maps.npy``: ``T x h x w`` float32 raw maps;
@@ -498,10 +504,11 @@ def write_video_outputs(
     Inputs are checked before anything is computed; the outputs appear together at the end.
 
     Args:
-        model, preprocess, video_path, fps, audio_path, batch_size, device, progress: as
-            :func:`localize_video`.
+        model, preprocess, video_path, fps, audio_path, batch_size, device, progress, on_frame: as
+            :func:`localize_video` (``on_frame`` is called after the frame's overlay is written).
         out_dir: output folder (created if needed).
-        colorbar: draw a colour bar beside the overlays.
+        colorbar: draw a colour bar beside the overlays (video and contact sheet).
+        timestamp: write each video frame's time on it (the contact sheet labels its frames instead).
         contact_frames: frames in the contact sheet.
         overwrite: replace existing outputs of the same names.
 
@@ -531,7 +538,13 @@ def write_video_outputs(
             # At the first map: by then localize_video has read and checked the sound the writer muxes.
             return VideoWriter(outs.temp("heatmap_video"), rate, audio, align_to, end)
 
-        sink = _OverlaySink(preprocess, open_video, info, contact_frames, colorbar)
+        sink = _OverlaySink(preprocess, open_video, info, contact_frames, colorbar, timestamp)
+
+        def each_frame(index: int, t: float, image: Image.Image, raw: np.ndarray) -> None:
+            sink(index, t, image, raw)
+            if on_frame is not None:
+                on_frame(index, t, image, raw)
+
         try:
             result = localize_video(
                 model,
@@ -542,7 +555,7 @@ def write_video_outputs(
                 batch_size=batch_size,
                 device=dev,
                 progress=progress,
-                on_frame=sink,
+                on_frame=each_frame,
             )
             sink.video.close()  # localize_video returns only after at least one frame
         except BaseException:

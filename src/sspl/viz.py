@@ -2,11 +2,17 @@
 success curves and contact sheets (the HTML report that shows them is :mod:`sspl.html_report`, its names
 re-exported here).
 
-One colour map everywhere, :data:`COLORMAP` (``"jet"``, as the paper's figures): 0 (blue) is the
-least and 1 (red) the most audio-like location of a map after min-max normalisation. Only PIL and
-matplotlib's object API (``matplotlib.figure.Figure`` on the Agg canvas) are used, so nothing here
-touches pyplot's global state or the process-wide backend; matplotlib is imported by the first picture
-that needs it, not with this module.
+One colour map everywhere, :data:`COLORMAP` (``"viridis"``): 0 (dark purple) is the least and 1 (yellow)
+the most audio-like location of a map after min-max normalisation. Viridis is perceptually uniform: equal
+steps of the map look like equal steps of colour, and its lightness rises monotonically from 0 to 1, so
+the order of two places reads right in greyscale and for colour-blind viewers. ``jet`` (the paper's
+figures) is neither: its bright cyan and yellow bands draw edges that are not in the map, and its red end
+vanishes on red objects and on the warm tones of real frames. Viridis has no red at all.
+
+Overlays weight the colour by the heat (:func:`heat_alpha`): ``alpha`` at the map's maximum, falling
+linearly to ``alpha * ALPHA_FLOOR`` at its minimum, so the image stays legible where the sound is not
+and the colour concentrates where it is. Written overlays carry a colour bar by default, video frames
+their time (:func:`stamp_time`).
 
 Every function returns an RGB ``PIL.Image``; save it with :func:`sspl.io.atomic_save_image`.
 
@@ -42,24 +48,35 @@ if TYPE_CHECKING:  # matplotlib is imported where a picture needs it: `import ss
     from matplotlib.figure import Figure
 
 __all__ = [
+    "ALPHA_FLOOR",
     "COLORMAP",
+    "DEFAULT_ALPHA",
+    "EVALUATION_SCALE",
     "OUTSIDE_BRIGHTNESS",
     "ReportSection",
     "add_colorbar",
     "colorize",
     "contact_sheet",
     "evaluation_overlay",
+    "format_timestamp",
+    "heat_alpha",
     "learning_curves_plot",
     "overlay_heatmap",
     "pcm_strip",
+    "stamp_time",
     "success_curves_plot",
     "write_html_report",
 ]
 
-COLORMAP = "jet"
+COLORMAP = "viridis"
 #: Luminance factor of pixels without prediction in overlays.
 OUTSIDE_BRIGHTNESS = 0.5
-DEFAULT_ALPHA = 0.5
+#: Weight of the colour at a map's maximum.
+DEFAULT_ALPHA = 0.6
+#: Share of ``alpha`` left at a map's minimum (so the colour bar's low end still shows, faintly).
+ALPHA_FLOOR = 0.25
+#: Evaluation overlays are drawn at this multiple of the protocol's frame (224 -> 448 pixels).
+EVALUATION_SCALE = 2
 BOX_COLOR = (0, 255, 0)
 MASK_COLOR = (255, 255, 255)
 HEAT_LABEL = "normalised similarity"
@@ -128,6 +145,12 @@ def _check_heat(heat: np.ndarray, size: tuple[int, int] | None = None) -> np.nda
 # --------------------------------------------------------------------------------------------------
 
 
+def _lut_index(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Colour-table index of each pixel of a checked heat array (0 where NaN), and where it is finite."""
+    valid = np.isfinite(arr)
+    return np.round(np.where(valid, arr, 0) * (_LUT_SIZE - 1)).astype(np.intp), valid
+
+
 def colorize(heat: np.ndarray) -> np.ndarray:
     """Colour a heat array with :data:`COLORMAP`.
 
@@ -137,23 +160,39 @@ def colorize(heat: np.ndarray) -> np.ndarray:
     Returns:
         ``H x W x 3`` uint8 RGB.
     """
-    arr = _check_heat(heat)
-    valid = np.isfinite(arr)
-    index = np.round(np.where(valid, arr, 0) * (_LUT_SIZE - 1)).astype(np.intp)
+    index, valid = _lut_index(_check_heat(heat))
     out = _lut()[index]
     out[~valid] = 0
     return out
 
 
+def heat_alpha(heat: np.ndarray, alpha: float = DEFAULT_ALPHA) -> np.ndarray:
+    """The weight of the colour at each pixel of an overlay: ``alpha * (ALPHA_FLOOR + (1 - ALPHA_FLOOR)
+    * heat)``, i.e. ``alpha`` at heat 1 and ``alpha * ALPHA_FLOOR`` at heat 0; 0 where heat is NaN.
+
+    Args:
+        heat: ``H x W`` values in [0, 1] (NaN: no prediction).
+        alpha: the weight at heat 1, in [0, 1].
+
+    Returns:
+        ``H x W`` float32 weights in [0, ``alpha``].
+    """
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    arr = _check_heat(heat)
+    weight = alpha * (ALPHA_FLOOR + (1 - ALPHA_FLOOR) * arr)
+    return np.where(np.isfinite(arr), weight, 0).astype(np.float32)
+
+
 def overlay_heatmap(
     image: Image.Image, heat: np.ndarray, *, alpha: float = DEFAULT_ALPHA, colorbar: bool = False
 ) -> Image.Image:
-    """Blend a heat map onto an image of the same size.
+    """Blend a heat map onto an image of the same size, the colour weighted by the heat (:func:`heat_alpha`).
 
     Args:
         image: any PIL mode (converted with :func:`sspl.data.images.to_rgb`).
         heat: ``H x W`` in [0, 1] at the image's size; NaN pixels (no prediction) are greyed.
-        alpha: weight of the colour where there is a prediction.
+        alpha: weight of the colour at heat 1 (``alpha * ALPHA_FLOOR`` at heat 0).
         colorbar: append a colour bar on the right (the result is wider than ``image``).
 
     Returns:
@@ -163,13 +202,36 @@ def overlay_heatmap(
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     rgb = to_rgb(image)
     arr = _check_heat(heat, rgb.size)
-    valid = np.isfinite(arr)
-    # PIL's C loops: this runs once per video frame, where NumPy float arrays cost ~10x more.
-    out = Image.blend(rgb, Image.fromarray(colorize(arr)), alpha)
+    index, valid = _lut_index(arr)
+    # Table look-ups and PIL's C loops: this runs once per video frame, where float arrays cost ~10x more.
+    levels = np.linspace(0, 1, _LUT_SIZE, dtype=np.float32)[None]
+    weights = np.round(255 * heat_alpha(levels, alpha)[0]).astype(np.uint8)
+    out = Image.composite(Image.fromarray(_lut()[index]), rgb, Image.fromarray(weights[index]))
     if not valid.all():
         greyed = rgb.convert("L").point(lambda v: v * OUTSIDE_BRIGHTNESS).convert("RGB")
         out = Image.composite(out, greyed, Image.fromarray(valid.view(np.uint8) * np.uint8(255)))
     return add_colorbar(out) if colorbar else out
+
+
+def format_timestamp(seconds: float) -> str:
+    """``mm:ss.s`` (minutes grow past 99 as needed), rounded to the tenth: 75.04 -> ``"01:15.0"``."""
+    tenths = max(0, round(seconds * 10))
+    minutes, rest = divmod(tenths, 600)
+    return f"{minutes:02d}:{rest // 10:02d}.{rest % 10}"
+
+
+def stamp_time(image: Image.Image, seconds: float) -> Image.Image:
+    """A copy of ``image`` with its time (:func:`format_timestamp`) in white on a dark box, top left;
+    the text is about a sixteenth of the image's height (10 to 48 pixels)."""
+    out = to_rgb(image).copy()
+    size = int(np.clip(out.height / 16, 10, 48))
+    draw = ImageDraw.Draw(out)
+    text = format_timestamp(seconds)
+    pad = max(2, size // 5)
+    _, _, right, bottom = draw.textbbox((pad, pad), text, font=_font(size))
+    draw.rectangle((0, 0, right + pad, bottom + pad), fill=(0, 0, 0))
+    draw.text((pad, pad), text, fill=(255, 255, 255), font=_font(size))
+    return out
 
 
 @lru_cache(maxsize=8)
@@ -248,6 +310,11 @@ def _evaluation_frame(image: Image.Image, size: int) -> Image.Image:
     return to_rgb(image).resize((size, size), Image.Resampling.BICUBIC)
 
 
+def _blocks(mask: np.ndarray, scale: int) -> np.ndarray:
+    """Each pixel of ``mask`` as a ``scale x scale`` block."""
+    return np.repeat(np.repeat(mask, scale, axis=0), scale, axis=1)
+
+
 def evaluation_overlay(
     image: Image.Image,
     raw_map: np.ndarray,
@@ -256,47 +323,62 @@ def evaluation_overlay(
     protocol: Protocol = BENCHMARKS["flickr"],
     alpha: float = DEFAULT_ALPHA,
     title: str | None = None,
+    scale: int = EVALUATION_SCALE,
+    colorbar: bool = True,
 ) -> Image.Image:
     """An evaluated sample as the protocol scores it: heat map, thresholded mask and ground truth.
 
     The picture is the evaluation frame (``image`` resized to ``protocol.size`` squared, the frame the
-    benchmark's boxes are given in). The mask (white outline) and each ground-truth box (green, as
-    rasterised by the protocol's box format) come from :mod:`sspl.metrics`
-    (``upsample_map`` -> ``normalize_map`` -> ``threshold_map``, ``gt_map_from_boxes``), so they are
-    exactly what was scored; the header gives the sample's cIoU.
+    benchmark's boxes are given in), drawn ``scale`` times larger: each scored pixel is a ``scale x
+    scale`` block. The mask (white outline) and each ground-truth box (green, as rasterised by the
+    protocol's box format) come from :mod:`sspl.metrics` (``upsample_map`` -> ``normalize_map`` ->
+    ``threshold_map``, ``gt_map_from_boxes``), so they are exactly what was scored; the header gives the
+    sample's cIoU.
 
     Args:
         image: the frame (any mode and size).
         raw_map: ``h x w`` raw similarity map.
-        boxes: ``K x 4`` ground-truth boxes in ``protocol.box_format``.
+        boxes: ``K x 4`` ground-truth boxes in ``protocol.box_format``; none (K = 0) for a clip without a
+            visible source (the extended protocol), whose header then says so instead of a cIoU.
         protocol: the benchmark protocol (``sspl.metrics.BENCHMARKS[name]``).
-        alpha: heat-map weight.
+        alpha: heat-map weight at the map's maximum (see :func:`heat_alpha`).
         title: header text before the cIoU (e.g. the sample id).
+        scale: display size as a multiple of ``protocol.size`` (a whole number, at least 1).
+        colorbar: append a colour bar on the right.
 
     Returns:
-        RGB image, ``size`` wide and ``size + 20`` tall.
+        RGB image, ``size * scale`` wide (plus the colour bar's width) and ``size * scale`` plus a
+        ``16 + 4 * scale``-pixel header tall.
     """
+    if not isinstance(scale, int) or scale < 1:
+        raise ValueError(f"scale must be a whole number >= 1, got {scale!r}")
     size = protocol.size
     raw = np.asarray(raw_map, dtype=np.float32)
     if raw.ndim != 2:
         raise ValueError(f"raw_map must be h x w, got shape {raw.shape}")
     heat = normalize_map(upsample_map(raw, size))
     mask = threshold_map(heat, protocol.threshold, protocol.threshold_value)
-    gt = gt_map_from_boxes(
-        boxes,
-        rule=protocol.rule,
-        box_format=protocol.box_format,
-        size=size,
-        consensus_divisor=protocol.consensus_divisor,
-        allow_empty=True,
-    )
-    score = ciou(mask, gt) if gt.any() else 0.0
-    arr = np.array(overlay_heatmap(_evaluation_frame(image, size), heat, alpha=alpha))
-    _paint(arr, _outline(mask), MASK_COLOR)
-    for box in _box_masks(np.asarray(boxes), protocol):
-        _paint(arr, _outline(box), BOX_COLOR)
-    header = f"cIoU {score:.3f}" if title is None else f"{title}  cIoU {score:.3f}"
-    return _label(Image.fromarray(arr), header)
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if len(boxes) == 0:  # a clip without a visible source (the extended protocol): no cIoU to show
+        score_text = "no visible source"
+    else:
+        gt = gt_map_from_boxes(
+            boxes,
+            rule=protocol.rule,
+            box_format=protocol.box_format,
+            size=size,
+            consensus_divisor=protocol.consensus_divisor,
+            allow_empty=True,
+        )
+        score_text = f"cIoU {ciou(mask, gt) if gt.any() else 0.0:.3f}"
+    frame = _evaluation_frame(image, size * scale)
+    arr = np.array(overlay_heatmap(frame, _blocks(heat, scale), alpha=alpha))
+    _paint(arr, _outline(_blocks(mask, scale)), MASK_COLOR)
+    for box in _box_masks(boxes, protocol):
+        _paint(arr, _outline(_blocks(box, scale)), BOX_COLOR)
+    picture = Image.fromarray(arr)
+    header = score_text if title is None else f"{title}  {score_text}"
+    return _label(add_colorbar(picture) if colorbar else picture, header, height=16 + 4 * scale)
 
 
 def pcm_strip(

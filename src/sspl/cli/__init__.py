@@ -24,6 +24,7 @@ COMMANDS = (
     "localize",
     "demo",
     "weights",
+    "app",
 )
 
 

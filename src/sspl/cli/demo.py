@@ -4,9 +4,10 @@ held-out scenes and a bundled real video -> ``DIR/index.html``; no download, no 
 from __future__ import annotations
 
 import argparse
-import json
+import time
 
 from ..errors import SSPLError
+from .summary import Summary, add_json_option, count_files, emit
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,6 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=d.seed, help=f"seed ({d.seed})")
     p.add_argument("--workers", type=int, default=None, help="processes for scene generation (all cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_json_option(p)
     p.set_defaults(func=run)
 
 
@@ -55,12 +57,25 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValueError as e:
         raise SSPLError(str(e)) from e
+    start = time.perf_counter()
     summary = run_demo(args.out, settings, progress=not args.no_progress)
-    print(json.dumps({"metrics": summary["metrics"]}, indent=1))
-    trained = summary["metrics"][0]
-    print(
-        f"\nSSPL on held-out SynthAV scenes: cIoU@0.5 {trained['cIoU@0.5']:.3f}, AUC {trained['AUC']:.3f} "
-        f"(untrained {summary['metrics'][1]['cIoU@0.5']:.3f}, oracle {summary['metrics'][2]['cIoU@0.5']:.3f})"
+    trained, untrained, oracle = summary["metrics"][:3]
+    facts = {
+        "held-out SSPL cIoU@0.5": trained["cIoU@0.5"],
+        "AUC": trained["AUC"],
+        "untrained cIoU@0.5": untrained["cIoU@0.5"],
+        "oracle cIoU@0.5": oracle["cIoU@0.5"],
+    }
+    emit(
+        Summary(
+            "demo",
+            count_files(args.out),
+            out=args.out,
+            open=summary["page"],
+            seconds=time.perf_counter() - start,
+            facts=facts,
+            details={"metrics": summary["metrics"]},
+        ),
+        args.json,
     )
-    print(f"Open {summary['page']}")
     return 0

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from pathlib import Path
 
 from ..errors import SSPLError
 from . import parse_device
+from .summary import Summary, add_json_option, emit
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Localize the sound in a video (every output frame gets the map of the 3-s audio window "
             "centred on it) or in an image with a sound file (the map of the centre 3 s of the sound). Video outputs: <stem>_heatmap.mp4 (overlay "
-            "at the source resolution, odd sides trimmed to even for H.264, with the sound), "
+            "at the source resolution, odd sides trimmed to even for H.264, with the sound, a colour bar on the "
+            "right and each frame's time top left), "
             "<stem>_maps.npy (T x 14 x 14 raw maps), <stem>_timestamps.npy (seconds) and "
             "<stem>_contact.png. Image outputs: <stem>_overlay.png "
             "and <stem>_map.npy. The network sees the centre square of the frame; the parts outside it "
@@ -45,7 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--checkpoint",
         required=True,
         metavar="CKPT",
-        help="run directory of `sspl train`, a .pt checkpoint, or a folder of official SSPL files",
+        help="run directory of `sspl train`, a .pt checkpoint, a folder of official SSPL files, or a released "
+        "model's file or name (EZ-VSL's best.pth ...; `sspl weights --released` lists them)",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
     p.add_argument(
@@ -55,9 +57,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--batch-size", type=int, help="frames per model call (default 8 on CPU, 32 on CUDA)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: CUDA when available)")
-    p.add_argument("--colorbar", action="store_true", help="draw a colour bar beside the overlays")
+    p.add_argument(
+        "--no-colorbar",
+        dest="colorbar",
+        action="store_false",
+        help="no colour bar beside the overlays (by default one shows the colour scale, 0 to 1)",
+    )
+    p.add_argument(
+        "--no-timestamp",
+        dest="timestamp",
+        action="store_false",
+        help="no time (mm:ss.s) on the frames of the heat-map video",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs of the same names")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_json_option(p)
     p.set_defaults(func=run)
 
 
@@ -89,9 +103,11 @@ def run(args: argparse.Namespace) -> int:
             device=device,
             progress=not args.no_progress,
             colorbar=args.colorbar,
+            timestamp=args.timestamp,
             overwrite=args.overwrite,
         )
-        summary = {"frames": len(result.timestamps), "fps": result.fps}
+        facts = {"frames": len(result.timestamps), "fps": result.fps}
+        first = paths["heatmap_video"]
     else:
         if args.audio is None:
             raise SSPLError("--image needs --audio FILE (the sound to localize)")
@@ -106,8 +122,16 @@ def run(args: argparse.Namespace) -> int:
         paths = write_image_outputs(
             result, args.out, Path(args.image).stem, colorbar=args.colorbar, overwrite=args.overwrite
         )
-        summary = {"width": result.image.width, "height": result.image.height}
-    summary["outputs"] = {key: str(path) for key, path in paths.items()}
-    summary["seconds"] = round(time.perf_counter() - start, 2)
-    print(json.dumps(summary))
+        facts = {"width": result.image.width, "height": result.image.height}
+        first = paths["overlay"]
+    summary = Summary(
+        "localize",
+        len(paths),
+        out=args.out,
+        open=first,
+        seconds=time.perf_counter() - start,
+        facts=facts,
+        details={"outputs": {key: str(path) for key, path in paths.items()}},
+    )
+    emit(summary, args.json)
     return 0

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from ..audio import CLIP_SECONDS
+from ..data.lists import bundled_list_names
+from ..data.manifest import MANIFEST_NAME
 from ..data.prepare import LAYOUTS, merge_shards, parse_shard, prepare
 from ..errors import DataError
+from .summary import Summary, add_json_option, emit
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,7 +32,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         dest="list_file",
         metavar="FILE",
         help="ids to prepare: a file (one id per line, or VGG-Sound CSV rows ytid,start_seconds,label,split) "
-        "or the name of a bundled list (flickr_10k, flickr_144k, vggss_10k, ...)",
+        f"or the name of a bundled list: {', '.join(bundled_list_names())} (vggss_test_5158: the clips "
+        "with VGG-SS boxes, i.e. those `sspl evaluate --benchmark vggss` scores)"
+        "; flickr_test_plus_silent / vggss_test_plus_silent (or a video,audio,label CSV) prepare an extended test "
+        "set: each pair is a clip with one clip's frame and another's sound, id <video>+<audio>",
     )
     p.add_argument(
         "--shard", metavar="I/N", type=_shard, help="prepare shard I of N (I = 0 .. N-1) of the sorted ids"
@@ -54,6 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--merge", action="store_true", help="merge OUT/shards/*/manifest.csv into OUT/manifest.csv"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_json_option(p)
     p.set_defaults(func=run)
 
 
@@ -65,11 +73,13 @@ def _shard(text: str) -> tuple[int, int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
     if args.merge:
         if args.src is not None:
             raise DataError("--merge takes only OUT: sspl prepare --merge OUT")
-        summary = merge_shards(args.out)
-        print(f"merged {summary.out}: {summary.done} done / {summary.failed} failed")
+        merged = merge_shards(args.out)
+        facts = {"done": merged.done, "failed": merged.failed}
+        emit(_summary(merged.out, 1, "file", facts, True, start), args.json)
         return 0
     if args.src is None:
         raise DataError("missing SRC: sspl prepare SRC OUT")
@@ -85,9 +95,8 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         native_audio=args.native_audio,
     )
-    print(summary)
-    if summary.merged:
-        print(f"all shards finished: merged into {summary.out / 'manifest.csv'}")
+    facts = {"done": summary.done, "skipped": summary.skipped, "failed": summary.failed}
+    emit(_summary(summary.out, summary.done, "clip", facts, summary.merged, start), args.json)
     if summary.failed and not summary.done and not summary.skipped:
         print(
             f"error: no clip could be prepared; each clip's reason is in the error column of the manifest "
@@ -96,3 +105,18 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _summary(out, count: int, unit: str, facts: dict, merged: bool, start: float) -> Summary:
+    """The closing lines of a prepare (or a merge): the manifest is what to open (its error column names
+    each failed clip's reason); ``merged`` says the shards' parts were merged into it."""
+    manifest = out / MANIFEST_NAME
+    return Summary(
+        "prepare",
+        count,
+        unit,
+        out=out,
+        open=manifest if manifest.is_file() else None,
+        seconds=time.perf_counter() - start,
+        facts={**facts, **({"merged shards": True} if merged else {})},
+    )

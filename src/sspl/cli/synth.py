@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
+from pathlib import Path
 
 from ..errors import SSPLError
+from .summary import Summary, add_json_option, emit
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,9 +25,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the whole set (default 0)")
     p.add_argument(
         "--preset",
-        choices=("easy", "distractors"),
+        choices=("easy", "distractors", "extended"),
         default="distractors",
-        help="easy: the sounding object alone; distractors: 2-4 objects (default)",
+        help=(
+            "easy: the sounding object alone; distractors: 2-4 objects (default); extended: 2-4 objects, "
+            "and half of the scenes without a visible source (the extended protocol's test clips)"
+        ),
     )
     p.add_argument("--min-objects", type=int, help="objects per scene, at least (overrides the preset)")
     p.add_argument("--max-objects", type=int, help="objects per scene, at most (overrides the preset)")
@@ -47,6 +51,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="let distractors have the sounding object's category",
     )
+    p.add_argument(
+        "--no-source-fraction",
+        type=float,
+        metavar="F",
+        help=(
+            "share of each split's scenes whose sound has no visible source, half silent (its category "
+            "is not in the frame) and half off-screen (the object lies beside the frame); their "
+            "annotations hold no box and scenes.json records each scene's kind (default 0; extended: 0.5)"
+        ),
+    )
     p.add_argument("--num-categories", type=int, help="use the first K of the 8 categories (default 8)")
     p.add_argument("--val-fraction", type=float, help="share of scenes in val (default 0.1)")
     p.add_argument("--test-fraction", type=float, help="share of scenes in test (default 0.2)")
@@ -57,6 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_json_option(p)
     p.set_defaults(func=run)
 
 
@@ -77,11 +92,26 @@ def run(args: argparse.Namespace) -> int:
             val_fraction=args.val_fraction,
             test_fraction=args.test_fraction,
             pretrain_num=args.pretrain_num,
+            no_source_fraction=args.no_source_fraction,
         )
     except ValueError as e:
         raise SSPLError(str(e)) from e
     if args.workers is not None and args.workers < 1:
         raise SSPLError(f"--workers must be >= 1, got {args.workers}")
     summary = generate_synth(args.out, config, workers=args.workers, progress=not args.no_progress)
-    print(json.dumps(summary))
+    scenes = summary["scenes"]
+    out = Path(summary["out_dir"])
+    emit(
+        Summary(
+            "synth",
+            sum(scenes.values()),
+            "scene",
+            out=out,
+            open=out / "manifest.csv",
+            seconds=summary["seconds"],
+            facts=dict(scenes),
+            details={"out_dir": summary["out_dir"], "scenes": scenes},
+        ),
+        args.json,
+    )
     return 0

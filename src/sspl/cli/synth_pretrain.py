@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
+from pathlib import Path
 
 from ..errors import SSPLError
+from .summary import Summary, add_json_option, emit
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -50,6 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty DIR")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_json_option(p)
     p.set_defaults(func=run)
 
 
@@ -72,5 +74,25 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValueError as e:
         raise SSPLError(str(e)) from e
-    print(json.dumps({"out": args.out, "metrics": info["metrics"], "seconds": info["seconds"]}))
+    from ..engine.pretrain import AUDIO_WEIGHTS_NAME, ENCODERS_JSON_NAME, VISUAL_WEIGHTS_NAME
+
+    out = Path(args.out)
+    metrics = info["metrics"]
+    emit(
+        Summary(
+            "synth-pretrain",
+            3,
+            out=out,
+            open=out / ENCODERS_JSON_NAME,
+            seconds=info["seconds"]["total"],
+            facts={k: v for k, v in metrics.items() if isinstance(v, int | float)},
+            details={
+                "metrics": metrics,
+                "files": [
+                    str(out / n) for n in (VISUAL_WEIGHTS_NAME, AUDIO_WEIGHTS_NAME, ENCODERS_JSON_NAME)
+                ],
+            },
+        ),
+        args.json,
+    )
     return 0

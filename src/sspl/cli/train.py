@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
+import time
 
 from ..config import Config, apply_overrides, config_to_yaml, load_config
+from .summary import Summary, add_json_option, count_files, emit
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--allow-overlap", action="store_true", help="train even if ids overlap a benchmark test set"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_json_option(p)
     p.add_argument(
         "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr_head=1e-4"
     )
@@ -90,9 +92,11 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(config_to_yaml(resolved_config(args)), end="")
         return 0
+    from ..engine.run_dir import HISTORY_NAME
     from ..engine.train import train
 
     cfg = resolved_config(args)
+    start = time.perf_counter()
     result = train(
         cfg,
         args.data,
@@ -101,16 +105,25 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.no_progress,
     )
-    summary = {
-        "run_dir": str(result.run_dir),
-        "epochs": result.epochs_completed,
-        "steps": result.steps,
-        "best_epoch": result.best_epoch,
-        result.select_metric: result.best_metric,
-        "stopped_early": result.stopped_early,
-    }
-    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun the other processes' results are partial
-        print(json.dumps(summary))
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun the other processes' results are partial
+        return 0
+    run_dir = result.run_dir
+    summary = Summary(
+        "train",
+        count_files(run_dir),
+        out=run_dir,
+        open=run_dir / HISTORY_NAME,
+        seconds=time.perf_counter() - start,
+        facts={
+            "epochs": result.epochs_completed,
+            "steps": result.steps,
+            "best epoch": result.best_epoch,
+            result.select_metric: result.best_metric,
+            "stopped early": result.stopped_early,
+        },
+        details={"run_dir": str(run_dir)},
+    )
+    emit(summary, args.json)
     return 0
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from ..errors import WeightsError
+from .summary import Summary, add_json_option, emit
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,17 +39,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="list only the released trained models (EZ-VSL, SLAVC, FNAC): trained on, published score, "
         "download page and where to put the file (the text listing shows them after the encoder weights)",
     )
-    p.add_argument("--json", action="store_true", help="print one JSON line instead of text")
+    add_json_option(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..weights import KNOWN_WEIGHTS, misconfigured, resolve, status
+    from ..weights import KNOWN_WEIGHTS, cache_dir, misconfigured, resolve, status
 
     if args.released:
         if args.fetch or args.pin or args.names:
             raise WeightsError("--released lists the released models; it takes no names, --fetch or --pin")
-        _released(args.json)
+        listed = _released(args.json)
+        found = sum(entry["found"] for entry in listed.values())
+        summary = Summary(
+            "weights",
+            found,
+            "released model",
+            facts={"listed": len(listed), "found": found},
+            details={"released": listed},
+            verb="Found",
+        )
+        emit(summary, args.json)
         return 0
 
     names = args.names or [n for n, k in KNOWN_WEIGHTS.items() if not (args.pin and k.sha256)]
@@ -60,12 +70,15 @@ def run(args: argparse.Namespace) -> int:
         return _pin(names, args.json)
     failed = []
     report = {}
+    fetched = 0
     for name in names:
         known = KNOWN_WEIGHTS[name]
         if args.fetch:
+            had = (cache_dir() / known.filename).is_file()  # no hashing: resolve checks the copy
             try:
                 path = resolve(name)
                 message = f"{path} (SHA-256 checked)"
+                fetched += not had and path == cache_dir() / known.filename
             except WeightsError as e:
                 path, message = None, str(e)
         else:
@@ -83,10 +96,21 @@ def run(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"{name:9s} {known.description}\n          {message}")
             print(f"          SHA-256 {digest} ({source})" if digest else f"          SHA-256 {source}")
-    if args.json:
-        print(json.dumps(report))
-    elif not args.fetch and not args.names:
+    if not args.json and not args.fetch and not args.names:
         _released(False)
+    found = sum(entry["path"] is not None for entry in report.values())
+    missing = [n for n, entry in report.items() if entry["path"] is None]
+    summary = Summary(
+        "weights",
+        fetched if args.fetch else found,
+        "weight file",
+        out=cache_dir() if args.fetch else None,  # a listed file may be anywhere sspl looks
+        next=f"sspl weights --fetch {' '.join(missing)}" if missing and not args.fetch else None,
+        facts={"found": found, "missing": len(missing)},
+        details={"weights": report},
+        verb="Wrote" if args.fetch else "Found",
+    )
+    emit(summary, args.json)
     # a file never fetched is a normal state when listing; a broken one, or a failed fetch, is not
     return 1 if failed else 0
 
@@ -103,7 +127,7 @@ def _pin_of(name: str) -> tuple[str | None, str]:
 
 def _pin(names: list[str], as_json: bool) -> int:
     """``--pin``: record the digest of each named file's local copy."""
-    from ..weights import pin, pinned
+    from ..weights import cache_dir, pin, pinned
 
     report = {}
     for name in names:
@@ -114,13 +138,14 @@ def _pin(names: list[str], as_json: bool) -> int:
             print(f"{name:9s} pinned SHA-256 {digest} of {path}")
             if not source.startswith("recorded"):
                 print(f"          but {source} is set and overrides it")
-    if as_json:
-        print(json.dumps(report))
+    summary = Summary("weights", len(report), "pin", out=cache_dir(), details={"weights": report})
+    emit(summary, as_json)
     return 0
 
 
-def _released(as_json: bool) -> None:
-    """The released trained models: what each is, whether it is in place, and how to get it there."""
+def _released(as_json: bool) -> dict[str, dict]:
+    """The released trained models: what each is, whether it is in place, and how to get it there
+    (printed unless ``as_json``; returned by name)."""
     from ..released_models import RELEASED_MODELS
 
     report = {}
@@ -140,5 +165,4 @@ def _released(as_json: bool) -> None:
         if not as_json:
             where = f"found at {path}" if found else f"not there; download {m.file} from {m.page} to {path}"
             print(f"{name:18s} {m.method} trained on {m.trained_on}; published: {m.score}\n{'':18s} {where}")
-    if as_json:
-        print(json.dumps(report))
+    return report

@@ -10,7 +10,10 @@ Formats (``Annotation.box_format`` says how ``sspl.metrics.gt_map_from_boxes`` r
   ``pixels256``.
 - VGG-SS JSON ``[{"file": "<ytid>_<start>", "class": ..., "bbox": [[x1, y1, x2, y2], ...]}, ...]``,
   normalised coordinates clamped to [0, 1] on reading (a few published values fall outside).
-  ``normalized``. SynthAV writes this format as ``annotations.json`` in its prepared folder.
+  ``normalized``. SynthAV writes this format as ``annotations.json`` in its prepared folder. An entry with
+  ``"bbox": []`` is a clip whose sound has no visible source (the extended protocol's silent and
+  off-screen clips, SynthAV's ``extended`` preset): it reads as an annotation without boxes, which only
+  the extended protocol scores; :func:`subset_annotations` refuses it unless asked.
 - AVSBench-S4 JSON ``[{"image": ".../<category>/<ytid>/<ytid>_<k>.png", "audio": ..., "gt_box":
   [x1, y1, x2, y2]}, ...]`` in pixels of a 224 x 224 frame, 5 frames per video. Id = the image stem
   ``<ytid>_<k>`` (k = 1..5, frame k covering about second k-1 to k), which is also the name a prepared
@@ -67,7 +70,8 @@ class Annotation:
 
     Attributes:
         id: sample id (the prepared dataset's clip id).
-        boxes: ``K x 4`` float64 ``[x1, y1, x2, y2]`` in ``box_format``; K >= 1 for every reader here.
+        boxes: ``K x 4`` float64 ``[x1, y1, x2, y2]`` in ``box_format``; K >= 1 for every reader here
+            but VGG-SS-style entries with ``"bbox": []`` (K = 0: no visible source).
         box_format: ``"pixels256"``, ``"normalized"`` or ``"pixels224"`` (see ``sspl.metrics``).
         classes: per box, the class or label text ("" when the format has none).
         annotator_ids: per box, the annotator index (-1 when unknown, e.g. pooled boxes).
@@ -173,10 +177,11 @@ def parse_vggss_json(data: Any, source: str = "<json>") -> dict[str, Annotation]
     """VGG-SS style entries ``{"file", "class", "bbox": [[x1, y1, x2, y2], ...]}`` (normalised).
 
     Coordinates are clamped to [0, 1], which changes no ground-truth pixel (the official rule clips
-    at the image border too).
+    at the image border too). ``"bbox": []`` gives an annotation without boxes: a clip without a visible
+    source.
 
     Raises:
-        DataError: malformed entries, an entry without boxes, or a repeated id (names the entry).
+        DataError: malformed entries, a ``bbox`` that is not a list, or a repeated id (names the entry).
     """
     if not isinstance(data, list):
         raise DataError(f"{source}: expected a list of {{'file', 'class', 'bbox'}} entries")
@@ -188,11 +193,11 @@ def parse_vggss_json(data: Any, source: str = "<json>") -> dict[str, Annotation]
         sample_id = str(entry["file"])
         where = f"{where} ({sample_id})"
         boxes = entry["bbox"]
-        if not isinstance(boxes, list) or not boxes:
-            raise DataError(f"{where}: expected a non-empty list of boxes")
+        if not isinstance(boxes, list):
+            raise DataError(f"{where}: expected a list of boxes ([] for a clip without a visible source)")
         if sample_id in out:
             raise DataError(f"{where}: id {sample_id} appears twice")
-        arr = np.clip(np.array([_coords(b, where) for b in boxes]), 0.0, 1.0)
+        arr = np.clip(np.array([_coords(b, where) for b in boxes]).reshape(-1, 4), 0.0, 1.0)
         label = str(entry.get("class", ""))
         out[sample_id] = Annotation(sample_id, arr, "normalized", (label,) * len(arr))
     return out
@@ -305,15 +310,24 @@ def load_annotations(benchmark_or_path: str | os.PathLike) -> dict[str, Annotati
     )
 
 
-def subset_annotations(annotations: dict[str, Annotation], ids: Iterable[str]) -> dict[str, Annotation]:
+def subset_annotations(
+    annotations: dict[str, Annotation], ids: Iterable[str], *, allow_empty: bool = False
+) -> dict[str, Annotation]:
     """The annotations of the given ids, e.g. the clips of a prepared test set (VGG-SS: 4,692 of 5,158).
 
     An id is looked up as given, then in its canonical form (:func:`sspl.data.lists.canonical_id`), so a
     clip prepared from ``gEvCUcZ6w88_30.mp4`` finds the VGG-SS boxes of ``gEvCUcZ6w88_000030``; the
     result is keyed by the ids as given.
 
+    Args:
+        annotations: id -> annotation (:func:`load_annotations`).
+        ids: the clips wanted.
+        allow_empty: accept annotations without boxes (clips without a visible source), which only the
+            extended protocol scores; by default they are an error, as a missing annotation is.
+
     Raises:
-        DataError: listing the ids that have no annotation (never a silent zero map).
+        DataError: listing the ids that have no annotation (never a silent zero map), or, unless
+            ``allow_empty``, those whose annotation holds no box.
     """
     ids = list(dict.fromkeys(ids))
     found = {i: annotations.get(i, annotations.get(canonical_id(i))) for i in ids}
@@ -321,4 +335,11 @@ def subset_annotations(annotations: dict[str, Annotation], ids: Iterable[str]) -
     if missing:
         shown = ", ".join(missing[:10]) + (f", ... ({len(missing)} in all)" if len(missing) > 10 else "")
         raise DataError(f"{len(missing)} sample(s) have no ground-truth annotation: {shown}")
+    empty = [i for i, a in found.items() if len(a.boxes) == 0]
+    if empty and not allow_empty:
+        shown = ", ".join(empty[:10]) + (f", ... ({len(empty)} in all)" if len(empty) > 10 else "")
+        raise DataError(
+            f"{len(empty)} sample(s) have no box (no visible source: an extended-protocol set): {shown}; "
+            "the standard protocol scores clips with a visible source only"
+        )
     return {i: a if a.id == i else replace(a, id=i) for i, a in found.items()}

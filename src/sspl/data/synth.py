@@ -15,9 +15,14 @@ The output folder is in the prepared format of :mod:`sspl.data.manifest` (``kind
 
     annotations.json              VGG-SS format: [{"file": id, "class": category, "bbox": [[x1, y1, x2, y2]]}]
                                   the sounding object's tight box, normalised to [0, 1] in the 256 x 256
-                                  frame, for every scene of every split
-    scenes.json                   {id: {"split", "sounding": k, "objects": [{"category", "bbox"}, ...]}}:
-                                  the category and box of every object (for "negatives exclude same class")
+                                  frame, for every scene of every split; "bbox": [] (no box) for a scene
+                                  whose sound has no visible source
+    scenes.json                   {id: {"split", "kind", "sound", "sounding": k, "objects": [{"category",
+                                  "bbox"}, ...]}}: the scene's kind (visible, silent, offscreen), the sound's
+                                  category, the index of the sounding object (null when it is not in the
+                                  frame) and the category and box of every object in the frame (for
+                                  "negatives exclude same class"); an offscreen scene also holds
+                                  "offscreen_object": {"category", "bbox"}, its box outside [0, 1]
     pretrain/ids.txt              the M ids of the "pretrain" split, one per line (the order of the arrays)
     pretrain/location_coverage.npy M x (1 + K) x 14 x 14 float32: share of each cell of the evaluation grid
                                   covered by background (channel 0) and by each of the K categories
@@ -31,6 +36,13 @@ The hard label of a cell is ``1 + category`` when one category covers at least h
 :data:`BACKGROUND_LABEL` (0) when objects cover less than a tenth of it, and :data:`IGNORE_LABEL` (255)
 in between (edges of objects). Pretraining fits the coverage itself (soft targets), so features at an
 object's edge are a proportional mix and cosine maps follow the object's extent.
+
+Scenes without a visible source (``--no-source-fraction``, the ``extended`` preset; the rule is
+:func:`~sspl.data.synth_scenes.scene_kinds`): in a ``silent`` scene the sound's category is nowhere in the
+frame; in an ``offscreen`` scene the sounding object lies in a frame-sized square beside the frame (so it
+is not drawn) and nothing of its category is in the frame. Their sound is rendered as in any scene. Such
+scenes are the clips of Mo & Morgado's extended protocol that have no box; every other scene is
+``visible``, rendered byte for byte as in a set without them.
 
 Splits: the ``num`` main scenes (``synth_000000`` ...) are split into train / val / test by a seeded
 permutation; the ``pretrain_num`` pretraining scenes (``synthpre_000000`` ...) come from a separate random
@@ -54,7 +66,7 @@ import logging
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +90,7 @@ from .synth_scenes import (
     OBJECT_LABEL_MIN_COVERAGE,
     PRESETS,
     PRETRAIN_OBJECTS,
+    SCENE_KINDS,
     Category,
     RenderedScene,
     SynthConfig,
@@ -87,6 +100,7 @@ from .synth_scenes import (
     render_background,
     render_scene,
     scene_id,
+    scene_kinds,
     split_assignment,
     synth_config,
 )
@@ -106,6 +120,7 @@ __all__ = [
     "PRETRAIN_LOCATION_LABELS",
     "PRETRAIN_OBJECTS",
     "PRETRAIN_SOUND_LABELS",
+    "SCENE_KINDS",
     "Category",
     "RenderedScene",
     "SynthConfig",
@@ -119,6 +134,7 @@ __all__ = [
     "render_background",
     "render_scene",
     "scene_id",
+    "scene_kinds",
     "split_assignment",
     "synth_config",
 ]
@@ -149,18 +165,27 @@ class _SceneRecord:
     stream: str
     index: int
     categories: list[int]
-    sounding: int
+    sounding: int | None
     boxes: list[list[float]]
     frame_sha1: str
     location_coverage: np.ndarray | None
+    kind: str = "visible"
+    sound_category: int = -1
+    offscreen_box: list[float] | None = None
 
 
-def _make_scene(out_dir: str, config: SynthConfig, stream: str, index: int) -> _SceneRecord:
+def _rounded(box) -> list[float]:
+    return [round(float(c), 6) for c in box]
+
+
+def _make_scene(
+    out_dir: str, config: SynthConfig, stream: str, index: int, kind: str = "visible"
+) -> _SceneRecord:
     """Render one scene and write its frame, clip and log-mel unless all three exist (resume)."""
     sid = scene_id(stream, index)
     root = Path(out_dir)
     frame_path, audio_path, spect_path = (root / p for p in _relative_paths(sid))
-    scene = render_scene(config, stream, index)
+    scene = render_scene(config, stream, index, kind)
     jpeg = encode_jpeg(scene.image)
     if not _scene_files_intact(frame_path, audio_path, spect_path, jpeg):
         clip = official_clip(scene.mix)
@@ -174,13 +199,16 @@ def _make_scene(out_dir: str, config: SynthConfig, stream: str, index: int) -> _
         index=index,
         categories=scene.categories,
         sounding=scene.sounding,
-        boxes=[[round(float(c), 6) for c in b] for b in scene.boxes],
+        boxes=[_rounded(b) for b in scene.boxes],
         frame_sha1=hashlib.sha1(jpeg).hexdigest(),
         location_coverage=(
             location_coverage(scene.masks, scene.categories, config.num_categories)
             if stream == "pretrain"
             else None
         ),
+        kind=scene.kind,
+        sound_category=scene.sound_category,
+        offscreen_box=None if scene.offscreen_box is None else _rounded(scene.offscreen_box),
     )
 
 
@@ -236,10 +264,12 @@ def _check_output_dir(out_dir: Path, config: SynthConfig) -> None:
     if meta.get("kind") != "synth" or previous is None:
         raise DataError(f"{out_dir}: holds a prepared set of kind {meta.get('kind')!r}; choose a new folder")
     wanted = config.to_json()
+    # a setting added since that set was made has its default there (it made the same scenes)
+    defaults = {f.name: f.default for f in fields(SynthConfig) if f.default is not MISSING}
     differ = [
-        f"{_option_name(k)} {previous.get(k)!r} there, {wanted[k]!r} now"
+        f"{_option_name(k)} {previous.get(k, defaults.get(k))!r} there, {wanted[k]!r} now"
         for k in wanted
-        if previous.get(k) != wanted[k]
+        if previous.get(k, defaults.get(k)) != wanted[k]
     ]
     if meta.get("generator_version") != GENERATOR_VERSION:
         differ.append(f"generator version {meta.get('generator_version')!r} there, {GENERATOR_VERSION!r} now")
@@ -297,8 +327,8 @@ def _generate(out: Path, config: SynthConfig, workers: int | None, progress: boo
         for stale in filter(_stale_temp, (out / sub).iterdir()):  # left by a killed run
             stale.unlink(missing_ok=True)
 
-    tasks = [(str(out), config, "main", i) for i in range(config.num)]
-    tasks += [(str(out), config, "pretrain", i) for i in range(config.pretrain_num)]
+    tasks = [(str(out), config, "main", i, kind) for i, kind in enumerate(scene_kinds(config))]
+    tasks += [(str(out), config, "pretrain", i, "visible") for i in range(config.pretrain_num)]
     workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
     records = _run_tasks(tasks, workers, progress)
 
@@ -353,7 +383,7 @@ def _write_scene_tables(
     rows, annotations, scenes = [], [], {}
     for r in records:
         frame, audio, spect = _relative_paths(r.id)
-        label = names[r.categories[r.sounding]]
+        label = names[r.sound_category]
         rows.append(
             ManifestRow(
                 id=r.id,
@@ -366,12 +396,17 @@ def _write_scene_tables(
                 split=split_of[r.id],
             )
         )
-        annotations.append({"file": r.id, "class": label, "bbox": [r.boxes[r.sounding]]})
+        visible = r.sounding is not None
+        annotations.append({"file": r.id, "class": label, "bbox": [r.boxes[r.sounding]] if visible else []})
         scenes[r.id] = {
             "split": split_of[r.id],
+            "kind": r.kind,
+            "sound": label,
             "sounding": r.sounding,
             "objects": [{"category": names[c], "bbox": b} for c, b in zip(r.categories, r.boxes)],
         }
+        if r.offscreen_box is not None:
+            scenes[r.id]["offscreen_object"] = {"category": label, "bbox": r.offscreen_box}
     atomic_save_json(out / ANNOTATIONS_NAME, annotations, indent=0)
     atomic_save_json(out / SCENES_NAME, scenes, indent=0)
     return rows
@@ -386,9 +421,7 @@ def _write_pretrain_targets(out: Path, config: SynthConfig, pre: list[_SceneReco
     atomic_save_npy(out / PRETRAIN_LOCATION_COVERAGE, coverage)
     labels = np.stack([location_labels(c) for c in coverage]) if pre else coverage[:, 0].astype(np.uint8)
     atomic_save_npy(out / PRETRAIN_LOCATION_LABELS, labels)
-    atomic_save_npy(
-        out / PRETRAIN_SOUND_LABELS, np.array([r.categories[r.sounding] for r in pre], dtype=np.int64)
-    )
+    atomic_save_npy(out / PRETRAIN_SOUND_LABELS, np.array([r.sound_category for r in pre], dtype=np.int64))
 
 
 def _warn_empty_splits(out: Path, config: SynthConfig, counts: dict[str, int]) -> None:
@@ -447,7 +480,8 @@ def _check_unique_frames(records: list[_SceneRecord], split_of: dict[str, str]) 
 
 
 def load_scenes(data_dir: str | os.PathLike) -> dict:
-    """Read ``scenes.json`` of a SynthAV set: ``{id: {"split", "sounding", "objects": [...]}}``."""
+    """Read ``scenes.json`` of a SynthAV set: ``{id: {"split", "kind", "sound", "sounding", "objects": [...]}}``
+    (layout in the module docstring)."""
     path = Path(data_dir) / SCENES_NAME
     if not path.is_file():
         raise DataError(f"{path}: missing; is {data_dir} a SynthAV set written by `sspl synth`?")

@@ -29,6 +29,7 @@ __all__ = [
     "MAX_SCENES",
     "PRESETS",
     "PRETRAIN_OBJECTS",
+    "SCENE_KINDS",
     "Category",
     "RenderedScene",
     "SynthConfig",
@@ -38,6 +39,7 @@ __all__ = [
     "render_background",
     "render_scene",
     "scene_id",
+    "scene_kinds",
     "split_assignment",
     "synth_config",
 ]
@@ -55,6 +57,12 @@ MAX_SCENES = 1_000_000  # per stream (--num, --pretrain-num): about 30 GB of sce
 
 _STREAMS = {"main": 0, "pretrain": 1}
 _SPLIT_STREAM = 2  # seed stream of the train/val/test permutation
+_KIND_STREAM = 3  # seed stream of the choice of scenes without a visible source
+
+#: what a scene shows of its sound's source: ``visible`` (the sounding object is in the frame), ``silent``
+#: (the sound's category is nowhere in the scene: the sound has no source to see) or ``offscreen`` (the
+#: sounding object lies beside the frame, outside it; nothing of its category is in the frame)
+SCENE_KINDS = ("visible", "silent", "offscreen")
 
 
 @dataclass(frozen=True)
@@ -91,9 +99,15 @@ CATEGORIES: tuple[Category, ...] = (
 )
 
 PRETRAIN_OBJECTS = (2, 4)  # objects per pretraining scene, capped at the number of categories
-PRESETS: dict[str, dict[str, int]] = {
+#: the extended preset's share of scenes without a visible source: one half, as in Extended Flickr-SoundNet
+#: and Extended VGG-SS (Mo & Morgado 2022), which add as many clips without a visible source as they hold
+#: test clips (250 + 250, 5,158 + 5,158; the lists in ``sspl/assets/lists``)
+EXTENDED_NO_SOURCE_FRACTION = 0.5
+PRESETS: dict[str, dict[str, float]] = {
     "easy": {"min_objects": 1, "max_objects": 1},
     "distractors": {"min_objects": 2, "max_objects": 4},
+    # distractors, and half of the scenes without a visible source (silent and off-screen, half each)
+    "extended": {"min_objects": 2, "max_objects": 4, "no_source_fraction": EXTENDED_NO_SOURCE_FRACTION},
 }
 
 
@@ -114,6 +128,9 @@ class SynthConfig:
         num_categories: use the first ``num_categories`` of :data:`CATEGORIES`.
         val_fraction, test_fraction: shares of the main scenes in val and test (the rest is train).
         pretrain_num: scenes of the separate "pretrain" split for encoder pretraining.
+        no_source_fraction: share of the main scenes of each split whose sound has no visible source
+            (half ``silent``, half ``offscreen``, see :data:`SCENE_KINDS` and :func:`scene_kinds`); their
+            annotations hold no box. 0 (every scene visible) but in the ``extended`` preset.
     """
 
     num: int
@@ -127,6 +144,7 @@ class SynthConfig:
     val_fraction: float = 0.1
     test_fraction: float = 0.2
     pretrain_num: int = 1000
+    no_source_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "object_size", tuple(float(s) for s in self.object_size))
@@ -166,6 +184,8 @@ class SynthConfig:
             problems.append(
                 f"val_fraction + test_fraction must be < 1, got {self.val_fraction + self.test_fraction}"
             )
+        if not (math.isfinite(self.no_source_fraction) and 0 <= self.no_source_fraction <= 1):
+            problems.append(f"no_source_fraction must be in [0, 1], got {self.no_source_fraction}")
         if problems:
             raise ValueError("invalid SynthAV settings: " + "; ".join(problems))
 
@@ -186,7 +206,8 @@ class SynthConfig:
 
 def synth_config(preset: str = "distractors", **overrides: object) -> SynthConfig:
     """A :class:`SynthConfig` from a preset (``easy``: the sounding object alone; ``distractors``: 2-4
-    objects) with explicit fields taking precedence; ``None`` values are ignored."""
+    objects; ``extended``: 2-4 objects, and half of the scenes without a visible source) with explicit
+    fields taking precedence; ``None`` values are ignored."""
     if preset not in PRESETS:
         raise ValueError(f"unknown SynthAV preset {preset!r}; choose from {sorted(PRESETS)}")
     values: dict[str, object] = dict(PRESETS[preset])
@@ -213,6 +234,27 @@ def split_assignment(config: SynthConfig) -> list[str]:
     return splits
 
 
+def scene_kinds(config: SynthConfig) -> list[str]:
+    """Kind (:data:`SCENE_KINDS`) of each main scene (``num`` entries).
+
+    In each split, ``round(n * no_source_fraction)`` of its ``n`` scenes, picked by a seeded permutation,
+    have no visible source: the first half of them (rounded up) ``silent``, the rest ``offscreen``; every
+    other scene is ``visible``. So each split, the test split included, holds the stated share.
+    """
+    kinds = ["visible"] * config.num
+    if config.no_source_fraction <= 0:
+        return kinds
+    splits = split_assignment(config)
+    order = np.random.default_rng([config.seed, _KIND_STREAM]).permutation(config.num)
+    for split in ("train", "val", "test"):
+        members = [int(i) for i in order if splits[i] == split]
+        chosen = members[: int(round(len(members) * config.no_source_fraction))]
+        n_silent = (len(chosen) + 1) // 2
+        for rank, index in enumerate(chosen):
+            kinds[index] = "silent" if rank < n_silent else "offscreen"
+    return kinds
+
+
 # --------------------------------------------------------------------------------------------------
 # Rendering
 # --------------------------------------------------------------------------------------------------
@@ -224,24 +266,32 @@ class RenderedScene:
 
     Attributes:
         image: ``256 x 256 x 3`` uint8 frame (before JPEG).
-        masks: ``K x 256 x 256`` bool, the pixels of each object.
+        masks: ``K x 256 x 256`` bool, the pixels of each object in the frame.
         boxes: ``K x 4`` float, each mask's tight box ``[x1, y1, x2, y2]`` normalised to [0, 1].
         categories: ``K`` category indices.
-        sounding: index (into the K objects) of the sounding one.
+        sounding: index (into the K objects) of the sounding one; None when the sound has no visible
+            source (``kind`` ``silent`` or ``offscreen``).
         source: ``48000`` float32, the sounding signature scaled to unit RMS.
         noise: ``48000`` float32, the background noise scaled to the configured SNR.
         background: the background kind (``noise``, ``gradient`` or ``stripes``).
+        kind: one of :data:`SCENE_KINDS`.
+        sound_category: the category whose signature ``source`` is.
+        offscreen_box: for an ``offscreen`` scene, the sounding object's tight box in the frame's
+            normalised coordinates, wholly outside ``[0, 1]`` (it lies beside the frame); else None.
     """
 
     image: np.ndarray
     masks: np.ndarray
     boxes: np.ndarray
     categories: list[int]
-    sounding: int
+    sounding: int | None
     source: np.ndarray
     noise: np.ndarray
     background: str = ""
     objects_px: list[tuple[int, int, int]] = field(default_factory=list)
+    kind: str = "visible"
+    sound_category: int = -1
+    offscreen_box: np.ndarray | None = None
 
     @property
     def mix(self) -> np.ndarray:
@@ -360,31 +410,72 @@ def _place_objects(
     return placed
 
 
-def render_scene(config: SynthConfig, stream: str, index: int) -> RenderedScene:
+def _scene_categories(
+    rng: np.random.Generator, config: SynthConfig, stream: str, kind: str
+) -> tuple[list[int], int | None, int]:
+    """``(categories of the frame's objects, index of the sounding one or None, the sound's category)``.
+
+    A scene without a visible source draws its objects from the other categories only (at most all of
+    them), so nothing in its frame has the sound's category."""
+    if stream == "pretrain":
+        lo, hi, share = PRETRAIN_OBJECTS[0], min(PRETRAIN_OBJECTS[1], config.num_categories), False
+    else:
+        lo, hi, share = config.min_objects, config.max_objects, config.share_category
+    k = int(rng.integers(lo, hi + 1))
+    num_cat = config.num_categories
+    sounding_cat = int(rng.integers(num_cat))
+    others = np.delete(np.arange(num_cat), sounding_cat)
+    if kind != "visible":
+        return (
+            [int(c) for c in rng.choice(others, size=min(k, num_cat - 1), replace=False)],
+            None,
+            sounding_cat,
+        )
+    pool = np.arange(num_cat) if share else others
+    distractors = [int(c) for c in rng.choice(pool, size=k - 1, replace=False)]
+    sounding = int(rng.integers(k))
+    return [*distractors[:sounding], sounding_cat, *distractors[sounding:]], sounding, sounding_cat
+
+
+#: where an off-screen object lies: the frame-sized square left of, right of, above or below the frame
+_BESIDE = ((-1, 0), (1, 0), (0, -1), (0, 1))
+
+
+def _offscreen_box(rng: np.random.Generator, config: SynthConfig, category: int) -> np.ndarray:
+    """Tight box of an object of ``category`` placed in a frame-sized square beside the frame, normalised
+    to the frame (so wholly outside ``[0, 1]``)."""
+    dx, dy = _BESIDE[int(rng.integers(len(_BESIDE)))]
+    side = int(round(rng.uniform(*config.object_size) * FRAME_SIZE))
+    x0 = int(rng.integers(0, FRAME_SIZE - side + 1)) + dx * FRAME_SIZE
+    y0 = int(rng.integers(0, FRAME_SIZE - side + 1)) + dy * FRAME_SIZE
+    rows, cols = np.nonzero(_shape_mask(CATEGORIES[category].shape, side))
+    return np.array([x0 + cols.min(), y0 + rows.min(), x0 + cols.max() + 1, y0 + rows.max() + 1]) / FRAME_SIZE
+
+
+def render_scene(config: SynthConfig, stream: str, index: int, kind: str | None = None) -> RenderedScene:
     """Render scene ``index`` of ``stream`` (``"main"`` or ``"pretrain"``) of a SynthAV set.
 
     Args:
         config: the set's settings.
         stream: which random stream; main and pretraining scenes never coincide.
         index: scene number within the stream.
+        kind: the scene's kind (:data:`SCENE_KINDS`); default: the one :func:`scene_kinds` gives a main
+            scene (``visible`` for pretraining scenes and for indices past ``config.num``). Writing a set
+            passes it, to not redo that rule for every scene.
 
     Returns:
-        The frame, object masks and boxes, categories and the two audio components.
+        The frame, object masks and boxes, categories, the two audio components and the kind.
     """
     if stream not in _STREAMS:
         raise ValueError(f"stream must be one of {sorted(_STREAMS)}, got {stream!r}")
+    if kind is None:  # every scene is visible unless the set has scenes without a visible source
+        visible = stream == "pretrain" or config.no_source_fraction == 0 or not 0 <= index < config.num
+        kind = "visible" if visible else scene_kinds(config)[index]
+    if kind not in SCENE_KINDS or (stream == "pretrain" and kind != "visible"):
+        raise ValueError(f"kind must be one of {SCENE_KINDS} (pretraining scenes: visible), got {kind!r}")
     layout_rng, sound_rng, noise_rng = _scene_rngs(config.seed, stream, index)
-    if stream == "pretrain":
-        lo, hi, share = PRETRAIN_OBJECTS[0], min(PRETRAIN_OBJECTS[1], config.num_categories), False
-    else:
-        lo, hi, share = config.min_objects, config.max_objects, config.share_category
-    k = int(layout_rng.integers(lo, hi + 1))
-    num_cat = config.num_categories
-    sounding_cat = int(layout_rng.integers(num_cat))
-    pool = np.arange(num_cat) if share else np.delete(np.arange(num_cat), sounding_cat)
-    distractors = [int(c) for c in layout_rng.choice(pool, size=k - 1, replace=False)]
-    sounding = int(layout_rng.integers(k))
-    categories = [*distractors[:sounding], sounding_cat, *distractors[sounding:]]
+    categories, sounding, sounding_cat = _scene_categories(layout_rng, config, stream, kind)
+    k = len(categories)
 
     image, background = render_background(layout_rng, FRAME_SIZE)
     placed = _place_objects(layout_rng, k, config.object_size, FRAME_SIZE)
@@ -402,6 +493,7 @@ def render_scene(config: SynthConfig, stream: str, index: int) -> RenderedScene:
         boxes[j] = [cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]
     boxes /= FRAME_SIZE
     frame = np.clip(np.round(image), 0, 255).astype(np.uint8)
+    offscreen = _offscreen_box(layout_rng, config, sounding_cat) if kind == "offscreen" else None
 
     n = int(round(CLIP_SECONDS * SAMPLE_RATE_HZ))
     source = unit_rms(render_sound(CATEGORIES[sounding_cat].sound, sound_rng, n))
@@ -416,6 +508,9 @@ def render_scene(config: SynthConfig, stream: str, index: int) -> RenderedScene:
         noise=noise.astype(np.float32),
         background=background,
         objects_px=placed,
+        kind=kind,
+        sound_category=sounding_cat,
+        offscreen_box=offscreen,
     )
 
 

@@ -111,8 +111,14 @@ def save_checkpoint(
     trainer_state: dict | None = None,
     metrics: dict | None = None,
     rng: bool = True,
+    trained_on: str | None = None,
 ) -> None:
-    """Write a checkpoint atomically (temporary file + rename)."""
+    """Write a checkpoint atomically (temporary file + rename).
+
+    ``trained_on`` records the kind of the data the model was trained on (the prepared folder's
+    ``meta.json`` ``"kind"``: ``"synth"`` for SynthAV, ``"videos"``, ``"flickr"``, ``"pairs"``);
+    :func:`trained_on` reads it back. ``None`` (no training data: an untrained model) is not stored.
+    """
     state, sources = _model_state(model, config)
     ckpt = {
         "format": FORMAT,
@@ -126,6 +132,8 @@ def save_checkpoint(
         "metrics": metrics or {},
         "trainer": trainer_state or {},
     }
+    if trained_on is not None:
+        ckpt["trained_on"] = trained_on
     if optimizer is not None:
         ckpt["optimizer"] = optimizer.state_dict()
     if scheduler is not None:
@@ -223,11 +231,18 @@ def restore_model(ckpt: dict, *, download: bool = True) -> tuple[nn.Module, Conf
 
 
 def trained_on(ckpt: dict) -> str | None:
-    """What data the checkpoint's model was trained on, as far as it records: ``"synth"`` when its
-    ``small_cnn`` encoders start from the weights ``sspl synth-pretrain`` writes (SynthAV), else ``None``
-    (not recorded: any other data)."""
+    """What data the checkpoint's model was trained on, as far as it records.
+
+    A checkpoint of ``sspl train`` records it (the training folder's kind: ``"synth"`` for SynthAV,
+    ``"videos"``, ``"flickr"`` or ``"pairs"``; see :func:`save_checkpoint`). For one that does not
+    (written before the field existed, or by other code), it is inferred: ``"synth"`` when its
+    ``small_cnn`` encoders start from the weights ``sspl synth-pretrain`` writes, else ``None``.
+    """
     from .pretrain import AUDIO_WEIGHTS_NAME, VISUAL_WEIGHTS_NAME
 
+    recorded = ckpt.get("trained_on")
+    if isinstance(recorded, str) and recorded:
+        return recorded
     model = ckpt.get("config", {}).get("model", {})
     pairs = (
         (model.get("visual_encoder"), model.get("visual_weights"), VISUAL_WEIGHTS_NAME),

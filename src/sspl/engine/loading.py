@@ -49,7 +49,8 @@ def load_with_origin(
     download: bool = True,
 ) -> tuple[nn.Module, Preprocess, str | None]:
     """:func:`load` (same arguments), and what the model was trained on as far as the checkpoint records
-    (:func:`~sspl.engine.checkpoint.trained_on`: ``"synth"`` for SynthAV, else ``None``).
+    (:func:`~sspl.engine.checkpoint.trained_on`: ``"synth"`` for SynthAV, the prepared folder's kind for
+    other data, ``None`` when unknown).
 
     Returns:
         ``(model, preprocess, trained_on)``.

@@ -76,7 +76,8 @@ def normalize_frames(frames: torch.Tensor) -> torch.Tensor:
 def load_synth_split(
     data_dir: str | os.PathLike, split: str = "test"
 ) -> tuple[list[str], torch.Tensor, np.ndarray]:
-    """Frames and sounding-object boxes of one split of a SynthAV set, in manifest order.
+    """Frames and sounding-object boxes of one split of a SynthAV set, in manifest order; scenes without
+    a visible source (no box) are left out.
 
     Args:
         data_dir: folder written by ``sspl synth``.
@@ -93,10 +94,14 @@ def load_synth_split(
     ann_path = root / ANNOTATIONS_NAME
     if not ann_path.is_file():
         raise DataError(f"{ann_path}: missing; is {root} a SynthAV set written by `sspl synth`?")
-    boxes_of = {a["file"]: a["bbox"][0] for a in json.loads(ann_path.read_text(encoding="utf-8"))}
+    boxes_of = {a["file"]: a["bbox"] for a in json.loads(ann_path.read_text(encoding="utf-8"))}
     missing = [r.id for r in rows if r.id not in boxes_of]
     if missing:
         raise DataError(f"{ann_path}: no box for {len(missing)} clip(s), e.g. {missing[0]}")
+    rows = [r for r in rows if boxes_of[r.id]]  # a scene without a visible source has no box to query
+    if not rows:
+        raise DataError(f"{root}: no clip of split {split!r} has a visible source")
+    boxes_of = {r.id: boxes_of[r.id][0] for r in rows}
     frames = load_eval_frames([root / r.frame for r in rows])
     return [r.id for r in rows], frames, np.array([boxes_of[r.id] for r in rows], dtype=np.float64)
 

@@ -15,10 +15,11 @@ Three reference points come with every SynthAV result:
   frozen features does, i.e. what the encoders allow;
 - the trivial maps (whole image, centre box, random) that :func:`~sspl.engine.evaluate.evaluate` reports.
 
-And two diagnostics. The first, :func:`audio_swap_result`: does the map follow the *sound*? In a scene with
-distractors, play the sound of one of the silent objects instead (another scene's clip of that
-category) and score the map against that object's box. A model that localizes the sounding object
-moves with the sound; one that found "an object" without listening stays where it was.
+And two diagnostics. The first, the audio-swap test (:mod:`sspl.engine.swap`, ``sspl evaluate --swap``):
+does the map follow the *sound*? In a scene with distractors, play the sound of one of the silent objects
+instead (another scene's clip of that category) and score the map against that object's box. A model that
+localizes the sounding object moves with the sound; one that found "an object" without listening stays
+where it was.
 
 The second, :func:`map_placement`, says where the evaluated mask goes when it misses: on the
 sounding object, on a silent object, or on the background, overall and per sounding category (a query
@@ -50,11 +51,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from ..config import Config, apply_overrides
-from ..data.annotations import Annotation, load_annotations, subset_annotations
-from ..data.datasets import PreparedDataset, Sample, load_samples
+from ..data.annotations import load_annotations, subset_annotations
+from ..data.datasets import PreparedDataset, load_samples
 from ..data.synth import SynthConfig, generate_synth
 from ..errors import DataError
 from ..metrics import (
@@ -74,7 +74,6 @@ from .train import TrainResult, fixed_changes, saved_config, train
 
 __all__ = [
     "SynthAVEvaluation",
-    "audio_swap_result",
     "evaluate_synthav",
     "evaluate_untrained",
     "map_placement",
@@ -298,92 +297,6 @@ def oracle_result(
     return evaluate_maps(dict(zip(ids, maps.numpy())), gt, BENCHMARKS["synth"], expected_count=len(ids))
 
 
-class _SwappedAudio(Dataset):
-    """An evaluation dataset whose clip ``i`` plays the sound of ``donors[i]``."""
-
-    def __init__(self, dataset: PreparedDataset, donors: Sequence[Sample]) -> None:
-        self.dataset, self.donors = dataset, list(donors)
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> dict:
-        item = self.dataset[index]
-        item["spect"] = self.donors[index].load_spect()
-        return item
-
-
-def audio_swap_result(
-    model: str | os.PathLike | torch.nn.Module,
-    data_dir: str | os.PathLike,
-    split: str = "test",
-    *,
-    image_size: int = 224,
-    seed: int = 0,
-) -> tuple[EvalResult, EvalResult]:
-    """Play a silent distractor's sound: does the map move to the distractor?
-
-    For every scene of ``split`` with a distractor whose category differs from the sounding object's,
-    one such distractor is drawn (seeded), and the frame is paired with the sound of another scene of
-    the same split whose sounding object has the distractor's category.
-
-    Args:
-        model: a localizer (``localize(frames, spect) -> B x h x w``) or anything :func:`sspl.load` accepts.
-        data_dir: a SynthAV folder (``scenes.json`` gives every object's category and box).
-        split: the split to use.
-        image_size: evaluation frame size of a ``model`` given as a module (a checkpoint brings its own).
-        seed: seeds the choice of distractor and of the donor clip.
-
-    Returns:
-        ``(to_distractor, to_original)``: the swapped maps scored against the distractor's box (high when
-        the map follows the sound) and against the originally sounding object's box (high when it does
-        not), over the same scenes (the ``synth`` protocol).
-
-    Raises:
-        DataError: no scene of the split has a usable distractor (e.g. the ``easy`` preset).
-    """
-    root = Path(data_dir)
-    scenes = json.loads((root / "scenes.json").read_text(encoding="utf-8"))
-    samples = load_samples(root, splits=[split])
-
-    def sounding(sample: Sample) -> dict:
-        scene = scenes[sample.id]
-        return scene["objects"][scene["sounding"]]
-
-    by_category: dict[str, list[Sample]] = {}
-    for sample in samples:
-        by_category.setdefault(sounding(sample)["category"], []).append(sample)
-    rng = np.random.default_rng(seed)
-    frames, donors, to_distractor, to_original = [], [], {}, {}
-    for sample in samples:
-        target = sounding(sample)
-        others = [
-            o
-            for o in scenes[sample.id]["objects"]
-            if o["category"] != target["category"] and by_category.get(o["category"])
-        ]
-        if not others:
-            continue
-        other = others[rng.integers(len(others))]
-        donor_pool = by_category[other["category"]]
-        frames.append(sample)
-        donors.append(donor_pool[rng.integers(len(donor_pool))])
-        to_distractor[sample.id] = Annotation(sample.id, other["bbox"], "normalized")
-        to_original[sample.id] = Annotation(sample.id, target["bbox"], "normalized")
-    if not frames:
-        raise DataError(f"{root}: no {split} scene has a distractor of another category to play the sound of")
-    if not isinstance(model, torch.nn.Module):
-        model, preprocess = load(model)
-        image_size = preprocess.image_size
-    dataset = _SwappedAudio(PreparedDataset(frames, mode="eval", image_size=image_size), donors)
-    maps = compute_maps(model, dataset)
-    protocol = BENCHMARKS["synth"]
-    return (
-        evaluate_maps(maps, to_distractor, protocol, expected_count=len(frames)),
-        evaluate_maps(maps, to_original, protocol, expected_count=len(frames)),
-    )
-
-
 def _box_region(boxes: list, protocol: Protocol, sample_id: str) -> np.ndarray:
     """Pixels of the evaluation frame inside any of ``boxes`` (none: an empty region)."""
     if not boxes:
@@ -404,7 +317,8 @@ def map_placement(
     """Where each scene's evaluated mask lies: on the sounding object, on silent objects, on the background.
 
     The mask is the one cIoU scores (the ``synth`` protocol: bilinear upsampling, min-max normalisation,
-    ``>= 0.5``). Each pixel of it counts for the sounding object when it falls in that object's box, for
+    ``>= 0.5``). Scenes whose sound has no visible source (an extended set) are left out. Each pixel of it
+    counts for the sounding object when it falls in that object's box, for
     the silent objects when it falls in one of theirs and not in the sounding one's, and for the
     background otherwise.
 
@@ -425,8 +339,9 @@ def map_placement(
     root = Path(data_dir)
     scenes = json.loads((root / "scenes.json").read_text(encoding="utf-8"))
     samples = load_samples(root, splits=[split])
+    samples = [s for s in samples if scenes[s.id]["sounding"] is not None]  # a visible source to be on
     if not samples:
-        raise DataError(f"{root}: no {split} scene")
+        raise DataError(f"{root}: no {split} scene with a visible source")
     if not isinstance(model, torch.nn.Module):
         model, preprocess = load(model)
         image_size = preprocess.image_size

@@ -483,6 +483,7 @@ def _save_best(t: Trainer, state: TrainState, record: dict) -> None:
         step=state.step,
         metrics=record,
         rng=False,
+        trained_on=t.splits.kind,
     )
 
 
@@ -498,6 +499,7 @@ def _save_last(t: Trainer, state: TrainState, record: dict) -> None:
         scheduler=t.opt.scheduler,
         trainer_state=state.saved(t.fingerprint, t.opt.scaler),
         metrics=record,
+        trained_on=t.splits.kind,
     )
 
 
@@ -540,8 +542,9 @@ def _validate(
         count += len(batch["id"])
     metrics["val_loss"] = total / max(count, 1)
     if splits.val_annotations is not None:
+        boxed = [s for s in splits.val if s.id in splits.val_annotations]  # clips with a visible source
         map_ds = PreparedDataset(
-            splits.val,
+            boxed,
             mode="eval",
             image_size=cfg.data.image_size,
             audio_embeddings=audio_cache,
@@ -562,7 +565,7 @@ def _validate(
             )
             maps.update({i: m for i, m in zip(batch["id"], out.float().cpu().numpy())})
         result = evaluate_maps(
-            maps, splits.val_annotations, BENCHMARKS[splits.protocol_name], expected_count=len(splits.val)
+            maps, splits.val_annotations, BENCHMARKS[splits.protocol_name], expected_count=len(boxed)
         )
         metrics["val_ciou@0.5"] = result.ciou_success_rate
         metrics["val_auc"] = result.auc

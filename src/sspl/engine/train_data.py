@@ -32,13 +32,15 @@ log = logging.getLogger(__name__)
 @dataclass
 class Splits:
     """The clips a run trains and validates on, the class index, the validation boxes (when every
-    validation clip has them) and the evaluation protocol of the folder."""
+    validation clip has them), the evaluation protocol of the folder and its kind (``meta.json``'s
+    ``"kind"``: ``"synth"`` for SynthAV, ``"videos"``, ``"flickr"`` or ``"pairs"`` for prepared media)."""
 
     train: list[Sample]
     val: list[Sample]
     labels: dict[str, int]
     val_annotations: dict | None
     protocol_name: str
+    kind: str | None = None
 
 
 def _split_data(cfg: Config, data_dir: Path) -> Splits:
@@ -72,9 +74,12 @@ def _split_data(cfg: Config, data_dir: Path) -> Splits:
     if val and (data_dir / ANNOTATIONS_NAME).is_file():
         annotations = load_annotations(data_dir)
         if all(s.id in annotations for s in val):
-            val_annotations = {s.id: annotations[s.id] for s in val}
+            # cIoU scores clips with a visible source: those without boxes (an extended set) count in
+            # the validation loss only
+            val_annotations = {s.id: annotations[s.id] for s in val if len(annotations[s.id].boxes)} or None
     protocol = "synth" if meta.get("kind") == "synth" else "vggss"
-    return Splits(train, val, label_index(samples), val_annotations, protocol)
+    kind = meta.get("kind") if isinstance(meta.get("kind"), str) else None
+    return Splits(train, val, label_index(samples), val_annotations, protocol, kind)
 
 
 def _data_fingerprint(splits: Splits) -> str:
