@@ -272,7 +272,7 @@ def test_extended_flickr_scores_a_prepared_pair_as_a_clip_without_a_source(
     [
         ({"protocol": "fixed", "threshold": "median"}, "with --protocol extended only"),
         ({"protocol": "extended", "threshold": "mean"}, "threshold 'mean'"),
-        ({"protocol": "extendd"}, "choose fixed, median, extended"),
+        ({"protocol": "extendd"}, "choose fixed, median, absolute, extended"),
     ],
 )
 def test_engine_refuses_unknown_protocol_options_before_any_work(tmp_path, options, message):
