@@ -90,6 +90,8 @@ def test_slavc_ciou_and_auc_equal_official_evaluator(tag):
     with torch.no_grad():
         fused = model.localize(frames, spect).numpy()
     theirs = stats[tag]["av_obj"]
+    # the extended protocol's confidence: the mean of the top quarter of the fused scores
+    _close(model.map_confidence(torch.from_numpy(fused)), theirs["conf"], rtol=1e-5)
     # official default: the fused scores thresholded at 0.5 as they are (sspl's absolute policy);
     # --relative_prediction: per-map min-max, threshold at the median (sspl's median policy)
     policy = "absolute" if tag == "script" else "median"

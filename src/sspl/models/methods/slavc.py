@@ -209,6 +209,16 @@ class SLAVCModel(AudioVisualStreams):
         v, a = self.target(frames, spect) if self.options.momentum_map else self.online(frames, spect)
         return slavc_map(v, a, self.options.tau)
 
+    def map_confidence(self, maps: torch.Tensor) -> torch.Tensor:
+        """SLAVC's confidence that a visible object sounds (the extended protocol's, official ``test.py``):
+        the mean of the highest quarter of each :meth:`localize` map's scores, ``B x H x W -> B``. A raw
+        ``B x 7 x 7`` map (``upsample: none``) is first put on the same fixed scale."""
+        scores = maps.flatten(1).float()
+        if self.options.upsample == "none":
+            scores = slavc_scores(scores, None, self.options.tau, 1.0)
+        n = scores.shape[1]
+        return scores.topk(-(-n // 4), dim=1).values.mean(dim=1)
+
     @torch.no_grad()
     def localize(
         self, frames: torch.Tensor, spect: torch.Tensor, *, audio_patch_embeddings: torch.Tensor | None = None
