@@ -135,10 +135,8 @@ def main() -> None:
             step()
             times[name].append(time.perf_counter() - t0)
     median = {k: statistics.median(v) for k, v in times.items()}
-    report(
-        f"{m}_train_step",
-        _result(args, check, rel, median, load_before, _localize_s(method, cfg, frames, spect)),
-    )
+    result = _result(args, check, rel, median, load_before, _localize_s(method, cfg, frames, spect))
+    report(f"{m}_train_step", result, record=not args.no_record)
 
 
 def _localize_s(method, cfg, frames: torch.Tensor, spect: torch.Tensor) -> tuple[int, float]:
