@@ -133,7 +133,9 @@ def test_a_released_model_is_found_by_name_where_sspl_weights_says(files, cache,
     ):
         sspl.load("ezvsl-flickr10k", device="cpu")
     assert main(["weights", "--released", "--json"]) == 0
-    listed = json.loads(capsys.readouterr().out)
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["command"], summary["count"], summary["listed"]) == ("weights", 0, 11)
+    listed = summary["released"]
     assert set(listed) == set(RELEASED_MODELS) and len(listed) == 11
     entry = listed["ezvsl-flickr10k"]
     assert entry["published"] == "Flickr SoundNet cIoU@0.5 81.93, AUC 62.58" and not entry["found"]

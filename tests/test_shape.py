@@ -33,7 +33,15 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     (
         "core",
-        ("sspl.audio", "sspl.spectrogram", "sspl.metrics", "sspl.trivial_maps", "sspl.losses", "sspl.models"),
+        (
+            "sspl.audio",
+            "sspl.spectrogram",
+            "sspl.metrics",
+            "sspl.metrics_extended",
+            "sspl.trivial_maps",
+            "sspl.losses",
+            "sspl.models",
+        ),
     ),
     ("data", ("sspl.data",)),
     ("render", ("sspl.viz", "sspl.html_report")),

@@ -168,7 +168,7 @@ def test_training_on_an_extended_set_validates_on_the_visible_scenes(extended, t
 def test_cli_extended_preset_and_share_option(tmp_path, capsys):
     out = tmp_path / "cli"
     argv = ["synth", str(out), "--num", "10", "--preset", "extended", "--pretrain-num", "0"]
-    assert main([*argv, "--no-source-fraction", "0.4", "--workers", "1", "--no-progress"]) == 0
+    assert main([*argv, "--no-source-fraction", "0.4", "--workers", "1", "--no-progress", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["scenes"]["train"] == 7
     meta = json.loads((out / "meta.json").read_text())

@@ -66,7 +66,7 @@ __all__ = [
     "upsample_map",
 ]
 
-THRESHOLD_POLICIES = ("fixed", "median")
+THRESHOLD_POLICIES = ("fixed", "median", "absolute")
 GT_RULES = ("consensus", "union")
 #: ``pixels256``: pixels of the 256 x 256 SoundNet-Flickr frame; ``normalized``: fractions of the
 #: width/height (VGG-SS, SynthAV); ``pixels224``: pixels of a 224 x 224 frame (AVSBench).
@@ -137,13 +137,15 @@ def threshold_map(maps: np.ndarray, policy: str = "fixed", value: float = 0.5) -
         maps: ``H x W`` or ``N x H x W`` maps in [0, 1] (see ``normalize_map``).
         policy: ``"fixed"``: pixels ``>= value`` (SSPL). ``"median"``: pixels ``>=`` the element at
             index ``H * W // 2`` of the sorted map (LVS/HardWay/EZ-VSL); ``value`` is unused.
+            ``"absolute"``: pixels ``>= value`` of maps that are *not* min-max normalised (scores already
+            on a fixed scale: SLAVC's ``test.py`` default); :meth:`Protocol.mask` skips the normalisation.
         value: the fixed threshold.
 
     Returns:
         Boolean masks of the same shape.
     """
     m = np.asarray(maps)
-    if policy == "fixed":
+    if policy in ("fixed", "absolute"):
         return m >= value
     if policy == "median":
         flat = m.reshape(-1, m.shape[-2] * m.shape[-1])
@@ -339,17 +341,16 @@ class Protocol:
             raise ValueError(f"unknown empty_gt policy {self.empty_gt!r}; choose one of {EMPTY_GT_POLICIES}")
 
     def with_threshold(self, policy: str) -> Protocol:
-        """The same protocol with another threshold policy (``"fixed"`` or ``"median"``)."""
+        """The same protocol with another threshold policy (one of :data:`THRESHOLD_POLICIES`)."""
         return replace(self, threshold=policy)
 
     def mask(self, maps: np.ndarray | torch.Tensor) -> np.ndarray:
         """The masks cIoU scores: raw ``h x w`` (or ``N x h x w``) maps upsampled to ``size``, min-max
-        normalised and thresholded by this protocol's policy."""
-        return threshold_map(
-            normalize_map(upsample_map(maps, self.size, align_corners=self.align_corners)),
-            self.threshold,
-            self.threshold_value,
-        )
+        normalised (except under the ``absolute`` policy) and thresholded by this protocol's policy."""
+        m = upsample_map(maps, self.size, align_corners=self.align_corners)
+        if self.threshold != "absolute":
+            m = normalize_map(m)
+        return threshold_map(m, self.threshold, self.threshold_value)
 
     def describe(self) -> dict[str, Any]:
         """Plain dict of every parameter, for reports."""

@@ -338,7 +338,8 @@ def evaluation_overlay(
     Args:
         image: the frame (any mode and size).
         raw_map: ``h x w`` raw similarity map.
-        boxes: ``K x 4`` ground-truth boxes in ``protocol.box_format``.
+        boxes: ``K x 4`` ground-truth boxes in ``protocol.box_format``; none (K = 0) for a clip without a
+            visible source (the extended protocol), whose header then says so instead of a cIoU.
         protocol: the benchmark protocol (``sspl.metrics.BENCHMARKS[name]``).
         alpha: heat-map weight at the map's maximum (see :func:`heat_alpha`).
         title: header text before the cIoU (e.g. the sample id).
@@ -357,22 +358,26 @@ def evaluation_overlay(
         raise ValueError(f"raw_map must be h x w, got shape {raw.shape}")
     heat = normalize_map(upsample_map(raw, size))
     mask = threshold_map(heat, protocol.threshold, protocol.threshold_value)
-    gt = gt_map_from_boxes(
-        boxes,
-        rule=protocol.rule,
-        box_format=protocol.box_format,
-        size=size,
-        consensus_divisor=protocol.consensus_divisor,
-        allow_empty=True,
-    )
-    score = ciou(mask, gt) if gt.any() else 0.0
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if len(boxes) == 0:  # a clip without a visible source (the extended protocol): no cIoU to show
+        score_text = "no visible source"
+    else:
+        gt = gt_map_from_boxes(
+            boxes,
+            rule=protocol.rule,
+            box_format=protocol.box_format,
+            size=size,
+            consensus_divisor=protocol.consensus_divisor,
+            allow_empty=True,
+        )
+        score_text = f"cIoU {ciou(mask, gt) if gt.any() else 0.0:.3f}"
     frame = _evaluation_frame(image, size * scale)
     arr = np.array(overlay_heatmap(frame, _blocks(heat, scale), alpha=alpha))
     _paint(arr, _outline(_blocks(mask, scale)), MASK_COLOR)
-    for box in _box_masks(np.asarray(boxes), protocol):
+    for box in _box_masks(boxes, protocol):
         _paint(arr, _outline(_blocks(box, scale)), BOX_COLOR)
     picture = Image.fromarray(arr)
-    header = f"cIoU {score:.3f}" if title is None else f"{title}  cIoU {score:.3f}"
+    header = score_text if title is None else f"{title}  {score_text}"
     return _label(add_colorbar(picture) if colorbar else picture, header, height=16 + 4 * scale)
 
 

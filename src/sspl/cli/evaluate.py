@@ -17,21 +17,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="evaluate a checkpoint on a prepared test set",
         description="Writes OUT/report.json (ciou@0.5, auc, success curve, sample count, protocol, and the "
         "whole-image / centre-box / random-map baselines), OUT/per_sample.csv and OUT/success_curve.png "
-        "(with --save-overlays, OUT/index.html and OUT/overlays/). OUT must be new or empty, unless "
-        "--overwrite.",
+        "(with --save-overlays, OUT/index.html and OUT/overlays/; with --save-maps, OUT/maps.npz). With "
+        "--protocol extended, report.json also holds ap, max_f1 and precision over every clip (cIoU and auc "
+        "over the clips with a visible source) and per_sample.csv the confidence and box count of each clip. "
+        "OUT must be new or empty, unless --overwrite.",
     )
     p.add_argument(
-        "--checkpoint", required=True, help="run directory, checkpoint file, or official SSPL folder"
+        "--checkpoint",
+        required=True,
+        help="run directory, checkpoint file, official SSPL folder, or a released model's file or name "
+        "(`sspl weights --released`)",
     )
     p.add_argument("--data", required=True, help="prepared folder of the test clips")
     p.add_argument("--benchmark", required=True, choices=["flickr", "vggss", "avsbench", "synth"])
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument(
-        "--protocol",
-        choices=["fixed", "median"],
-        help="threshold: fixed (min-max >= 0.5, SSPL) or median (LVS/HardWay/EZ-VSL); default: the model's "
-        "own (median for a released EZ-VSL checkpoint), else fixed",
-    )
+    _add_protocol_options(p)
     p.add_argument(
         "--upsample",
         default="half-pixel",
@@ -83,6 +83,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _add_protocol_options(p: argparse.ArgumentParser) -> None:
+    """``--protocol`` (standard thresholds or the extended protocol), ``--threshold``, ``--save-maps``."""
+    p.add_argument(
+        "--protocol",
+        choices=["fixed", "median", "absolute", "extended"],
+        help="threshold: fixed (min-max >= 0.5, SSPL), median (LVS/HardWay/EZ-VSL) or absolute (the map as it is "
+        ">= 0.5: SLAVC's Flickr test script on its fixed-scale scores); or extended: the extended "
+        "protocol (Mo & Morgado 2022, SLAVC's evaluation: clips without a visible source count, each clip has "
+        "a confidence; AP and max-F1 at cIoU 0.5). Default: the model's own threshold (median for a released "
+        "EZ-VSL checkpoint), else fixed",
+    )
+    p.add_argument(
+        "--threshold",
+        choices=["fixed", "median", "absolute"],
+        help="how --protocol extended binarises maps (default: the model's own, else fixed)",
+    )
+    p.add_argument(
+        "--save-maps",
+        action="store_true",
+        help="write OUT/maps.npz: ids, raw maps, evaluated masks, confidences, cIoU and boxes, to re-score the run",
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from ..engine.evaluate import evaluate
 
@@ -91,6 +114,10 @@ def run(args: argparse.Namespace) -> int:
             raise SSPLError(f"{flag} must be at least {least}, got {value}")
     if args.cycles is not None and args.cycles < 0:
         raise SSPLError(f"--cycles must be at least 0, got {args.cycles}")
+    if args.threshold is not None and args.protocol != "extended":
+        raise SSPLError(
+            f"--threshold is for --protocol extended; --protocol {args.protocol} is the threshold"
+        )
 
     start = time.perf_counter()
     report = evaluate(
@@ -111,6 +138,8 @@ def run(args: argparse.Namespace) -> int:
         overlay_colorbar=args.colorbar,
         overwrite=args.overwrite,
         progress=not args.no_progress,
+        threshold=args.threshold,
+        save_maps=args.save_maps,
         swap=args.swap,
         swap_seed=args.swap_seed,
     )
@@ -122,8 +151,23 @@ def run(args: argparse.Namespace) -> int:
             f"{args.benchmark} test clips the paper evaluates are here; not comparable with published numbers",
             file=sys.stderr,
         )
+    emit(_summary(args, report, time.perf_counter() - start), args.json)
+    return 0
+
+
+def _summary(args: argparse.Namespace, report, seconds: float) -> Summary:
+    """The closing summary: what was written, the key numbers (the extended protocol's and the swap test's
+    when they ran)."""
+    r = report.report
     out = report.out_dir
-    names = ("report.json", "per_sample.csv", "swap_per_sample.csv", "success_curve.png", "index.html")
+    names = (
+        "report.json",
+        "per_sample.csv",
+        "swap_per_sample.csv",
+        "success_curve.png",
+        "index.html",
+        "maps.npz",
+    )
     files = [out / n for n in names]
     files = [f for f in files if f.is_file()]
     overlays = min(args.save_overlays, r["num_samples"])  # overlays/<id>.png of the first K samples
@@ -133,14 +177,22 @@ def run(args: argparse.Namespace) -> int:
         len(files) + overlays,
         out=out,
         open=out / "index.html" if (out / "index.html").is_file() else out / "success_curve.png",
-        seconds=time.perf_counter() - start,
+        seconds=seconds,
         facts={
             "benchmark": args.benchmark,
-            "protocol": args.protocol,
+            "protocol": args.protocol or r["protocol"]["threshold"],  # none given: the model's own
             "samples": r["num_samples"],
             "ciou@0.5": r["ciou@0.5"],
             "auc": r["auc"],
             "baselines ciou@0.5/auc": floors,
+            **(
+                {
+                    "without a visible source": r["num_silent"],
+                    **{k: r[k] for k in ("ap", "max_f1", "precision")},
+                }
+                if args.protocol == "extended"
+                else {}
+            ),
         },
         details={"report": str(out / "report.json"), "baselines": r["baselines"]},
     )
@@ -154,5 +206,4 @@ def run(args: argparse.Namespace) -> int:
                 "follows the sound": s["follows_sound"],
             }
         )
-    emit(summary, args.json)
-    return 0
+    return summary

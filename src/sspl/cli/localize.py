@@ -46,7 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--checkpoint",
         required=True,
         metavar="CKPT",
-        help="run directory of `sspl train`, a .pt checkpoint, or a folder of official SSPL files",
+        help="run directory of `sspl train`, a .pt checkpoint, a folder of official SSPL files, or a released "
+        "model's file or name (EZ-VSL's best.pth ...; `sspl weights --released` lists them)",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
     p.add_argument(

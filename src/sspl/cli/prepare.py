@@ -33,7 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="ids to prepare: a file (one id per line, or VGG-Sound CSV rows ytid,start_seconds,label,split) "
         f"or the name of a bundled list: {', '.join(bundled_list_names())} (vggss_test_5158: the clips "
-        "with VGG-SS boxes, i.e. those `sspl evaluate --benchmark vggss` scores)",
+        "with VGG-SS boxes, i.e. those `sspl evaluate --benchmark vggss` scores)"
+        "; flickr_test_plus_silent / vggss_test_plus_silent (or a video,audio,label CSV) prepare an extended test "
+        "set: each pair is a clip with one clip's frame and another's sound, id <video>+<audio>",
     )
     p.add_argument(
         "--shard", metavar="I/N", type=_shard, help="prepare shard I of N (I = 0 .. N-1) of the sorted ids"

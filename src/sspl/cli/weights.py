@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from ..errors import WeightsError
 from .summary import Summary, add_json_option, emit
@@ -50,7 +49,17 @@ def run(args: argparse.Namespace) -> int:
     if args.released:
         if args.fetch or args.pin or args.names:
             raise WeightsError("--released lists the released models; it takes no names, --fetch or --pin")
-        _released(args.json)
+        listed = _released(args.json)
+        found = sum(entry["found"] for entry in listed.values())
+        summary = Summary(
+            "weights",
+            found,
+            "released model",
+            facts={"listed": len(listed), "found": found},
+            details={"released": listed},
+            verb="Found",
+        )
+        emit(summary, args.json)
         return 0
 
     names = args.names or [n for n, k in KNOWN_WEIGHTS.items() if not (args.pin and k.sha256)]
@@ -87,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"{name:9s} {known.description}\n          {message}")
             print(f"          SHA-256 {digest} ({source})" if digest else f"          SHA-256 {source}")
+    if not args.json and not args.fetch and not args.names:
+        _released(False)
     found = sum(entry["path"] is not None for entry in report.values())
     missing = [n for n, entry in report.items() if entry["path"] is None]
     summary = Summary(
@@ -99,8 +110,6 @@ def run(args: argparse.Namespace) -> int:
         details={"weights": report},
         verb="Wrote" if args.fetch else "Found",
     )
-    if not args.json and not args.fetch and not args.names:
-        _released(False)
     emit(summary, args.json)
     # a file never fetched is a normal state when listing; a broken one, or a failed fetch, is not
     return 1 if failed else 0
@@ -134,8 +143,9 @@ def _pin(names: list[str], as_json: bool) -> int:
     return 0
 
 
-def _released(as_json: bool) -> None:
-    """The released trained models: what each is, whether it is in place, and how to get it there."""
+def _released(as_json: bool) -> dict[str, dict]:
+    """The released trained models: what each is, whether it is in place, and how to get it there
+    (printed unless ``as_json``; returned by name)."""
     from ..released_models import RELEASED_MODELS
 
     report = {}
@@ -155,5 +165,4 @@ def _released(as_json: bool) -> None:
         if not as_json:
             where = f"found at {path}" if found else f"not there; download {m.file} from {m.page} to {path}"
             print(f"{name:18s} {m.method} trained on {m.trained_on}; published: {m.score}\n{'':18s} {where}")
-    if as_json:
-        print(json.dumps(report))
+    return report

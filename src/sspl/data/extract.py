@@ -230,6 +230,10 @@ def _read_clip(source: ClipSource, audio_seconds: float):
     if source.error:
         raise DataError(source.error)
     need = max(audio_seconds, CLIP_SECONDS)
+    if source.kind == KIND_VIDEO and source.audio:  # a pair: this video's middle frame, another clip's sound
+        image, _ = decode_frame_at(source.visual, video_info(source.visual).middle, threads=1)
+        wave, duration, rate = _file_audio(source.audio)
+        return image, None, wave, None, duration, rate
     if source.kind == KIND_VIDEO:
         info = video_info(source.visual)
         if not info.has_audio:
@@ -244,10 +248,16 @@ def _read_clip(source: ClipSource, audio_seconds: float):
         _check_not_silent(_kept_audio(wave, centre, CLIP_SECONDS), source.visual)
         return image, None, wave, centre, duration, info.audio_rate
     image_path = middle_frame_file(source.visual) if source.kind == KIND_FRAMES else source.visual
-    image = _load_image(image_path)
-    native, rate = load_audio(source.audio, None)
-    _check_long_enough(native, rate, source.audio)
-    _check_not_silent(native, source.audio)
+    wave, duration, rate = _file_audio(source.audio)
+    return _load_image(image_path), image_path, wave, None, duration, rate
+
+
+def _file_audio(path: str):
+    """``(wave, duration, rate)``: the 16 kHz audio of a whole track (of an audio or a video file), checked;
+    the clip is its middle."""
+    native, rate = load_audio(path, None)
+    _check_long_enough(native, rate, path)
+    _check_not_silent(native, path)
     wave = resample(native, rate, SAMPLE_RATE_HZ)
-    _check_not_silent(_kept_audio(wave, None, CLIP_SECONDS), source.audio)  # the 3 s that are kept
-    return image, image_path, wave, None, native.shape[0] / rate, rate
+    _check_not_silent(_kept_audio(wave, None, CLIP_SECONDS), path)  # the 3 s that are kept
+    return wave, native.shape[0] / rate, rate

@@ -33,9 +33,11 @@ from ..paths import plain_name
 
 __all__ = [
     "BUNDLED_LISTS",
+    "EXTENDED_LISTS",
     "OVERLAP_BENCHMARKS",
     "TEST_ID_LISTS",
     "ListRow",
+    "SilentPair",
     "bundled_list_names",
     "canonical_id",
     "check_overlap",
@@ -43,10 +45,12 @@ __all__ = [
     "flickr_id",
     "load_list",
     "parse_ids",
+    "parse_pairs",
     "parse_rows",
     "read_asset_text",
     "read_list_text",
     "sample_ids",
+    "silent_pairs",
     "test_ids",
     "train_val_split",
     "vggsound_clip",
@@ -342,6 +346,76 @@ def train_val_split(
         n_val = min(max(n_val, 1), len(unique) - 1)
     val = set(sample_ids(unique, n_val, seed))
     return [t for t in unique if t not in val], [t for t in unique if t in val]
+
+
+#: Benchmark -> bundled list of its extended test set's clips without a visible source (Mo & Morgado,
+#: NeurIPS 2022): CSV rows ``video,audio,label``, each a frame paired with a sound it does not show.
+EXTENDED_LISTS: dict[str, str] = {"flickr": "flickr_test_plus_silent", "vggss": "vggss_test_plus_silent"}
+#: joins a silent pair's video and audio ids into the pair's clip id
+PAIR_SEPARATOR = "+"
+
+
+@dataclass(frozen=True)
+class SilentPair:
+    """A clip of an extended test set whose sound has no visible source.
+
+    Attributes:
+        id: the clip id: ``<video>+<audio>`` (:data:`PAIR_SEPARATOR`) when the frame and the sound come
+            from two clips, else the clip's own id (VGG-SS's off-screen and non-audible clips).
+        video: the clip the frame comes from.
+        audio: the clip the sound comes from.
+    """
+
+    id: str
+    video: str
+    audio: str
+
+
+def silent_pairs(benchmark: str) -> list[SilentPair]:
+    """The clips without a visible source that the extended protocol adds to a benchmark's test set
+    (Extended Flickr-SoundNet: 250, each a test frame with another clip's sound; Extended VGG-SS:
+    5,158, of which 379 are clips heard but not seen). ``load_list`` of these lists gives the videos only.
+
+    Raises:
+        ValueError: for a benchmark without an extended set (see :data:`EXTENDED_LISTS`).
+    """
+    if benchmark not in EXTENDED_LISTS:
+        raise ValueError(f"no extended test set for {benchmark!r}; known: {', '.join(EXTENDED_LISTS)}")
+    return list(_silent_pairs(benchmark))
+
+
+@functools.lru_cache(maxsize=4)
+def _silent_pairs(benchmark: str) -> tuple[SilentPair, ...]:
+    relpath = f"lists/{BUNDLED_LISTS[EXTENDED_LISTS[benchmark]]}"
+    return tuple(parse_pairs(read_asset_text(relpath), f"sspl/assets/{relpath}") or ())
+
+
+def parse_pairs(text: str, source: str = "<text>") -> list[SilentPair] | None:
+    """The rows of an extended-set list (a ``video,audio[,label]`` header, as SLAVC's ``*_plus_silent.csv``)
+    as pairs, or None when ``text`` is not such a list.
+
+    As SLAVC reads them, only rows labelled ``non-sounding`` (or not labelled) are pairs; others are left
+    out. Ids are normalised as :func:`parse_rows` does.
+
+    Raises:
+        DataError: a row without an audio id, or a pair id that is not a plain file name (names the line).
+    """
+    rows = [
+        (line, [f.strip() for f in row]) for line, row in enumerate(csv.reader(io.StringIO(text)), start=1)
+    ]
+    rows = [(line, row) for line, row in rows if row and row[0] and not row[0].startswith("#")]
+    if not rows or [f.lower() for f in rows[0][1][:2]] != ["video", "audio"]:
+        return None
+    pairs = []
+    for line, row in rows[1:]:
+        if len(row) < 2 or not row[1]:
+            raise DataError(f"{source}:{line}: expected `video,audio,label`, got {','.join(row)}")
+        if len(row) > 2 and row[2] not in ("", "non-sounding"):
+            continue
+        video, audio = _padded(_stem(row[0])), _padded(_stem(row[1]))
+        clip = video if video == audio else f"{video}{PAIR_SEPARATOR}{audio}"
+        pairs.append(SilentPair(plain_name(clip, f"{source}:{line}"), video, audio))
+    return pairs
 
 
 _TEST_ID_FILES: dict[tuple[str, str], str] = {

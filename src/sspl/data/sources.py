@@ -18,7 +18,16 @@ from pathlib import Path
 
 from ..errors import DataError
 from ..paths import plain_name
-from .lists import check_overlap, find_overlap, parse_rows, read_list_text, vggsound_clip
+from .lists import (
+    EXTENDED_LISTS,
+    check_overlap,
+    find_overlap,
+    parse_pairs,
+    parse_rows,
+    read_list_text,
+    test_ids,
+    vggsound_clip,
+)
 from .manifest import SPLITS
 from .video import VIDEO_SUFFIXES
 
@@ -63,7 +72,8 @@ class ClipSource:
         kind: ``"video"`` (audio and frame from one file), ``"frames"`` (a Flickr frames folder plus an
             audio file) or ``"image"`` (an image plus an audio file).
         visual: the video file, frames folder or image file.
-        audio: the audio file ("" for videos; "" when a Flickr id or an image has no audio file).
+        audio: the audio file ("" for videos; "" when a Flickr id or an image has no audio file); for a pair
+            of an extended set (a frame with another clip's sound), that clip's audio or video file.
         label, split: from the ``--list`` CSV, "" otherwise.
         error: why the clip cannot be prepared, when that is known before decoding (a missing audio
             file or image, two files with the same id, a listed id with no file); "" otherwise.
@@ -80,11 +90,15 @@ class ClipSource:
 
 @dataclass(frozen=True)
 class ListEntry:
-    """One row of a ``--list`` file: the clip id and, for VGG-Sound CSV rows, its label and split."""
+    """One row of a ``--list`` file: the clip id and, for VGG-Sound CSV rows, its label and split; for a
+    pair of an extended set's list (:func:`sspl.data.lists.parse_pairs`), the clip whose frame it shows
+    (``video``) and the clip whose sound it plays (``audio``), both "" for any other row."""
 
     id: str
     label: str = ""
     split: str = ""
+    video: str = ""
+    audio: str = ""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -312,6 +326,9 @@ def read_clip_list(path: str | os.PathLike) -> list[ListEntry]:
             two labels or splits.
     """
     text, source = read_list_text(path)
+    pairs = parse_pairs(text, source)
+    if pairs is not None:
+        return _extended_entries(path, pairs)
     entries: dict[str, ListEntry] = {}
     lines: dict[str, int] = {}
     for row in parse_rows(text, source):
@@ -326,6 +343,22 @@ def read_clip_list(path: str | os.PathLike) -> list[ListEntry]:
             )
         lines.setdefault(row.id, row.line)
     return list(entries.values())
+
+
+def _extended_entries(path: str | os.PathLike, pairs: Sequence) -> list[ListEntry]:
+    """An extended set's list: its pairs (a clip with its own id when frame and sound are one clip's), all
+    test clips; a bundled one (``flickr_test_plus_silent``, ``vggss_test_plus_silent``) also gives its
+    benchmark's test clips, so that one ``--list`` prepares the whole extended set, as SLAVC reads it."""
+    entries = {
+        p.id: ListEntry(p.id, split="test", video=p.video, audio=p.audio) for p in pairs if p.id != p.video
+    }
+    entries.update({p.id: ListEntry(p.id, split="test") for p in pairs if p.id == p.video})
+    benchmark = next((b for b, name in EXTENDED_LISTS.items() if str(path) == name), None)
+    if benchmark is not None:
+        entries.update(
+            {i: ListEntry(i, split="test") for i in test_ids(benchmark, "full") if i not in entries}
+        )
+    return sorted(entries.values(), key=lambda e: e.id)
 
 
 def check_list_overlap(
@@ -364,18 +397,24 @@ def select_sources(
     by_clip: dict[tuple[str, int | None], ClipSource] = {}
     for s in sources:
         by_clip.setdefault(vggsound_clip(s.id), s)
+
+    def find(clip_id: str) -> ClipSource | None:
+        source = exact.get(clip_id)
+        if source is None:
+            ytid, start = vggsound_clip(clip_id)
+            source = by_clip.get((ytid, start)) or (by_clip.get((ytid, None)) if start is not None else None)
+        return source
+
     selected = []
     for entry in entries:
-        source = exact.get(entry.id)
-        if source is None:
-            ytid, start = vggsound_clip(entry.id)
-            source = by_clip.get((ytid, start)) or (by_clip.get((ytid, None)) if start is not None else None)
+        source = _paired(entry, find, src) if entry.audio else find(entry.id)
         if source is None:
             source = ClipSource(entry.id, "", "", error=f"{src}: no source file for id {entry.id!r}")
         selected.append(replace(source, id=entry.id, label=entry.label, split=entry.split or source.split))
+    own_sound = {e.id for e in entries if not e.audio}  # a pair's frame is another list clip's, on purpose
     sharing: dict[str, list[str]] = {}
     for s in selected:
-        if s.visual and not s.error:
+        if s.visual and not s.error and s.id in own_sound:
             sharing.setdefault(s.visual, []).append(s.id)
     shared = {visual: ids for visual, ids in sharing.items() if len(ids) > 1}
     selected = [
@@ -389,3 +428,39 @@ def select_sources(
         for s in selected
     ]
     return sorted(selected, key=lambda s: s.id)
+
+
+def _paired(entry: ListEntry, find, src: str | os.PathLike) -> ClipSource:
+    """The source of a pair: the frame of clip ``entry.video`` with the sound of clip ``entry.audio``: that
+    clip's audio file or video file, or an audio file of that name beside the frame clip's own (a
+    SoundNet-Flickr dump's ``audio/`` holds sounds whose frames it does not have)."""
+    video, audio = find(entry.video), find(entry.audio)
+    if audio is not None:
+        sound = audio.visual if audio.kind == KIND_VIDEO else audio.audio
+    else:
+        sound = _sibling_audio(video, entry.audio)
+    missing = [
+        f"{what} {clip_id!r}"
+        for what, clip_id, found in (("frame", entry.video, video), ("sound", entry.audio, sound))
+        if not found
+    ]
+    if missing:
+        return ClipSource(
+            entry.id, "", "", error=f"{src}: no source file for the {' and the '.join(missing)}"
+        )
+    return replace(
+        video,
+        audio=sound,
+        error=video.error or (audio.error if audio is not None and audio.kind == KIND_VIDEO else ""),
+    )
+
+
+def _sibling_audio(source: ClipSource | None, clip_id: str) -> str:
+    """An audio file named ``clip_id`` in the folder of ``source``'s own audio file, or ""."""
+    if source is None or not source.audio or source.kind == KIND_VIDEO:
+        return ""
+    for suffix in AUDIO_SUFFIXES:
+        candidate = Path(source.audio).with_name(clip_id + suffix)
+        if candidate.is_file():
+            return str(candidate)
+    return ""

@@ -24,10 +24,20 @@ from ..data.datasets import PreparedDataset, load_samples
 from ..data.lists import canonical_id, test_ids
 from ..data.manifest import ANNOTATIONS_NAME, ManifestRow, read_manifest
 from ..errors import DataError
-from ..io import atomic_save_json, atomic_write_text, output_folder_blocked
+from ..io import atomic_save_json, atomic_write_bytes, atomic_write_text, output_folder_blocked
 from ..metrics import BASELINE_KINDS, BENCHMARKS, EvalResult, baseline_maps, evaluate_maps
+from ..metrics_extended import ExtendedResult
 from ..outputs import LOCK_NAME, check_output_folder, output_lock, remove_stale_temps, remove_written
 from ..paths import is_plain_name
+from .extended import (
+    SAVED_MAPS_NAME,
+    Scores,
+    extended_coverage,
+    map_confidences,
+    saved_maps_bytes,
+    score_extended,
+    with_silent_pairs,
+)
 from .loading import load
 from .swap import run_swaps, swap_trials
 
@@ -37,16 +47,22 @@ log = logging.getLogger(__name__)
 
 #: ``--upsample`` choices: OpenCV's half-pixel bilinear (SSPL, LVS) or ``align_corners=True`` (EZ-VSL).
 UPSAMPLING = ("half-pixel", "align-corners")
+#: ``--protocol`` choices: the standard protocol's threshold policies, or the extended protocol
+#: (:mod:`sspl.metrics_extended`), which binarises maps by ``--threshold``.
+PROTOCOLS = ("fixed", "median", "absolute", "extended")
 
 
 @dataclass
 class EvaluationReport:
-    """What ``evaluate`` wrote: the model's result, the baselines' and the report dict."""
+    """What ``evaluate`` wrote: the model's result, the baselines' and the report dict (under the extended
+    protocol ``result`` and ``baselines`` are the visible clips' standard results, and ``extended`` the
+    extended protocol's result)."""
 
     result: EvalResult
     baselines: dict[str, EvalResult]
     report: dict
     out_dir: Path
+    extended: ExtendedResult | None = None
 
 
 def _collate(items: list[dict]) -> list[dict]:
@@ -149,7 +165,14 @@ def _held(out_dir: Path) -> list[str]:
 
 
 #: the files every evaluation writes (``overlays/<id>.png`` beside them, for the ids of per_sample.csv)
-_OUTPUTS = ("report.json", "per_sample.csv", "success_curve.png", "index.html", "swap_per_sample.csv")
+_OUTPUTS = (
+    "report.json",
+    "per_sample.csv",
+    "success_curve.png",
+    "index.html",
+    "swap_per_sample.csv",
+    SAVED_MAPS_NAME,
+)
 
 
 def _earlier_outputs(out_dir: Path) -> list[str]:
@@ -225,6 +248,44 @@ def _per_sample_csv(result: EvalResult, baselines: dict[str, EvalResult]) -> str
     return buf.getvalue()
 
 
+def _check_options(
+    benchmark: str, protocol: str | None, threshold: str | None, upsample: str, save_overlays: int
+) -> None:
+    """Refuse unknown options before any work."""
+    if benchmark not in BENCHMARKS:
+        raise DataError(f"unknown benchmark {benchmark!r}; choose from {', '.join(BENCHMARKS)}")
+    if protocol is not None and protocol not in PROTOCOLS:
+        raise DataError(f"unknown protocol {protocol!r}; choose {', '.join(PROTOCOLS)}")
+    if threshold is not None and (protocol != "extended" or threshold not in ("fixed", "median", "absolute")):
+        raise DataError(
+            f"threshold {threshold!r}: choose fixed, median or absolute, with --protocol extended only"
+        )
+    if upsample not in UPSAMPLING:
+        raise DataError(f"unknown upsampling {upsample!r}; choose {' or '.join(UPSAMPLING)}")
+    if save_overlays < 0:
+        raise DataError(f"save_overlays (--save-overlays) must be at least 0, got {save_overlays}")
+
+
+def threshold_policy(protocol: str | None, threshold: str | None, model: torch.nn.Module) -> str:
+    """How maps are binarised: the given threshold (extended protocol) or standard protocol, else the
+    model's own ``threshold_protocol`` (``median`` for EZ-VSL), else ``fixed``."""
+    own = getattr(model, "threshold_protocol", "fixed")
+    if protocol == "extended":
+        return threshold or own
+    return protocol or own
+
+
+def _score_standard(maps, gt, proto, ids: list[str], confidences) -> Scores:
+    """The model and the trivial maps under the standard protocol (``confidences`` unused)."""
+    result = evaluate_maps(maps, gt, proto, expected_count=len(ids))
+    baselines = {
+        kind: evaluate_maps(baseline_maps(ids, kind), gt, proto, expected_count=len(ids), warn_empty=False)
+        for kind in BASELINE_KINDS
+    }
+    floors = {k: {b.ciou_name: b.ciou_success_rate, "auc": b.auc} for k, b in baselines.items()}
+    return Scores(result, baselines, result.summary(), floors, _per_sample_csv(result, baselines), result)
+
+
 def evaluate(
     checkpoint: str | os.PathLike,
     data_dir: str | os.PathLike,
@@ -244,6 +305,8 @@ def evaluate(
     overwrite: bool = False,
     progress: bool = True,
     overlay_colorbar: bool = True,
+    threshold: str | None = None,
+    save_maps: bool = False,
     swap: bool = False,
     swap_seed: int = 0,
 ) -> EvaluationReport:
@@ -254,7 +317,11 @@ def evaluate(
         data_dir: prepared folder of the test clips.
         benchmark: ``flickr``, ``vggss``, ``avsbench`` or ``synth`` (sets the GT rule and box format).
         out_dir: where ``report.json``, ``per_sample.csv`` and the plots go.
-        protocol: threshold policy, ``fixed`` (min-max >= 0.5: SSPL) or ``median`` (LVS/HardWay/EZ-VSL);
+        protocol: threshold policy, ``fixed`` (min-max >= 0.5: SSPL), ``median`` (LVS/HardWay/EZ-VSL) or
+            ``absolute`` (the map as it is >= 0.5: SLAVC's fixed-scale scores);
+            or ``extended``: the extended protocol (:mod:`sspl.metrics_extended`: AP, max-F1 and precision
+            over every clip, cIoU and AUC over those with a visible source), which accepts clips without
+            boxes (and, for Flickr and VGG-SS, knows the extended sets' clips without a visible source).
             ``None``: the model's ``threshold_protocol`` (``median`` for EZ-VSL), else ``fixed``.
         upsample: ``half-pixel`` (OpenCV's bilinear: SSPL, LVS) or ``align-corners`` (EZ-VSL), how the
             map is upsampled to 224 before thresholding.
@@ -271,6 +338,10 @@ def evaluate(
         overwrite: write into a non-empty ``out_dir``, deleting an earlier evaluation's outputs there
             (its reports, plots, page and the overlays of the clips its ``per_sample.csv`` lists) and
             nothing else; without it a non-empty ``out_dir`` is refused before any work.
+        threshold: how the extended protocol binarises maps, ``fixed`` (default) or ``median``; the
+            standard protocol takes it from ``protocol`` (giving another is an error).
+        save_maps: also write ``maps.npz`` (raw maps, evaluated masks, confidences, cIoU, boxes; see
+            :func:`sspl.engine.extended.saved_maps_bytes`), so the run can be scored again elsewhere.
         swap: also run the audio-swap test (:mod:`sspl.engine.swap`) on the split: its rates go to the
             report's ``swap`` section, its trials to ``swap_per_sample.csv``. Needs per-object boxes
             (``scenes.json``), checked before any map.
@@ -286,14 +357,8 @@ def evaluate(
         PermissionError: nothing can be written in ``out_dir`` (checked before any work).
         OutputInUseError: another command is writing into ``out_dir``.
     """
-    if benchmark not in BENCHMARKS:
-        raise DataError(f"unknown benchmark {benchmark!r}; choose from {', '.join(BENCHMARKS)}")
-    if protocol is not None and protocol not in ("fixed", "median"):
-        raise DataError(f"unknown protocol {protocol!r}; choose fixed or median")
-    if upsample not in UPSAMPLING:
-        raise DataError(f"unknown upsampling {upsample!r}; choose {' or '.join(UPSAMPLING)}")
-    if save_overlays < 0:
-        raise DataError(f"save_overlays (--save-overlays) must be at least 0, got {save_overlays}")
+    _check_options(benchmark, protocol, threshold, upsample, save_overlays)
+    extended = protocol == "extended"
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     _check_out_dir(out_dir, overwrite)
     samples = _pick_split(data_dir, split)
@@ -306,29 +371,33 @@ def evaluate(
             f"({', '.join(not_prepared[:10])}){why}; a score without them is not the benchmark's. Prepare "
             "them again, or pass --allow-missing to evaluate the rest (they are listed in report.json)"
         )
-    gt = subset_annotations(_annotations_for(benchmark, data_dir, annotations), [s.id for s in samples])
+    gt = _annotations_for(benchmark, data_dir, annotations)
+    if extended and benchmark in ("flickr", "vggss"):
+        gt = with_silent_pairs(benchmark, gt, BENCHMARKS[benchmark].box_format)
+    gt = subset_annotations(gt, [s.id for s in samples], allow_empty=extended)
     _check_box_format(gt, benchmark, _annotations_source(benchmark, data_dir, annotations))
     swaps = swap_trials(data_dir, samples, seed=swap_seed) if swap else None  # before any map: fail early
     model, preprocess = load(checkpoint, device=device)
-    protocol = protocol or getattr(model, "threshold_protocol", "fixed")
+    policy = threshold_policy(protocol, threshold, model)
     _check_cycles(model, cycles)
-    inputs = {"audio_frontend": preprocess.audio_frontend, "test_transform": preprocess.test_transform}
-    dataset = PreparedDataset(samples, mode="eval", image_size=preprocess.image_size, **inputs)
+    dataset = PreparedDataset(
+        samples,
+        mode="eval",
+        image_size=preprocess.image_size,
+        audio_frontend=preprocess.audio_frontend,
+        test_transform=preprocess.test_transform,
+    )
     maps = compute_maps(
         model, dataset, batch_size=batch_size, num_workers=num_workers, cycles=cycles, progress=progress
     )
     missing = sorted({s.id for s in samples} - set(maps))
     if missing:
         raise DataError(f"{len(missing)} clip(s) produced no map: {', '.join(missing[:10])}")
-    proto = replace(BENCHMARKS[benchmark].with_threshold(protocol), align_corners=upsample == "align-corners")
-    result = evaluate_maps(maps, gt, proto, expected_count=len(samples))
+    proto = replace(BENCHMARKS[benchmark].with_threshold(policy), align_corners=upsample == "align-corners")
     ids = [s.id for s in samples]
-    baselines = {
-        kind: evaluate_maps(
-            baseline_maps(ids, kind), gt, proto, expected_count=len(samples), warn_empty=False
-        )
-        for kind in BASELINE_KINDS
-    }
+    confidences = map_confidences(model, maps) if extended or save_maps else {}
+    scored = (score_extended if extended else _score_standard)(maps, gt, proto, ids, confidences)
+    result, baselines = scored.result, scored.baselines
     swapped = swaps and run_swaps(model, swaps, proto, preprocess.image_size, batch_size, num_workers, cycles)
     coverage = benchmark_coverage(benchmark, ids)
     if coverage and coverage["evaluated_sspl_test_ids"] < coverage["sspl_test_ids"]:
@@ -341,7 +410,7 @@ def evaluate(
             benchmark,
         )
     report = {
-        **result.summary(),
+        **scored.summary,
         "benchmark": benchmark,
         "checkpoint": str(checkpoint),
         "data": str(data_dir),
@@ -349,20 +418,24 @@ def evaluate(
         "pcm_cycles": cycles,
         "not_evaluated": not_prepared,
         "benchmark_coverage": coverage,
-        "baselines": {k: {b.ciou_name: b.ciou_success_rate, "auc": b.auc} for k, b in baselines.items()},
+        "baselines": scored.baseline_summary,
+        **({"extended_coverage": extended_coverage(benchmark, ids)} if extended else {}),
         **({"swap": swapped.summary()} if swapped else {}),
     }
+    blob = saved_maps_bytes(ids, maps, confidences, gt, proto, scored.scores) if save_maps else None
     with output_lock(out_dir, "sspl evaluate"):
         _replace_earlier(out_dir, overwrite)
         # per_sample.csv first: it lists the ids whose overlays a rerun with --overwrite may remove
-        atomic_write_text(out_dir / "per_sample.csv", _per_sample_csv(result, baselines))
+        atomic_write_text(out_dir / "per_sample.csv", scored.per_sample)
+        if blob is not None:
+            atomic_write_bytes(out_dir / SAVED_MAPS_NAME, blob)
         if swapped:
             atomic_write_text(out_dir / "swap_per_sample.csv", swapped.to_csv())
         _plots(
             out_dir, result, baselines, maps, samples, gt, proto, save_overlays, benchmark, overlay_colorbar
         )
         atomic_save_json(out_dir / "report.json", report)  # last: its presence means the evaluation finished
-    return EvaluationReport(result, baselines, report, out_dir)
+    return EvaluationReport(result, baselines, report, out_dir, scored.extended)
 
 
 def benchmark_coverage(benchmark: str, ids: list[str]) -> dict | None:

@@ -134,6 +134,16 @@ class AttentionBaseline(AudioVisualStreams):
         _, query = self.audio(spect, audio_patch_embeddings)
         return scale_map(cosine_map(self.encode_visual(frames), query), self.scaling)
 
+    def map_confidence(self, maps: torch.Tensor) -> torch.Tensor:
+        """The extended protocol's confidence (:mod:`sspl.metrics_extended`) of ``B x h x w`` attention maps:
+        the attention mass on the top quarter of locations, in [1/4, 1].
+
+        Senocak et al. publish none, and SLAVC's rule needs the cosine's level, which the softmax over
+        locations removes; how concentrated the attention is on one region is what is left of the match.
+        """
+        flat = maps.flatten(1)  # B x hw
+        return flat.topk(max(1, flat.shape[1] // 4), dim=1).values.sum(dim=1)
+
 
 class HardWayBaseline(AudioVisualStreams):
     """Local-level contrastive baseline with hard negatives inside the image (Chen et al., CVPR 2021).

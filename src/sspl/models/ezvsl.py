@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import SSPLConfig
-from .encoders import build_visual_encoder, freeze
-from .resnet import init_like_ezvsl
+from .encoders import freeze
+from .resnet import ResNet18Trunk, init_like_ezvsl
 from .streams import AudioVisualStreams
 
 __all__ = [
@@ -127,7 +127,8 @@ class EZVSL(AudioVisualStreams):
         self.aud_proj = init_like_ezvsl(nn.Linear(config.audio_dim, dim))
         self.saliency_encoder = None
         if ogl_alpha is not None:
-            self.saliency_encoder = freeze(build_visual_encoder(config.visual_encoder))
+            # the official OGL network is torchvision's ImageNet ResNet-18, whatever the trained encoder
+            self.saliency_encoder = freeze(ResNet18Trunk())
 
     def train(self, mode: bool = True) -> EZVSL:
         """Set training mode; the OGL saliency network always stays in eval mode."""

@@ -27,7 +27,6 @@ __all__ = [
     "load_encoder_weights",
     "load_module_file",
     "load_official_checkpoint",
-    "saliency_weights",
 ]
 
 
@@ -50,13 +49,6 @@ def load_encoder(encoder: nn.Module, kind: str, weights: str, *, download: bool 
         raise ValueError(f"unknown encoder {kind!r}; choose from {', '.join(ENCODERS)}")
     loader = load_visual_encoder_weights if kind == "visual_encoder" else load_audio_encoder_weights
     return loader(encoder, weights, download=download)
-
-
-def saliency_weights(config: SSPLConfig) -> str:
-    """The weights of the frozen object-saliency network of object-guided localization (EZ-VSL, SLAVC, FNAC):
-    those of the configured visual encoder (ImageNet for the released ResNet-18 models; on SynthAV, the small
-    encoder pretrained on the set's pretraining split), ImageNet when that encoder starts from random ones."""
-    return config.visual_weights or "imagenet"
 
 
 def load_module_file(module: nn.Module, path: Path, mismatch: str) -> nn.Module:

@@ -24,7 +24,7 @@ from torch import nn
 from ...config import Config, ConfigError, OptimConfig, SSPLConfig
 from ...losses import FNAC_FOREGROUND_THRESHOLD, fnac_losses
 from ..ezvsl import EZVSL, UPSAMPLE_MODES
-from ..factory import load_encoder, load_encoder_weights, saliency_weights
+from ..factory import load_encoder, load_encoder_weights
 from . import register_method
 from .negatives import parse_method_options
 
@@ -138,7 +138,7 @@ class FNACMethod:
         if pretrained:
             load_encoder_weights(model, config.model)
             if model.saliency_encoder is not None:
-                load_encoder(model.saliency_encoder, "visual_encoder", saliency_weights(config.model))
+                load_encoder(model.saliency_encoder, "visual_encoder", "imagenet")
         return model
 
     def loss(self, model: nn.Module, batch: dict, config: Config) -> tuple[torch.Tensor, dict[str, float]]:

@@ -25,9 +25,9 @@ from torch import nn
 
 from ...config import Config, ConfigError, OptimConfig, SSPLConfig
 from ...losses import slavc_loss, slavc_map
-from ..encoders import build_visual_encoder, freeze
-from ..factory import load_encoder, load_encoder_weights, saliency_weights
-from ..resnet import init_like_ezvsl
+from ..encoders import freeze
+from ..factory import load_encoder, load_encoder_weights
+from ..resnet import ResNet18Trunk, init_like_ezvsl
 from ..streams import AudioVisualStreams
 from . import register_method
 from .negatives import parse_method_options
@@ -126,6 +126,10 @@ class SLAVCModel(AudioVisualStreams):
         options: the method's options (:class:`SLAVCOptions`).
     """
 
+    #: ``sspl evaluate``'s default threshold: min-max normalise, keep the upper half (the official
+    #: ``--relative_prediction``, its VGG-SS command); its Flickr script thresholds the raw scores at 0.5
+    threshold_protocol = "median"
+
     def __init__(self, config: SSPLConfig, options: SLAVCOptions | None = None) -> None:
         super().__init__(config, audio_transform=False)
         self.options = options = options or SLAVCOptions()
@@ -140,7 +144,8 @@ class SLAVCModel(AudioVisualStreams):
             init_like_ezvsl(proj)
         for online, target, _ in _MOMENTUM_PAIRS:
             setattr(self, target, copy.deepcopy(getattr(self, online)).requires_grad_(False))
-        self.saliency_encoder = freeze(build_visual_encoder(config.visual_encoder)) if options.ogl else None
+        # OGL's saliency network is ImageNet's ResNet-18 whatever is trained (the official test.py)
+        self.saliency_encoder = freeze(ResNet18Trunk()) if options.ogl else None
 
     def train(self, mode: bool = True) -> SLAVCModel:
         """Set training mode; the OGL saliency network always stays in eval mode."""
@@ -162,7 +167,7 @@ class SLAVCModel(AudioVisualStreams):
         for online, target, rate in _MOMENTUM_PAIRS:
             m = getattr(self.options, rate)
             for p_m, p in zip(getattr(self, target).parameters(), getattr(self, online).parameters()):
-                p_m.copy_(p_m * m + p * (1.0 - m))
+                p_m.mul_(m).add_(p, alpha=1.0 - m)  # in place; rounds as the official m * p_m + (1 - m) * p
 
     def _project(
         self, img: torch.Tensor, aud: torch.Tensor, prefix: str
@@ -203,6 +208,16 @@ class SLAVCModel(AudioVisualStreams):
         ``Savl``), of the momentum or the online encoders (``options.momentum_map``)."""
         v, a = self.target(frames, spect) if self.options.momentum_map else self.online(frames, spect)
         return slavc_map(v, a, self.options.tau)
+
+    def map_confidence(self, maps: torch.Tensor) -> torch.Tensor:
+        """SLAVC's confidence that a visible object sounds (the extended protocol's, official ``test.py``):
+        the mean of the highest quarter of each :meth:`localize` map's scores, ``B x H x W -> B``. A raw
+        ``B x 7 x 7`` map (``upsample: none``) is first put on the same fixed scale."""
+        scores = maps.flatten(1).float()
+        if self.options.upsample == "none":
+            scores = slavc_scores(scores, None, self.options.tau, 1.0)
+        n = scores.shape[1]
+        return scores.topk(-(-n // 4), dim=1).values.mean(dim=1)
 
     @torch.no_grad()
     def localize(
@@ -258,7 +273,7 @@ class SLAVCMethod:
         if pretrained:
             load_encoder_weights(model, config.model)
             if model.saliency_encoder is not None:
-                load_encoder(model.saliency_encoder, "visual_encoder", saliency_weights(config.model))
+                load_encoder(model.saliency_encoder, "visual_encoder", "imagenet")
         model.reset_momentum()
         return model
 
