@@ -117,9 +117,9 @@ LABELS = {
     "sspl_nopcm_lrx10_jitter": "SSPL w/o PCM, Table S1 rates x 10, + colour jitter",
     "attention": "Attention (contrastive)",
     "hardway": "HardWay (contrastive, hard negatives)",
-    "ezvsl": "EZ-VSL (multiple-instance contrastive, OGL)",
-    "slavc": "SLAVC (two projections, momentum targets, OGL)",
-    "fnac": "FNAC (EZ-VSL + false-negative-aware terms, OGL)",
+    "ezvsl": "EZ-VSL (multiple-instance contrastive)",
+    "slavc": "SLAVC (two projections, momentum targets)",
+    "fnac": "FNAC (EZ-VSL + false-negative-aware terms)",
 }
 
 log = logging.getLogger("synthav_learning")
