@@ -28,7 +28,7 @@ at batch 1 and 16.
     for r in stoneMo+EZ-VSL:ezvsl stoneMo+SLAVC:slavc OpenNLPLab+FNAC_AVL:fnac; do mkdir -p /tmp/off/${r##*:}
         for f in model.py utils.py; do git -C /work/.mirror/${r%%:*}/repo show HEAD:$f > /tmp/off/${r##*:}/$f; done; done
     python bench/bench_released.py --official-ezvsl /tmp/off/ezvsl --official-slavc /tmp/off/slavc \\
-        --official-fnac /tmp/off/fnac --official-deps /tmp/offdeps [--batch-size 8] [--steps 3]
+        --official-fnac /tmp/off/fnac --official-deps /tmp/offdeps [--batch-size 8] [--steps 3] [--threads 1]
 
 ``--official-deps``: a folder appended to ``sys.path`` for the official modules' imports that this
 project does not need (FNAC's ``utils.py`` imports scikit-learn). Run it on an idle machine (``uptime``).
