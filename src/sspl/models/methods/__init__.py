@@ -19,7 +19,7 @@ from torch import nn
 
 from ...config import Config, OptimConfig
 
-__all__ = ["METHODS", "Method", "get_method", "register_method"]
+__all__ = ["METHODS", "Method", "get_method", "register_method", "with_encoder_groups"]
 
 
 class Method(Protocol):
@@ -48,6 +48,17 @@ def register_method(method: Method) -> Method:
     """Add a method to the registry (by its ``name``)."""
     METHODS[method.name] = method
     return method
+
+
+def with_encoder_groups(groups: list[dict], model: nn.Module, optim: OptimConfig) -> list[dict]:
+    """A method's own parameter groups, then one per encoder the config trains (at ``optim.lr_encoder``,
+    default ``optim.lr``); every group without its own ``weight_decay`` gets ``optim.weight_decay``."""
+    encoder_lr = optim.lr_encoder if optim.lr_encoder is not None else optim.lr
+    for name, params in model.trained_encoder_parameters().items():
+        groups.append({"name": name, "params": params, "lr": encoder_lr})
+    for g in groups:
+        g.setdefault("weight_decay", optim.weight_decay)
+    return groups
 
 
 def get_method(name: str) -> Method:

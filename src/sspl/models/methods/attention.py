@@ -36,7 +36,7 @@ from torch import nn
 from ...config import Config, ConfigError, OptimConfig
 from ..baselines import ATTENTION_SCALINGS, AttentionBaseline
 from ..factory import load_encoder_weights
-from . import register_method
+from . import register_method, with_encoder_groups
 from .negatives import NEGATIVES, negative_mask, parse_method_options
 
 __all__ = ["OBJECTIVES", "AttentionMethod", "AttentionOptions", "infonce_loss", "triplet_loss"]
@@ -165,12 +165,7 @@ class AttentionMethod:
             {"name": "audio_transform", "params": list(model.audio_transform.parameters()), "lr": optim.lr},
             {"name": "projection", "params": list(model.projection.parameters()), "lr": optim.lr},
         ]
-        encoder_lr = optim.lr_encoder if optim.lr_encoder is not None else optim.lr
-        for name, params in model.trained_encoder_parameters().items():
-            groups.append({"name": name, "params": params, "lr": encoder_lr})
-        for g in groups:
-            g.setdefault("weight_decay", optim.weight_decay)
-        return groups
+        return with_encoder_groups(groups, model, optim)
 
 
 register_method(AttentionMethod())

@@ -25,7 +25,7 @@ from torch import nn
 from ...config import Config, ConfigError, OptimConfig
 from ..ezvsl import EZVSL, UPSAMPLE_MODES
 from ..factory import load_encoder, load_encoder_weights
-from . import register_method
+from . import register_method, with_encoder_groups
 from .negatives import parse_method_options
 
 __all__ = ["EZVSLMethod", "EZVSLOptions", "max_mil_loss"]
@@ -124,12 +124,7 @@ class EZVSLMethod:
             {"name": "img_proj", "params": list(model.img_proj.parameters()), "lr": optim.lr},
             {"name": "aud_proj", "params": list(model.aud_proj.parameters()), "lr": optim.lr},
         ]
-        encoder_lr = optim.lr_encoder if optim.lr_encoder is not None else optim.lr
-        for name, params in model.trained_encoder_parameters().items():
-            groups.append({"name": name, "params": params, "lr": encoder_lr})
-        for g in groups:
-            g.setdefault("weight_decay", optim.weight_decay)
-        return groups
+        return with_encoder_groups(groups, model, optim)
 
 
 def model_tau(model: nn.Module) -> float:

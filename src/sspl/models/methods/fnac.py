@@ -25,7 +25,7 @@ from ...config import Config, ConfigError, OptimConfig, SSPLConfig
 from ...losses import FNAC_FOREGROUND_THRESHOLD, fnac_losses
 from ..ezvsl import EZVSL, UPSAMPLE_MODES
 from ..factory import load_encoder, load_encoder_weights
-from . import register_method
+from . import register_method, with_encoder_groups
 from .negatives import parse_method_options
 
 __all__ = ["FNACMethod", "FNACModel", "FNACOptions"]
@@ -168,12 +168,7 @@ class FNACMethod:
         """Projections at ``optim.lr``; the trained encoders at ``optim.lr_encoder`` (default ``optim.lr``)."""
         projections = [*model.img_proj.parameters(), *model.aud_proj.parameters()]
         groups = [{"name": "projections", "params": projections, "lr": optim.lr}]
-        encoder_lr = optim.lr_encoder if optim.lr_encoder is not None else optim.lr
-        for name, params in model.trained_encoder_parameters().items():
-            groups.append({"name": name, "params": params, "lr": encoder_lr})
-        for g in groups:
-            g.setdefault("weight_decay", optim.weight_decay)
-        return groups
+        return with_encoder_groups(groups, model, optim)
 
 
 register_method(FNACMethod())

@@ -40,7 +40,7 @@ from torch import nn
 from ...config import Config, ConfigError, OptimConfig
 from ..baselines import HardWayBaseline
 from ..factory import load_encoder_weights
-from . import register_method
+from . import register_method, with_encoder_groups
 from .negatives import NEGATIVES, negative_mask, parse_method_options
 
 __all__ = ["HardWayMethod", "HardWayOptions", "hardway_logits", "hardway_loss", "region_mean", "trimap"]
@@ -193,12 +193,7 @@ class HardWayMethod:
         groups = [
             {"name": "audio_transform", "params": list(model.audio_transform.parameters()), "lr": optim.lr}
         ]
-        encoder_lr = optim.lr_encoder if optim.lr_encoder is not None else optim.lr
-        for name, params in model.trained_encoder_parameters().items():
-            groups.append({"name": name, "params": params, "lr": encoder_lr})
-        for g in groups:
-            g.setdefault("weight_decay", optim.weight_decay)
-        return groups
+        return with_encoder_groups(groups, model, optim)
 
 
 register_method(HardWayMethod())

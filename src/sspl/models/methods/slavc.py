@@ -29,7 +29,7 @@ from ..encoders import freeze
 from ..factory import load_encoder, load_encoder_weights
 from ..resnet import ResNet18Trunk, init_like_ezvsl
 from ..streams import AudioVisualStreams
-from . import register_method
+from . import register_method, with_encoder_groups
 from .negatives import parse_method_options
 
 #: how :meth:`SLAVCModel.localize` brings ``7 x 7`` maps to the frame size (see :class:`SLAVCOptions`)
@@ -306,12 +306,7 @@ class SLAVCMethod:
             for p in getattr(model, n).parameters()
         ]
         groups = [{"name": "projections", "params": projections, "lr": optim.lr}]
-        encoder_lr = optim.lr_encoder if optim.lr_encoder is not None else optim.lr
-        for name, params in model.trained_encoder_parameters().items():
-            groups.append({"name": name, "params": params, "lr": encoder_lr})
-        for g in groups:
-            g.setdefault("weight_decay", optim.weight_decay)
-        return groups
+        return with_encoder_groups(groups, model, optim)
 
 
 register_method(SLAVCMethod())

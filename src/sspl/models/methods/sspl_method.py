@@ -8,7 +8,7 @@ from torch import nn
 from ...config import Config, OptimConfig
 from ..factory import create_model
 from ..sspl import SSPL, sspl_loss
-from . import register_method
+from . import register_method, with_encoder_groups
 
 __all__ = ["SSPLMethod"]
 
@@ -56,12 +56,7 @@ class SSPLMethod:
             groups.append({"name": "pcm", "params": convs, "lr": optim.lr})
             groups.append({"name": "pcm_rates", "params": rates, "lr": optim.lr, "weight_decay": 0.0})
         groups.append({"name": "head", "params": list(model.head.parameters()), "lr": optim.lr_head})
-        encoder_lr = optim.lr_encoder if optim.lr_encoder is not None else optim.lr
-        for name, params in model.trained_encoder_parameters().items():
-            groups.append({"name": name, "params": params, "lr": encoder_lr})
-        for g in groups:
-            g.setdefault("weight_decay", optim.weight_decay)
-        return groups
+        return with_encoder_groups(groups, model, optim)
 
 
 register_method(SSPLMethod())
