@@ -180,17 +180,19 @@ def test_without_ogl_no_saliency_network_is_built():
     assert not any(k.startswith("saliency_encoder.") for k in model.state_dict())
 
 
-def test_options_are_checked():
+@pytest.mark.parametrize("method", ["ezvsl", "slavc", "fnac"])
+def test_options_are_checked(method):
     cfg = CONFIG
     for bad, match in [
         ("tau=0", "tau=0.0: must be > 0"),
+        ("dim=0", "dim=0: must be >= 1"),
         ("ogl_alpha=2", r"ogl_alpha=2.0: must be in \[0, 1\]"),
         ("upsample=nearest", "upsample='nearest': choose from"),
         ("upsample=none", "OGL mixes maps at the frame size"),
         ("nonsense=1", "unknown method_options key"),
     ]:
         with pytest.raises(ConfigError, match=match):
-            get_method("ezvsl").build(apply_overrides(cfg, [f"method_options.{bad}"]), pretrained=False)
+            get_method(method).build(apply_overrides(cfg, [f"method_options.{bad}"]), pretrained=False)
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,7 @@ from ..factory import load_encoder, load_encoder_weights
 from . import register_method, with_encoder_groups
 from .negatives import parse_method_options
 
-__all__ = ["EZVSLMethod", "EZVSLOptions", "max_mil_loss"]
+__all__ = ["EZVSLMethod", "EZVSLOptions", "check_map_options", "max_mil_loss"]
 
 
 @dataclass
@@ -52,20 +52,28 @@ class EZVSLOptions:
     upsample: str = "bilinear-align-corners"
 
     def __post_init__(self) -> None:
-        if not self.tau > 0:
-            raise ConfigError(f"method_options.tau={self.tau}: must be > 0")
-        if self.dim < 1:
-            raise ConfigError(f"method_options.dim={self.dim}: must be >= 1")
-        if not 0 <= self.ogl_alpha <= 1:
-            raise ConfigError(f"method_options.ogl_alpha={self.ogl_alpha}: must be in [0, 1]")
-        if self.upsample not in UPSAMPLE_MODES:
-            raise ConfigError(
-                f"method_options.upsample={self.upsample!r}: choose from {', '.join(UPSAMPLE_MODES)}"
-            )
-        if self.ogl and self.upsample == "none":
-            raise ConfigError(
-                "method_options.upsample=none: OGL mixes maps at the frame size (set ogl: false)"
-            )
+        check_map_options(self, UPSAMPLE_MODES)
+
+
+def check_map_options(options, upsample_modes: tuple[str, ...]) -> None:
+    """The options EZ-VSL, SLAVC and FNAC share: ``tau`` > 0, ``dim`` >= 1, ``ogl_alpha`` in [0, 1], an
+    ``upsample`` of ``upsample_modes``, and no OGL on raw (``none``) maps.
+
+    Raises:
+        ConfigError: naming the option and what it must be.
+    """
+    if not options.tau > 0:
+        raise ConfigError(f"method_options.tau={options.tau}: must be > 0")
+    if options.dim < 1:
+        raise ConfigError(f"method_options.dim={options.dim}: must be >= 1")
+    if not 0 <= options.ogl_alpha <= 1:
+        raise ConfigError(f"method_options.ogl_alpha={options.ogl_alpha}: must be in [0, 1]")
+    if options.upsample not in upsample_modes:
+        raise ConfigError(
+            f"method_options.upsample={options.upsample!r}: choose from {', '.join(upsample_modes)}"
+        )
+    if options.ogl and options.upsample == "none":
+        raise ConfigError("method_options.upsample=none: OGL mixes maps at the frame size (set ogl: false)")
 
 
 def max_mil_loss(logits: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,7 @@ from ...losses import FNAC_FOREGROUND_THRESHOLD, fnac_losses
 from ..ezvsl import EZVSL, UPSAMPLE_MODES
 from ..factory import load_encoder, load_encoder_weights
 from . import register_method, with_encoder_groups
+from .ezvsl import check_map_options
 from .negatives import parse_method_options
 
 __all__ = ["FNACMethod", "FNACModel", "FNACOptions"]
@@ -65,20 +66,9 @@ class FNACOptions:
     upsample: str = "bilinear-align-corners"
 
     def __post_init__(self) -> None:
-        if self.upsample not in UPSAMPLE_MODES:
-            raise ConfigError(
-                f"method_options.upsample={self.upsample!r}: choose from {', '.join(UPSAMPLE_MODES)}"
-            )
-        if self.ogl and self.upsample == "none":
-            raise ConfigError(
-                "method_options.upsample=none: OGL mixes maps at the frame size (set ogl: false)"
-            )
-        if not 0 <= self.ogl_alpha <= 1:
-            raise ConfigError(f"method_options.ogl_alpha={self.ogl_alpha}: must be in [0, 1]")
-        if not self.tau > 0:
-            raise ConfigError(f"method_options.tau={self.tau}: must be > 0")
-        if self.dim < 1 or self.warmup_epochs < 0:
-            raise ConfigError("method_options.dim must be >= 1 and method_options.warmup_epochs >= 0")
+        check_map_options(self, UPSAMPLE_MODES)
+        if self.warmup_epochs < 0:
+            raise ConfigError(f"method_options.warmup_epochs={self.warmup_epochs}: must be >= 0")
         for name in ("dropout_img", "dropout_aud"):
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"method_options.{name}={getattr(self, name)}: must be in [0, 1)")

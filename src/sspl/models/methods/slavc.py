@@ -30,6 +30,7 @@ from ..factory import load_encoder, load_encoder_weights
 from ..resnet import ResNet18Trunk, init_like_ezvsl
 from ..streams import AudioVisualStreams
 from . import register_method, with_encoder_groups
+from .ezvsl import check_map_options
 from .negatives import parse_method_options
 
 #: how :meth:`SLAVCModel.localize` brings ``7 x 7`` maps to the frame size (see :class:`SLAVCOptions`)
@@ -87,20 +88,7 @@ class SLAVCOptions:
     upsample: str = "bicubic-align-corners"
 
     def __post_init__(self) -> None:
-        if self.upsample not in SLAVC_UPSAMPLE_MODES:
-            raise ConfigError(
-                f"method_options.upsample={self.upsample!r}: choose from {', '.join(SLAVC_UPSAMPLE_MODES)}"
-            )
-        if self.ogl and self.upsample == "none":
-            raise ConfigError(
-                "method_options.upsample=none: OGL mixes maps at the frame size (set ogl: false)"
-            )
-        if not 0 <= self.ogl_alpha <= 1:
-            raise ConfigError(f"method_options.ogl_alpha={self.ogl_alpha}: must be in [0, 1]")
-        if not self.tau > 0:
-            raise ConfigError(f"method_options.tau={self.tau}: must be > 0")
-        if self.dim < 1:
-            raise ConfigError(f"method_options.dim={self.dim}: must be >= 1")
+        check_map_options(self, SLAVC_UPSAMPLE_MODES)
         for name in ("dropout_img", "dropout_aud", "momentum_img", "momentum_aud"):
             value = getattr(self, name)
             if not 0 <= value < 1 and not (name.startswith("momentum") and value == 1):
