@@ -128,7 +128,9 @@ def swap_scores(model: str | Path | nn.Module, data: Path) -> dict | None:
     return {k: s[k] for k in ("trials", "follows_sound", "to_distractor", "stays")}
 
 
-def run_preset(out: Path, preset: str, args: argparse.Namespace, table: dict) -> None:
+def run_preset(out: Path, preset: str, args: argparse.Namespace, table: dict, path: Path) -> None:
+    """Train and score every variant on one preset; the table is saved at ``path`` after each variant, so
+    an interrupted invocation keeps what it scored (finished runs are reused by the next one)."""
     synth = synth_config(preset, num=args.scenes, seed=args.seed, pretrain_num=args.pretrain_scenes)
     data, enc = out / preset / "data", out / preset / "encoders"
     prepare_synthav(data, enc, synth, pretrain_epochs=args.pretrain_epochs)
@@ -149,6 +151,7 @@ def run_preset(out: Path, preset: str, args: argparse.Namespace, table: dict) ->
             swap = swap_scores(TrivialLocalizer(kind), data)
             rows[f"trivial:{kind}"] = {**visible[kind], **extended.get(kind, {}), "swap": swap}
         rows[variant]["epochs"] = args.epochs
+        atomic_save_json(path, table)
 
 
 def _cell(value: float | None) -> str:
@@ -197,8 +200,7 @@ def main() -> None:
     path = args.out / "extended_table.json"
     table = json.loads(path.read_text()) if path.is_file() else {}
     for preset in args.presets:
-        run_preset(args.out, preset, args, table)
-        atomic_save_json(path, table)
+        run_preset(args.out, preset, args, table, path)
     print(markdown(table))
 
 
