@@ -218,3 +218,17 @@ def test_each_official_training_script_has_its_config(name, train_list, epochs):
     released = released_config(FMT)
     assert cfg.model == replace(released.model, visual_weights="imagenet")
     assert parse_method_options(EZVSLOptions, cfg) == EZVSLOptions()  # tau 0.03, dim 512, OGL alpha 0.4
+
+
+def test_the_extended_confidence_is_slavcs_rule_on_the_cosine():
+    from sspl.metrics_extended import slavc_confidence
+
+    cos = torch.rand(3, 7, 7, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    raw = get_method("ezvsl").build(apply_overrides(CONFIG, ["method_options.ogl=false"]), pretrained=False)
+    np.testing.assert_allclose(
+        raw.map_confidence(cos / raw.tau).numpy(), slavc_confidence(cos, (-1.0, 1.0)), rtol=1e-5
+    )
+    fused = get_method("ezvsl").build(CONFIG, pretrained=False)  # OGL: min-max maps in [0, 1]
+    maps = (cos + 1) / 2
+    np.testing.assert_allclose(fused.map_confidence(maps).numpy(), slavc_confidence(maps, (0.0, 1.0)))
+    assert not np.allclose(fused.map_confidence(maps).numpy(), slavc_confidence(maps, (-1.0, 1.0)))

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import SSPLConfig
+from ..metrics_extended import slavc_confidence
 from .encoders import freeze
 from .resnet import ResNet18Trunk, init_like_ezvsl
 from .streams import AudioVisualStreams
@@ -178,6 +179,15 @@ class EZVSL(AudioVisualStreams):
             raise ValueError("this model was built without OGL (ogl_alpha=None)")
         with torch.no_grad():
             return object_saliency(self.saliency_encoder(frames))
+
+    def map_confidence(self, maps: torch.Tensor) -> torch.Tensor:
+        """The extended protocol's confidence of ``B x H x W`` :meth:`localize` maps (EZ-VSL and FNAC publish
+        none): SLAVC's rule, the mean of the highest quarter of the scores on the map's fixed range. Without
+        OGL the map is the cosine divided by ``tau``, range ``+-1/tau``, which gives SLAVC's own scores
+        ``(cos + 1) / 2``; with OGL the map is min-max normalised per frame (the official fusion), range
+        [0, 1], so the confidence measures how concentrated the map is, not the cosine's level."""
+        low, high = (0.0, 1.0) if self.ogl_alpha is not None else (-1.0 / self.tau, 1.0 / self.tau)
+        return torch.from_numpy(slavc_confidence(maps, (low, high))).reshape(len(maps))
 
     @torch.no_grad()
     def localize(
