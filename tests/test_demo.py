@@ -326,3 +326,45 @@ def test_the_command_on_the_page_reruns_the_demo():
     cli = DemoSettings(scenes=100, pretrain_scenes=100, seed=2, pcm=True)
     assert demo_command("d", cli) == "sspl demo --out d --scenes 100 --seed 2 --pcm"
     assert demo_command("d", TINY) == f"sspl.demo.run_demo('d', {TINY!r})"  # no command line says TINY
+
+
+_PROBE = """<!DOCTYPE html><html><body><video id="v" preload="auto" muted src="%s"></video><pre id="o">-</pre>
+<script>
+const v = document.getElementById("v"), o = document.getElementById("o");
+v.addEventListener("loadeddata", () => { o.textContent = "decoded " + v.videoWidth + "x" + v.videoHeight; });
+v.addEventListener("error", () => { o.textContent = "error " + v.error.code; });
+</script></body></html>"""
+
+
+@pytest.mark.skipif(
+    not (shutil.which("chromium") or shutil.which("chromium-browser")), reason="needs Chromium"
+)
+def test_chromium_decodes_the_pages_video(demo, tmp_path):
+    # the page's video element is only worth having if a browser decodes the writer's MP4
+    import subprocess
+
+    import av
+
+    out, _ = demo
+    (video,) = _page(out / "index.html")["A real video (pipeline only)"]["videos"]
+    shutil.copy(out / video["src"], tmp_path / "clip.mp4")
+    (tmp_path / "probe.html").write_text(_PROBE % "clip.mp4")
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    dom = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=8000",
+            "--dump-dom",
+            (tmp_path / "probe.html").as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    with av.open(str(tmp_path / "clip.mp4")) as container:
+        stream = container.streams.video[0]
+        assert f'<pre id="o">decoded {stream.width}x{stream.height}</pre>' in dom

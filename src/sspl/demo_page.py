@@ -59,11 +59,11 @@ def _method_text(record: dict, table_s1: tuple[float, float] | None, scale: floa
             )
     else:
         words.append(f"lr {record['lr']:g}")
-    words.append(
-        f"; minibatch {record['batch_size']}, {record['epochs']} epochs, training seed {record['training_seed']}, "
+    return (
+        " ".join(words)
+        + f"; minibatch {record['batch_size']}, {record['epochs']} epochs, training seed {record['training_seed']}, "
         f"augmentations {' + '.join(record['augmentations'])}"
     )
-    return " ".join(words)
 
 
 def _selected_text(record: dict) -> str:

@@ -49,6 +49,7 @@ figcaption { font-size: 0.85em; color: #555; }
 table { border-collapse: collapse; margin: 1em 0; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.7em; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
+td.text { text-align: left; }
 """.strip()
 
 
@@ -56,6 +57,11 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3f}"
     return html.escape("" if value is None else str(value))
+
+
+def _td(value: Any) -> str:
+    # numbers right-aligned to compare down a column, text (a setting, a command) left-aligned
+    return f'<td class="text">{_cell(value)}</td>' if isinstance(value, str) else f"<td>{_cell(value)}</td>"
 
 
 def _section(sec: ReportSection | Mapping[str, Any]) -> ReportSection:
@@ -118,12 +124,12 @@ def write_html_report(
             body.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in columns) + "</tr>")
             for row in sec.table:
                 cells = {str(k): v for k, v in row.items()}
-                body.append("<tr>" + "".join(f"<td>{_cell(cells.get(c))}</td>" for c in columns) + "</tr>")
+                body.append("<tr>" + "".join(_td(cells.get(c)) for c in columns) + "</tr>")
             body.append("</table>")
         for item in sec.videos:
             src, caption = _linked(path, root, item, "video")
             body.append(
-                f'<figure><video controls preload="metadata" src="{src}">'
+                f'<figure><video controls preload="auto" src="{src}">'
                 f'<a href="{src}">{html.escape(caption)}</a></video>{_caption(item)}</figure>'
             )
         for item in sec.images:
