@@ -306,6 +306,16 @@ def _method_record(config: Config, result: TrainResult, label: str) -> dict:
     }
 
 
+def _train_beside(
+    out: Path, data: Path, encoders: Path, settings: DemoSettings, steps: int, progress: bool
+) -> tuple[Config, TrainResult]:
+    """Train the method beside SSPL into ``out/run_<method>`` (resumed by the pipeline's rule)."""
+    label = beside_label(settings.beside)
+    _step(3, steps, f"training {label} on the same scenes for {settings.beside_epochs} epochs")
+    config = beside_config(settings, encoders)
+    return config, train_synthav(config, data, out / f"run_{settings.beside}", progress=progress)
+
+
 def run_demo(
     out_dir: str | os.PathLike, settings: DemoSettings | None = None, *, progress: bool = True
 ) -> dict:
@@ -353,16 +363,7 @@ def run_demo(
     _step(2, steps, f"training SSPL ({'w/' if settings.pcm else 'w/o'} PCM) for {settings.epochs} epochs")
     config = demo_config(settings, encoders)
     result = train_synthav(config, data, run, progress=progress)
-    beside = None
-    if settings.beside:
-        _step(
-            3,
-            steps,
-            f"training {beside_label(settings.beside)} on the same scenes for {settings.beside_epochs} epochs",
-        )
-        beside_cfg = beside_config(settings, encoders)
-        beside_run = out / f"run_{settings.beside}"
-        beside = (beside_cfg, train_synthav(beside_cfg, data, beside_run, progress=progress))
+    beside = _train_beside(out, data, encoders, settings, steps, progress) if settings.beside else None
 
     _step(steps - 2, steps, "evaluating on the held-out test scenes")
     # the demo's own evaluation folders: a rerun replaces the evaluations' outputs there (and nothing else)
@@ -379,14 +380,9 @@ def run_demo(
     )
     beside_eval = None
     if beside:
+        run_dir, eval_dir = out / f"run_{settings.beside}", out / f"eval_{settings.beside}"
         beside_eval = evaluate(
-            out / f"run_{settings.beside}",
-            data,
-            "synth",
-            out / f"eval_{settings.beside}",
-            save_overlays=OVERLAYS,
-            overwrite=True,
-            progress=progress,
+            run_dir, data, "synth", eval_dir, save_overlays=OVERLAYS, overwrite=True, progress=progress
         )
     rows = score_rows(scores, settings.beside and beside_label(settings.beside), beside_eval)
     _write_curves(out / "figures", scores, result, settings.beside, beside_eval, beside)
