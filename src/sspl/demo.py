@@ -6,13 +6,17 @@ resumes where a killed run stopped (that module's resume rule), so rerunning the
 1. generate a small SynthAV set (:mod:`sspl.data.synth`) with its encoder-pretraining split, and pretrain
    the small visual and audio encoders on that split (the stand-in for ImageNet / AudioSet pretraining,
    which cannot be downloaded here; :mod:`sspl.engine.pretrain`);
-2. train SSPL on the set with those encoders frozen (:func:`sspl.engine.synthav.train_synthav`);
-3. evaluate it on the held-out test scenes beside the untrained model, the oracle query and the trivial
-   maps (:func:`sspl.engine.synthav.evaluate_synthav`);
+2. train SSPL on the set with those encoders frozen (:func:`sspl.engine.synthav.train_synthav`), and on the
+   same scenes, encoders, minibatch and seed the method beside it (:data:`BESIDE_METHOD`, the project's best
+   localizer on SynthAV), so the page shows what the pipeline can do and where SSPL stands;
+3. evaluate both on the held-out test scenes beside SSPL's untrained model, the oracle query and the
+   trivial maps (:func:`sspl.engine.synthav.evaluate_synthav`);
 4. localize a few test scenes through the user-facing API (:func:`sspl.localize.localize_image`) and
    the bundled real video (:func:`sspl.localize.write_video_outputs`) -- honestly labelled: a model
    trained on synthetic shapes shows the video pipeline, not real-world localization;
-5. write ``index.html`` with the metrics table, success and learning curves, overlays and the video.
+5. write ``index.html`` (:mod:`sspl.demo_page`): what ran (command, seed, threads, versions, wall time, each
+   method's settings and selected epoch), the metrics table, success and learning curves, both methods'
+   overlays side by side, and the heat-map video in a ``<video>`` element.
 """
 
 from __future__ import annotations
