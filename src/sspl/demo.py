@@ -100,7 +100,7 @@ def demo_video() -> Path:
 
 @dataclass(frozen=True)
 class DemoSettings:
-    """What the demo generates and trains (defaults: about 2.5 minutes on a 2-core CPU).
+    """What the demo generates and trains (its time and results on 1, 2 and 4 threads: docs/benchmarks.md).
 
     Attributes:
         preset: SynthAV preset (``easy``: the sounding object alone; ``distractors``: 2-4 objects).
