@@ -47,7 +47,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("render", ("sspl.viz", "sspl.html_report")),
     ("engine", ("sspl.engine",)),
     ("api", ("sspl.api", "sspl.localize", "sspl.localize_inputs", "sspl.localize_outputs", "sspl")),
-    ("apps", ("sspl.cli", "sspl.demo", "sspl.app")),
+    ("apps", ("sspl.cli", "sspl.demo", "sspl.demo_page", "sspl.app")),
 ]
 
 

@@ -61,6 +61,7 @@ __all__ = [
     "format_timestamp",
     "heat_alpha",
     "learning_curves_plot",
+    "metric_label",
     "overlay_heatmap",
     "pcm_strip",
     "stamp_time",
@@ -483,12 +484,24 @@ def success_curves_plot(
     return _render(fig)
 
 
+def metric_label(key: str) -> str:
+    """A logged metric's key in words: ``val_ciou@0.5`` -> ``validation cIoU@0.5``, ``val_auc`` ->
+    ``validation AUC``; other keys as they are."""
+    split, _, name = key.partition("_")
+    words = {"ciou": "cIoU", "auc": "AUC", "loss": "loss"}
+    metric, at, rest = name.partition("@")
+    if split not in ("val", "train") or metric not in words:
+        return key
+    return f"{'validation' if split == 'val' else 'training'} {words[metric]}{at}{rest}"
+
+
 def learning_curves_plot(
     histories: Mapping[str, Sequence[Mapping[str, Any]]],
     key: str = "val_ciou@0.5",
     *,
     references: Mapping[str, float] | None = None,
     title: str | None = None,
+    ylabel: str | None = None,
     figsize: tuple[float, float] = (5.0, 4.0),
     dpi: int = 100,
 ) -> Image.Image:
@@ -500,6 +513,7 @@ def learning_curves_plot(
         key: the metric of the records to plot.
         references: name -> level drawn as a dashed horizontal line (e.g. a baseline or the oracle).
         title: plot title.
+        ylabel: label of the metric's axis (default: ``key`` in words, :func:`metric_label`).
         figsize, dpi: figure size in inches and resolution.
 
     Returns:
@@ -522,7 +536,7 @@ def learning_curves_plot(
         # thin and black-dashed whatever the index, so a reference never looks like a run
         ax.axhline(level, linestyle=(0, (4, 2 + 2 * k)), linewidth=1, color="black", label=name)
     ax.set_xlabel("epoch")
-    ax.set_ylabel(key)
+    ax.set_ylabel(ylabel or metric_label(key))
     ax.grid(alpha=0.3)
     _place_legend(fig, ax, len(histories) + len(references))
     if title:

@@ -25,7 +25,7 @@ from ..data.lists import canonical_id, test_ids
 from ..data.manifest import ANNOTATIONS_NAME, ManifestRow, read_manifest
 from ..errors import DataError
 from ..io import atomic_save_json, atomic_write_bytes, atomic_write_text, output_folder_blocked
-from ..metrics import BASELINE_KINDS, BENCHMARKS, EvalResult, baseline_maps, evaluate_maps
+from ..metrics import BASELINE_KINDS, BENCHMARKS, EvalResult, Protocol, baseline_maps, evaluate_maps
 from ..metrics_extended import ExtendedResult
 from ..outputs import LOCK_NAME, check_output_folder, output_lock, remove_stale_temps, remove_written
 from ..paths import is_plain_name
@@ -41,7 +41,7 @@ from .extended import (
 from .loading import load
 from .swap import run_swaps, swap_trials
 
-__all__ = ["EvaluationReport", "benchmark_coverage", "compute_maps", "evaluate"]
+__all__ = ["EvaluationReport", "benchmark_coverage", "compute_maps", "evaluate", "evaluated_notes"]
 
 log = logging.getLogger(__name__)
 
@@ -432,7 +432,17 @@ def evaluate(
         if swapped:
             atomic_write_text(out_dir / "swap_per_sample.csv", swapped.to_csv())
         _plots(
-            out_dir, result, baselines, maps, samples, gt, proto, save_overlays, benchmark, overlay_colorbar
+            out_dir,
+            result,
+            baselines,
+            maps,
+            samples,
+            gt,
+            proto,
+            save_overlays,
+            benchmark,
+            report,
+            overlay_colorbar,
         )
         atomic_save_json(out_dir / "report.json", report)  # last: its presence means the evaluation finished
     return EvaluationReport(result, baselines, report, out_dir, scored.extended)
@@ -458,8 +468,38 @@ def benchmark_coverage(benchmark: str, ids: list[str]) -> dict | None:
     }
 
 
+def evaluated_notes(report: dict, protocol: Protocol) -> list[str]:
+    """What an evaluation scored, in words: the checkpoint, the data and split, the sample count and the
+    protocol (the head of its page)."""
+    skipped = len(report.get("not_evaluated") or [])
+    threshold = {
+        "fixed": f"a fixed threshold of {protocol.threshold_value:g} on the min-max normalised map",
+        "median": "the median of each map as its threshold",
+    }.get(protocol.threshold, f"a threshold of {protocol.threshold_value:g} on the map's own scores")
+    return [
+        f"Checkpoint: {report['checkpoint']}.",
+        f"Data: {report['data']}, split {report['split'] or 'all'}: {report['num_samples']} samples evaluated"
+        + (f", {skipped} that failed to prepare left out." if skipped else "."),
+        f"Protocol ({report['benchmark']}): maps upsampled to {protocol.size} x {protocol.size} "
+        f"({'align-corners' if protocol.align_corners else 'half-pixel'} bilinear), masked with {threshold}; "
+        f"ground truth: the {protocol.rule} of the boxes ({protocol.box_format}); a sample counts as localized "
+        f"when its cIoU is at least {protocol.ciou_threshold:g} (cIoU@{protocol.ciou_threshold:g}); AUC: the "
+        f"area under the success rate over cIoU thresholds 0 to 1 in steps of {protocol.curve_step:g}.",
+    ]
+
+
 def _plots(
-    out_dir, result, baselines, maps, samples, gt, proto, save_overlays: int, benchmark: str, colorbar: bool
+    out_dir,
+    result,
+    baselines,
+    maps,
+    samples,
+    gt,
+    proto,
+    save_overlays: int,
+    benchmark: str,
+    report: dict,
+    colorbar: bool,
 ) -> None:
     from .. import viz
     from ..io import atomic_save_image
@@ -492,6 +532,7 @@ def _plots(
         out_dir / "index.html",
         f"Evaluation on {benchmark}",
         [
+            {"title": "What was evaluated", "notes": evaluated_notes(report, proto)},
             {"title": "Metrics", "table": table, "images": [("success_curve.png", "success rate vs cIoU")]},
             {
                 "title": "Samples",
