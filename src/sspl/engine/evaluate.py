@@ -362,15 +362,7 @@ def evaluate(
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     _check_out_dir(out_dir, overwrite)
     samples = _pick_split(data_dir, split)
-    failed = _not_prepared(data_dir, split)
-    not_prepared = [r.id for r in failed]
-    if not_prepared and not allow_missing:
-        why = next((f", e.g. {r.error}" for r in failed if r.error), "")
-        raise DataError(
-            f"{data_dir}: {len(not_prepared)} clip(s) of the split failed to prepare "
-            f"({', '.join(not_prepared[:10])}){why}; a score without them is not the benchmark's. Prepare "
-            "them again, or pass --allow-missing to evaluate the rest (they are listed in report.json)"
-        )
+    not_prepared = _check_prepared(data_dir, split, allow_missing)
     gt = _annotations_for(benchmark, data_dir, annotations)
     if extended and benchmark in ("flickr", "vggss"):
         gt = with_silent_pairs(benchmark, gt, BENCHMARKS[benchmark].box_format)
@@ -399,16 +391,7 @@ def evaluate(
     scored = (score_extended if extended else _score_standard)(maps, gt, proto, ids, confidences)
     result, baselines = scored.result, scored.baselines
     swapped = swaps and run_swaps(model, swaps, proto, preprocess.image_size, batch_size, num_workers, cycles)
-    coverage = benchmark_coverage(benchmark, ids)
-    if coverage and coverage["evaluated_sspl_test_ids"] < coverage["sspl_test_ids"]:
-        log.warning(
-            "%s: %d of the %d %s test clips the paper evaluates are in this evaluation; the score is not "
-            "the benchmark's and cannot be compared with published numbers",
-            data_dir,
-            coverage["evaluated_sspl_test_ids"],
-            coverage["sspl_test_ids"],
-            benchmark,
-        )
+    coverage = _coverage(benchmark, ids, data_dir)
     report = {
         **scored.summary,
         "benchmark": benchmark,
@@ -446,6 +429,35 @@ def evaluate(
         )
         atomic_save_json(out_dir / "report.json", report)  # last: its presence means the evaluation finished
     return EvaluationReport(result, baselines, report, out_dir, scored.extended)
+
+
+def _check_prepared(data_dir: Path, split: str | None, allow_missing: bool) -> list[str]:
+    """The ids of the split's clips that failed to prepare; refused unless ``allow_missing``."""
+    failed = _not_prepared(data_dir, split)
+    not_prepared = [r.id for r in failed]
+    if not_prepared and not allow_missing:
+        why = next((f", e.g. {r.error}" for r in failed if r.error), "")
+        raise DataError(
+            f"{data_dir}: {len(not_prepared)} clip(s) of the split failed to prepare "
+            f"({', '.join(not_prepared[:10])}){why}; a score without them is not the benchmark's. Prepare "
+            "them again, or pass --allow-missing to evaluate the rest (they are listed in report.json)"
+        )
+    return not_prepared
+
+
+def _coverage(benchmark: str, ids: list[str], data_dir: Path) -> dict | None:
+    """:func:`benchmark_coverage`, with a warning when the paper's test clips are not all there."""
+    coverage = benchmark_coverage(benchmark, ids)
+    if coverage and coverage["evaluated_sspl_test_ids"] < coverage["sspl_test_ids"]:
+        log.warning(
+            "%s: %d of the %d %s test clips the paper evaluates are in this evaluation; the score is not "
+            "the benchmark's and cannot be compared with published numbers",
+            data_dir,
+            coverage["evaluated_sspl_test_ids"],
+            coverage["sspl_test_ids"],
+            benchmark,
+        )
+    return coverage
 
 
 def benchmark_coverage(benchmark: str, ids: list[str]) -> dict | None:
