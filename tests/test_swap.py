@@ -8,12 +8,12 @@ import csv
 import json
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 from sspl.cli import main
 from sspl.data.datasets import Sample, load_samples
+from sspl.data.preprocess import Preprocess
 from sspl.data.synth import generate_synth, synth_config
 from sspl.engine import evaluate as evaluate_module
 from sspl.engine.swap import audio_swap_test, load_scene_objects, plan_swaps
@@ -102,7 +102,7 @@ def _evaluate(data: Path, out: Path, *extra: str) -> int:
 
 def test_cli_evaluate_swap_end_to_end(scenes_dir, tmp_path, capsys, monkeypatch):
     oracle = LookupLocalizer(scenes_dir, follow=True)
-    monkeypatch.setattr(evaluate_module, "load", lambda *a, **k: (oracle, SimpleNamespace(image_size=224)))
+    monkeypatch.setattr(evaluate_module, "load", lambda *a, **k: (oracle, Preprocess(image_size=224)))
     out = tmp_path / "eval"
     assert _evaluate(scenes_dir, out, "--swap") == 0
     printed = capsys.readouterr().out
