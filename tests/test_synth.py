@@ -386,3 +386,14 @@ def test_cli_synth_end_to_end(tmp_path, capsys):
     assert meta["synth"]["max_objects"] == 1
     assert main(["synth", str(tmp_path / "bad"), "--num", "4", "--object-size", "0.6", "0.7"]) == 1
     assert "object_size" in capsys.readouterr().err
+
+
+def test_a_set_made_before_a_setting_existed_has_that_settings_default():
+    from sspl.data.synth import settings_differences
+
+    config = synth_config("easy", num=50, seed=3)
+    older = config.to_json()
+    del older["no_source_fraction"]  # sets made before the extended preset do not record it
+    assert settings_differences(older, config) == []
+    assert settings_differences(older, synth_config("easy", num=50, seed=4)) == ["--seed 3 there, 4 now"]
+    assert settings_differences(older, synth_config("extended", num=50, seed=3)) != []

@@ -36,7 +36,7 @@ from pathlib import Path
 from .api import load
 from .config import Config
 from .data.manifest import META_NAME, read_manifest, read_meta
-from .data.synth import MAX_SCENES, PRESETS, SynthConfig, synth_config
+from .data.synth import MAX_SCENES, PRESETS, SynthConfig, settings_differences, synth_config
 from .demo_page import beside_pairs, write_demo_page
 from .engine.evaluate import evaluate
 from .engine.synthav import (
@@ -211,7 +211,7 @@ def _demo_folder(out_dir: str | os.PathLike, synth: SynthConfig) -> Path:
     out = Path(out_dir).resolve()
     _check_demo_folder(out)
     data = out / "synthav"
-    if (data / META_NAME).is_file() and read_meta(data).get("synth") != synth.to_json():
+    if (data / META_NAME).is_file() and settings_differences(read_meta(data).get("synth") or {}, synth):
         raise DataError(
             f"{out}: holds a demo of another preset, size or seed; give another --out (or delete {out})"
         )

@@ -135,6 +135,7 @@ __all__ = [
     "render_scene",
     "scene_id",
     "scene_kinds",
+    "settings_differences",
     "split_assignment",
     "synth_config",
 ]
@@ -263,14 +264,7 @@ def _check_output_dir(out_dir: Path, config: SynthConfig) -> None:
     previous = meta.get("synth")
     if meta.get("kind") != "synth" or previous is None:
         raise DataError(f"{out_dir}: holds a prepared set of kind {meta.get('kind')!r}; choose a new folder")
-    wanted = config.to_json()
-    # a setting added since that set was made has its default there (it made the same scenes)
-    defaults = {f.name: f.default for f in fields(SynthConfig) if f.default is not MISSING}
-    differ = [
-        f"{_option_name(k)} {previous.get(k, defaults.get(k))!r} there, {wanted[k]!r} now"
-        for k in wanted
-        if previous.get(k, defaults.get(k)) != wanted[k]
-    ]
+    differ = settings_differences(previous, config)
     if meta.get("generator_version") != GENERATOR_VERSION:
         differ.append(f"generator version {meta.get('generator_version')!r} there, {GENERATOR_VERSION!r} now")
     if differ:
@@ -278,6 +272,19 @@ def _check_output_dir(out_dir: Path, config: SynthConfig) -> None:
             f"{out_dir}: holds a SynthAV set made with other settings ({'; '.join(differ)}); "
             "choose a new folder, or repeat that set's settings to resume it"
         )
+
+
+def settings_differences(previous: dict, config: SynthConfig) -> list[str]:
+    """How a set's recorded settings (``meta.json``'s ``synth``) differ from ``config``, one phrase per
+    option (empty when they make the same scenes). A setting added since that set was made counts as its
+    default there: it made the same scenes."""
+    wanted = config.to_json()
+    defaults = {f.name: f.default for f in fields(SynthConfig) if f.default is not MISSING}
+    return [
+        f"{_option_name(k)} {previous.get(k, defaults.get(k))!r} there, {wanted[k]!r} now"
+        for k in wanted
+        if previous.get(k, defaults.get(k)) != wanted[k]
+    ]
 
 
 def _option_name(field_name: str) -> str:
