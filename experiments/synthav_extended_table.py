@@ -106,6 +106,7 @@ def extended_protocol_scores(run: Path, data: Path) -> dict:
             "synth",
             run / "test_eval_extended",
             protocol="extended",
+            threshold="fixed",  # every method binarised alike, as the visible-scene columns (synth protocol)
             overwrite=True,
             progress=False,
         ).report
