@@ -28,21 +28,18 @@ import av
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 from PIL import Image
 
 import sspl
 from chromium import Chromium, find_chromium
+from small_runs import save_small_run
 from sspl.app import make_server
 from sspl.app.form import boundary_of, parse_form
 from sspl.app.jobs import JobRunner, Upload
 from sspl.cli import main
-from sspl.config import Config, SSPLConfig
 from sspl.data.video import video_info, write_synthetic_video
-from sspl.engine.checkpoint import save_checkpoint
 from sspl.errors import DataError
 from sspl.localize import localize_image, localize_video
-from sspl.models.methods import get_method
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIP = ROOT / "src" / "sspl" / "assets" / "videos" / "single_source__p04SYXuBSQ.mp4"
@@ -59,20 +56,7 @@ def _save_run(folder: Path, encoder_weights: Path | None = None) -> Path:
             str(encoder_weights / "audio_encoder.pt"),
         )
     )
-    config = Config(
-        model=SSPLConfig(
-            visual_encoder="small_cnn",
-            audio_encoder="small_cnn",
-            visual_channels=128,
-            audio_dim=128,
-            visual_weights=visual,
-            audio_weights=audio,
-        )
-    )
-    torch.manual_seed(0)
-    model = get_method("sspl").build(config, pretrained=False).eval()
-    save_checkpoint(folder / "checkpoints" / "best.pt", model=model, config=config, epoch=0, step=0)
-    return folder
+    return save_small_run(folder, visual, audio)
 
 
 @pytest.fixture(scope="module")

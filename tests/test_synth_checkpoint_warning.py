@@ -10,16 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 from PIL import Image
 
+from small_runs import save_small_run
 from sspl.cli import main
-from sspl.config import Config, SSPLConfig
 from sspl.data.video import write_synthetic_video
-from sspl.engine.checkpoint import load_checkpoint, save_checkpoint, trained_on
+from sspl.engine.checkpoint import load_checkpoint, trained_on
 from sspl.engine.loading import load, load_with_origin
 from sspl.localize import localize_image, write_video_outputs
-from sspl.models.methods import get_method
 
 WARNING = (
     "this model was trained on SynthAV (synthetic scenes); its maps on real images and videos mean nothing"
@@ -28,20 +26,7 @@ WARNING = (
 
 def _run(folder: Path, visual_weights: str | None, audio_weights: str | None) -> Path:
     """A run directory holding a tiny small_cnn SSPL whose config names these encoder weights."""
-    config = Config(
-        model=SSPLConfig(
-            visual_encoder="small_cnn",
-            audio_encoder="small_cnn",
-            visual_channels=128,
-            audio_dim=128,
-            visual_weights=visual_weights,
-            audio_weights=audio_weights,
-        )
-    )
-    torch.manual_seed(0)
-    model = get_method("sspl").build(config, pretrained=False).eval()
-    save_checkpoint(folder / "checkpoints" / "best.pt", model=model, config=config, epoch=0, step=0)
-    return folder
+    return save_small_run(folder, visual_weights, audio_weights)
 
 
 @pytest.fixture(scope="module")
