@@ -90,17 +90,24 @@ def test_official_checkpoint_infers_pcm_and_cycles(checkpoints):
 def test_broken_official_files_are_named(checkpoints, tmp_path):
     from sspl.errors import WeightsError
 
-    def copy(name: str) -> Path:
+    def copy(name: str, *changed: str) -> Path:
+        """The checkpoint folder with real copies of the files to change and links to the others (the
+        originals are hundreds of MB each)."""
         folder = tmp_path / name
-        shutil.copytree(checkpoints["w_pcm"], folder)
+        folder.mkdir()
+        for source in Path(checkpoints["w_pcm"]).iterdir():
+            if source.name in changed:
+                shutil.copyfile(source, folder / source.name)
+            else:
+                (folder / source.name).symlink_to(source)
         return folder
 
-    extra = copy("extra_key")
+    extra = copy("extra_key", "pcm_best.pth")
     pcm = torch.load(extra / "pcm_best.pth", weights_only=True)
     torch.save({**pcm, "extra.weight": torch.zeros(1)}, extra / "pcm_best.pth")
     with pytest.raises(WeightsError, match=r"extra_key: unexpected key in pcm_best\.pth: 'extra\.weight'"):
         SSPL.from_official_checkpoint(extra)
-    shape = copy("shape")
+    shape = copy("shape", "ssl_head_best.pth")
     head = torch.load(shape / "ssl_head_best.pth", weights_only=True)
     key = next(iter(head))
     torch.save({**head, key: torch.zeros(3)}, shape / "ssl_head_best.pth")
@@ -112,12 +119,12 @@ def test_broken_official_files_are_named(checkpoints, tmp_path):
     (swapped / "tmp.pth").rename(swapped / "sound_best.pth")
     with pytest.raises(WeightsError, match=r"swapped: unexpected key in frame_best\.pth"):
         SSPL.from_official_checkpoint(swapped)
-    empty = copy("empty")
+    empty = copy("empty", "pcm_best.pth")
     (empty / "pcm_best.pth").write_bytes(b"")
     with pytest.raises(WeightsError, match=r"pcm_best\.pth: cannot read checkpoint \(.+\)"):
         SSPL.from_official_checkpoint(empty)
     # Saved with its epoch beside the weights: unwrapped.
-    wrapped = copy("wrapped")
+    wrapped = copy("wrapped", "frame_best.pth")
     frame = torch.load(wrapped / "frame_best.pth", weights_only=True)
     torch.save({"state_dict": frame, "epoch": 3}, wrapped / "frame_best.pth")
     assert SSPL.from_official_checkpoint(wrapped).config.pcm
