@@ -173,6 +173,24 @@ def test_dataset_stft_spect_is_the_front_end_of_the_clip_audio(prepared):
     assert shapes[native] == (1, 257, 276)  # 22.05 kHz
 
 
+def test_training_spectrograms_get_fnac_s_masks_seeded_like_the_views(prepared):
+    samples = load_samples(prepared[1])
+    plain = PreparedDataset(samples, mode="train", audio_frontend="stft")[0]["spect"]
+    masks = ("freq_mask", "time_mask")
+    masked = [
+        PreparedDataset(samples, mode="train", audio_frontend="stft", audio_augmentations=masks, seed=s)[0]
+        for s in (0, 0, 1)
+    ]
+    torch.testing.assert_close(masked[0]["spect"], masked[1]["spect"], rtol=0, atol=0)  # reproducible
+    torch.testing.assert_close(masked[0]["frame_view1"], masked[1]["frame_view1"], rtol=0, atol=0)
+    changed = [m["spect"] != plain for m in masked]
+    assert all(bool(c.any()) for c in changed) and not torch.equal(changed[0], changed[2])
+    for m, c in zip(masked, changed, strict=True):
+        assert (m["spect"][c] == 0).all()  # only zeros are written
+    with pytest.raises(ValueError, match="stft spectrogram of training clips only"):
+        PreparedDataset(samples, mode="eval", audio_frontend="stft", audio_augmentations=masks)
+
+
 def test_dataset_resize_view_is_the_transform_of_the_frame(prepared):
     samples = load_samples(prepared[0])
     item = PreparedDataset(samples, mode="eval", test_transform="resize")[0]

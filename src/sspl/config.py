@@ -21,6 +21,7 @@ import yaml
 from .errors import SSPLError
 
 __all__ = [
+    "AUDIO_AUGMENTATIONS",
     "AUDIO_ENCODER_NAMES",
     "AUDIO_FRONTENDS",
     "AUGMENTATIONS",
@@ -57,6 +58,8 @@ PATCH_AUDIO_ENCODERS = ("small_cnn", "vggish")
 #: evaluation image transforms (:mod:`sspl.data.transforms`)
 TEST_TRANSFORMS = ("crop", "resize")
 #: the Table S2 augmentations (:mod:`sspl.data.transforms`)
+#: FNAC's spectrogram masks (:mod:`sspl.data.spec_augment`), for the ``stft`` front end.
+AUDIO_AUGMENTATIONS = ("freq_mask", "time_mask")
 AUGMENTATIONS = ("crop", "hflip", "vflip", "translate", "rotate", "color_jitter", "grayscale", "blur")
 
 
@@ -184,6 +187,9 @@ class DataConfig:
         test_transform: the evaluation / localization image transform: ``crop`` (shorter side to
             ``image_size``, bicubic, centre crop; SSPL) or ``resize`` (the whole frame to ``image_size`` x
             ``image_size``, bicubic, no crop; the EZ-VSL / SLAVC / FNAC test transform).
+        audio_augmentations: masks drawn on each training clip's ``stft`` spectrogram (FNAC's
+            ``freq_mask`` and ``time_mask``, :mod:`sspl.data.spec_augment`); needs ``model.audio_frontend``
+            ``stft``.
     """
 
     augmentations: list[str] = field(default_factory=lambda: ["crop", "hflip"])
@@ -197,6 +203,7 @@ class DataConfig:
     cache_audio: bool = False
     cache_visual: bool = False
     test_transform: str = "crop"
+    audio_augmentations: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         unknown = [a for a in self.augmentations if a not in AUGMENTATIONS]
@@ -213,6 +220,11 @@ class DataConfig:
         if self.test_transform not in TEST_TRANSFORMS:
             choices = ", ".join(TEST_TRANSFORMS)
             raise ConfigError(f"data.test_transform={self.test_transform!r}: choose from {choices}")
+        names = self.audio_augmentations
+        if any(a not in AUDIO_AUGMENTATIONS for a in names) or len(set(names)) != len(names):
+            raise ConfigError(
+                f"data.audio_augmentations={names}: each at most once, from {', '.join(AUDIO_AUGMENTATIONS)}"
+            )
         _at_least("data", self, 1, "max_train", optional=True)
         _at_least("data", self, 0, "num_workers")
 
@@ -328,6 +340,11 @@ class Config:
             raise ConfigError(
                 "data.cache_audio caches the vggish front end's patch embeddings; "
                 "model.audio_frontend='stft' has none (set data.cache_audio=false)"
+            )
+        if self.data.audio_augmentations and self.model.audio_frontend != "stft":
+            raise ConfigError(
+                f"data.audio_augmentations={self.data.audio_augmentations} mask the stft spectrogram; "
+                f"model.audio_frontend={self.model.audio_frontend!r} has none (set model.audio_frontend=stft)"
             )
         if self.method == "sspl" and self.method_options:
             raise ConfigError(

@@ -25,6 +25,7 @@ from ..config import AUDIO_FRONTENDS, TEST_TRANSFORMS
 from ..errors import DataError
 from .feature_cache import CACHE_AUGMENTATIONS, FeatureCropFlip, VisualFeatureCache
 from .manifest import NATIVE_AUDIO_DIR, ManifestRow, read_manifest, read_meta
+from .spec_augment import apply_spec_masks
 from .transforms import TwoViews, build_eval_transform, build_train_transform
 
 __all__ = ["PreparedDataset", "Sample", "label_index", "load_samples", "sample_seed"]
@@ -175,6 +176,8 @@ class PreparedDataset(Dataset):
             is the released models' ``1 x 257 x T`` log-spectrogram, :meth:`Sample.load_stft`; clips of one
             batch must share a sample rate, as in their code).
         test_transform: the evaluation view: ``crop`` or ``resize`` (:func:`build_eval_transform`).
+        audio_augmentations: masks drawn on each training clip's ``stft`` spectrogram
+            (:func:`~sspl.data.spec_augment.apply_spec_masks`), seeded like the frame views.
 
     Items are dicts with ``id`` (str), ``index`` (int), ``label`` (int), ``spect`` (``P x 96 x 64`` or
     ``1 x 257 x T``) or ``audio_emb`` (``P x D``), and the frame tensor(s) (``3 x S x S``) or feature views.
@@ -193,6 +196,7 @@ class PreparedDataset(Dataset):
         visual_features: VisualFeatureCache | None = None,
         audio_frontend: str = "vggish",
         test_transform: str = "crop",
+        audio_augmentations: Sequence[str] = (),
     ) -> None:
         if mode not in ("train", "eval"):
             raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
@@ -201,6 +205,8 @@ class PreparedDataset(Dataset):
                 f"audio_frontend {audio_frontend!r} / test_transform {test_transform!r}: choose from "
                 f"{', '.join(AUDIO_FRONTENDS)} / {', '.join(TEST_TRANSFORMS)}"
             )
+        if audio_augmentations and (audio_frontend != "stft" or mode != "train"):
+            raise ValueError("audio_augmentations mask the stft spectrogram of training clips only")
         if audio_frontend == "stft" and audio_embeddings is not None:
             raise ValueError(
                 "audio_embeddings cache the vggish front end's patches, not the stft spectrogram"
@@ -226,6 +232,7 @@ class PreparedDataset(Dataset):
         self.audio_embeddings = audio_embeddings
         self.visual_features = visual_features
         self.audio_frontend = audio_frontend
+        self.audio_augmentations = tuple(audio_augmentations)
         if visual_features is not None:
             self.transform = TwoViews(FeatureCropFlip.for_cache(visual_features))
         elif mode == "train":
@@ -259,6 +266,8 @@ class PreparedDataset(Dataset):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(sample_seed(self.seed, self.epoch, index))
                 views = self.transform(source)
+                if self.audio_augmentations:
+                    item["spect"] = apply_spec_masks(item["spect"], self.audio_augmentations)
             prefix = "feat_view" if cached else "frame_view"
             item[f"{prefix}1"], item[f"{prefix}2"] = views
         else:

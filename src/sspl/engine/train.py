@@ -273,6 +273,7 @@ def _train_loader(
         audio_embeddings=audio,
         visual_features=visual,
         audio_frontend=cfg.model.audio_frontend,
+        audio_augmentations=cfg.data.audio_augmentations,
     )
     sampler = DistributedSampler(
         dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=cfg.train.seed, drop_last=True
