@@ -444,11 +444,11 @@ def test_killed_run_keeps_the_clips_recorded_so_far(videos, tmp_path, monkeypatc
     real = prep.prepare_clip
     seen_on_disk: list[list[str]] = []
 
-    def killed_on_third(source, out_dir, audio_seconds, native_audio):
+    def killed_on_third(source, out_dir, *settings, **options):
         if source.id == "c":
             seen_on_disk.append(sorted(r.id for r in read_manifest(out_dir) if r.ok))
             raise KeyboardInterrupt
-        return real(source, out_dir, audio_seconds, native_audio)
+        return real(source, out_dir, *settings, **options)
 
     monkeypatch.setattr(prep, "prepare_clip", killed_on_third)
     monkeypatch.setattr(prep, "MANIFEST_FLUSH_SECONDS", 0.0)

@@ -67,3 +67,15 @@ def test_names_are_checked():
     for path in sorted(CONFIGS.glob("fnac_*.yaml")):  # FNAC's official training masks every clip
         assert load_config(path).data.audio_augmentations == ["freq_mask", "time_mask"], path.name
     assert load_config(CONFIGS / "ezvsl_flickr10k.yaml").data.audio_augmentations == []
+
+
+def test_sspl_train_builds_fnac_s_training_set_with_the_masks():
+    from sspl.engine import train as train_engine
+    from sspl.engine.distributed import DistEnv
+    from sspl.engine.train_data import Splits
+
+    splits = Splits(train=[], val=[], labels={}, val_annotations=None, protocol_name="vggss")
+    for name, masks in (("fnac_flickr10k", ("freq_mask", "time_mask")), ("ezvsl_flickr10k", ())):
+        cfg = load_config(CONFIGS / f"{name}.yaml")
+        built, *_ = train_engine._train_loader(cfg, splits, DistEnv(), None, None)
+        assert built.audio_augmentations == masks, name

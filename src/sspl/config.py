@@ -186,7 +186,9 @@ class DataConfig:
             needs a frozen visual encoder and exactly the ``crop`` and ``hflip`` augmentations).
         test_transform: the evaluation / localization image transform: ``crop`` (shorter side to
             ``image_size``, bicubic, centre crop; SSPL) or ``resize`` (the whole frame to ``image_size`` x
-            ``image_size``, bicubic, no crop; the EZ-VSL / SLAVC / FNAC test transform).
+            ``image_size``, bicubic, no crop; the EZ-VSL / SLAVC / FNAC test transform). With ``resize`` the
+            evaluation frame and the training views come from the source-size frame of
+            ``sspl prepare --native-frames`` where the data folder has one, as in their code.
         audio_augmentations: masks drawn on each training clip's ``stft`` spectrogram (FNAC's
             ``freq_mask`` and ``time_mask``, :mod:`sspl.data.spec_augment`); needs ``model.audio_frontend``
             ``stft``.

@@ -55,6 +55,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "centre of the track at its own rate, 16-bit mono, audio_native/<id>.wav), for evaluating them with "
         "their own preprocessing",
     )
+    p.add_argument(
+        "--native-frames",
+        action="store_true",
+        help="also keep each clip's frame at its source size as the released EZ-VSL / SLAVC / FNAC models read "
+        "it (a source JPEG copied byte for byte, else lossless PNG, frames_native/<id>.jpg or .png), for "
+        "evaluating and training them with their own preprocessing",
+    )
     p.add_argument("--allow-overlap", action="store_true", help="only warn when --list ids are test ids")
     p.add_argument("--layout", choices=LAYOUTS, default="auto", help="source layout (default: detect)")
     p.add_argument(
@@ -94,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
         allow_overlap=args.allow_overlap,
         progress=not args.no_progress,
         native_audio=args.native_audio,
+        native_frames=args.native_frames,
     )
     facts = {"done": summary.done, "skipped": summary.skipped, "failed": summary.failed}
     emit(_summary(summary.out, summary.done, "clip", facts, summary.merged, start), args.json)

@@ -24,11 +24,29 @@ from torch.utils.data import Dataset
 from ..config import AUDIO_FRONTENDS, TEST_TRANSFORMS
 from ..errors import DataError
 from .feature_cache import CACHE_AUGMENTATIONS, FeatureCropFlip, VisualFeatureCache
-from .manifest import NATIVE_AUDIO_DIR, ManifestRow, read_manifest, read_meta
+from .manifest import (
+    NATIVE_AUDIO_DIR,
+    NATIVE_FRAME_SUFFIXES,
+    NATIVE_FRAMES_DIR,
+    ManifestRow,
+    read_manifest,
+    read_meta,
+)
 from .spec_augment import apply_spec_masks
 from .transforms import TwoViews, build_eval_transform, build_train_transform
 
-__all__ = ["PreparedDataset", "Sample", "label_index", "load_samples", "sample_seed"]
+__all__ = [
+    "NATIVE_FRAME_TRANSFORMS",
+    "PreparedDataset",
+    "Sample",
+    "label_index",
+    "load_samples",
+    "sample_seed",
+]
+
+#: the image transforms of the released EZ-VSL / SLAVC / FNAC models, whose code reads each frame at its
+#: original size: with them a dataset reads ``sspl prepare --native-frames``'s frame where the folder has it
+NATIVE_FRAME_TRANSFORMS = ("resize",)
 
 
 @dataclass(frozen=True)
@@ -37,7 +55,7 @@ class Sample:
 
     Attributes:
         id: clip id.
-        frame: path of the 256 x 256 JPEG frame.
+        frame: path of the 256 x 256 JPEG frame (the source-size frame is :attr:`native_frame`).
         spect: path of the ``P x 96 x 64`` log-mel patches (``.npy``).
         audio: path of the 16 kHz WAV.
         label: class name ("" when unlabelled).
@@ -57,15 +75,28 @@ class Sample:
         id is not a plain file name or whose paths lead outside ``root``."""
         return cls(row.id, root / row.frame, root / row.spect, root / row.audio, row.label, row.split)
 
-    def load_frame(self) -> Image.Image:
-        """The frame as RGB; a missing or unreadable file is a DataError naming it."""
+    def load_frame(self, native: bool = False) -> Image.Image:
+        """The frame as RGB, read as the released models' code reads one (``Image.open(path).convert('RGB')``):
+        with ``native``, the source-size frame of ``sspl prepare --native-frames`` when the folder has it,
+        else the 256 x 256 ``frame``. A missing or unreadable file is a DataError naming it."""
+        path = (self.native_frame if native else None) or self.frame
         try:
-            with Image.open(self.frame) as img:
+            with Image.open(path) as img:
                 return img.convert("RGB")
         except FileNotFoundError:
-            raise DataError(f"{self.frame}: frame of clip {self.id} is missing") from None
+            raise DataError(f"{path}: frame of clip {self.id} is missing") from None
         except (UnidentifiedImageError, OSError) as e:
-            raise DataError(f"{self.frame}: cannot read frame of clip {self.id} ({e})") from e
+            raise DataError(f"{path}: cannot read frame of clip {self.id} ({e})") from e
+
+    @property
+    def native_frame(self) -> Path | None:
+        """Where ``sspl prepare --native-frames`` kept the clip's source-size frame, or None without one."""
+        folder = self.frame.parent.parent / NATIVE_FRAMES_DIR
+        for suffix in NATIVE_FRAME_SUFFIXES:
+            path = folder / f"{self.id}{suffix}"
+            if path.is_file():
+                return path
+        return None
 
     @property
     def native_audio(self) -> Path:
@@ -178,6 +209,11 @@ class PreparedDataset(Dataset):
         test_transform: the evaluation view: ``crop`` or ``resize`` (:func:`build_eval_transform`).
         audio_augmentations: masks drawn on each training clip's ``stft`` spectrogram
             (:func:`~sspl.data.spec_augment.apply_spec_masks`), seeded like the frame views.
+        test_transform: the evaluation view: ``crop`` or ``resize`` (:func:`build_eval_transform`). It also
+            says which frame file both modes read: with :data:`NATIVE_FRAME_TRANSFORMS` (the released
+            models') the source-size frame where the folder has one (:meth:`Sample.load_frame`), so their
+            views are taken from the original image as in their code; else the 256 x 256 ``frame``.
+            ``visual_features`` always hold the features of the 256 x 256 frames.
 
     Items are dicts with ``id`` (str), ``index`` (int), ``label`` (int), ``spect`` (``P x 96 x 64`` or
     ``1 x 257 x T``) or ``audio_emb`` (``P x D``), and the frame tensor(s) (``3 x S x S``) or feature views.
@@ -233,6 +269,7 @@ class PreparedDataset(Dataset):
         self.visual_features = visual_features
         self.audio_frontend = audio_frontend
         self.audio_augmentations = tuple(audio_augmentations)
+        self.native_frames = test_transform in NATIVE_FRAME_TRANSFORMS
         if visual_features is not None:
             self.transform = TwoViews(FeatureCropFlip.for_cache(visual_features))
         elif mode == "train":
@@ -260,7 +297,7 @@ class PreparedDataset(Dataset):
             item["spect"] = sample.load_spect()
         if self.mode == "train":
             cached = self.visual_features is not None
-            source = self.visual_features[sample.id] if cached else sample.load_frame()
+            source = self.visual_features[sample.id] if cached else sample.load_frame(self.native_frames)
             # Seeded per sample; fork_rng keeps the caller's global RNG stream untouched. Feature views
             # draw the same numbers as pixel views, so both see the same crops and flips.
             with torch.random.fork_rng(devices=[]):
@@ -271,5 +308,5 @@ class PreparedDataset(Dataset):
             prefix = "feat_view" if cached else "frame_view"
             item[f"{prefix}1"], item[f"{prefix}2"] = views
         else:
-            item["frame"] = self.transform(sample.load_frame())
+            item["frame"] = self.transform(sample.load_frame(self.native_frames))
         return item

@@ -15,6 +15,11 @@ Per clip (:func:`prepare_clip`):
 - ``audio_native/<id>.wav`` (``native_audio=True`` only): the input of the released EZ-VSL / SLAVC / FNAC
   models, their 3 s from the centre of the audio track (not the frame) at the source's own rate through
   16-bit mono (:func:`sspl.spectrogram.load_centre_clip`), as 16-bit PCM: the samples they are, exactly.
+- ``frames_native/<id>.jpg`` or ``.png`` (``native_frames=True`` only): the frame at its source size, as the
+  released models' code reads a frame, ``Image.open(path).convert('RGB')``: a source JPEG is copied byte for
+  byte (``.jpg``); any other source image is stored as the RGB pixels that conversion gives, and a frame
+  decoded from a video as decoded, both as lossless PNG. That reading does not turn a photo by its EXIF
+  orientation, so neither does this copy (``frames/<id>.jpg`` is turned upright).
 
 Any failure (corrupt file, no audio or video stream, unknown codec, silent track, unreadable frame)
 becomes a ``failed`` manifest row with the reason, never an exception; only a full or read-only output
@@ -51,7 +56,7 @@ from ..audio import (
 from ..errors import DataError
 from ..io import atomic_save_image, atomic_save_npy, atomic_write_bytes
 from .images import to_rgb
-from .manifest import NATIVE_AUDIO_DIR, STATUS_FAILED, ManifestRow
+from .manifest import NATIVE_AUDIO_DIR, NATIVE_FRAME_SUFFIXES, NATIVE_FRAMES_DIR, STATUS_FAILED, ManifestRow
 from .sources import KIND_FRAMES, KIND_VIDEO, ClipSource, middle_frame_file
 from .video import VideoInfo, decode_frame_at, video_info
 
@@ -70,6 +75,7 @@ FRAME_SIZE = 256
 JPEG_QUALITY = 95
 SPECT_PATCHES = 3
 _EXIF_ORIENTATION = 0x0112  # the EXIF tag of how a photo is turned for display
+_JPEG_FORMATS = ("JPEG", "MPO")  # PIL's names of JPEG files (MPO: a phone's JPEG with a second picture)
 # Audio decoded past the end of the window a video clip needs, so the resampler's filter never sees
 # the cut and the kept samples equal those of the fully decoded track.
 AUDIO_MARGIN_SECONDS = 0.25
@@ -166,6 +172,19 @@ def _save_native_audio(path: Path, source: ClipSource) -> None:
     atomic_write_bytes(path, encode_wav_pcm16(np.round(wave * INT16_MAX).astype(np.int16), rate))
 
 
+def _save_native_frame(out: Path, clip_id: str, image: Image.Image, source: str | None) -> None:
+    """The frame at its source size under ``frames_native/`` (see the module docstring): ``image`` as
+    decoded from a video (``source`` None), else the source image file as the released models read it."""
+    jpg, png = (out / NATIVE_FRAMES_DIR / f"{clip_id}{suffix}" for suffix in NATIVE_FRAME_SUFFIXES)
+    if source is not None:
+        with Image.open(source) as raw:  # no EXIF turn, as ``Image.open(path).convert('RGB')``
+            if raw.format in _JPEG_FORMATS:
+                atomic_write_bytes(jpg, Path(source).read_bytes())
+                return
+            image = raw.convert("RGB")
+    atomic_save_image(png, image)
+
+
 def clip_relpaths(clip_id: str) -> tuple[str, str, str]:
     """The files of a clip in the dataset folder: its frame, audio and log-mel patches."""
     return f"frames/{clip_id}.jpg", f"audio/{clip_id}.wav", f"spect/{clip_id}.npy"
@@ -176,6 +195,7 @@ def prepare_clip(
     out: str | os.PathLike,
     audio_seconds: float = CLIP_SECONDS,
     native_audio: bool = False,
+    native_frames: bool = False,
 ) -> ManifestRow:
     """Prepare one clip into ``out`` and return its manifest row; failures become a ``failed`` row.
 
@@ -188,6 +208,7 @@ def prepare_clip(
         out: the dataset folder.
         audio_seconds: seconds of audio kept in the WAV (3 = the official normalised clip).
         native_audio: also keep the released models' native-rate clip (``audio_native/<id>.wav``).
+        native_frames: also keep the frame at its source size (``frames_native/<id>.jpg`` or ``.png``).
 
     Returns:
         The row; ``status == "failed"`` with the reason in ``error`` when anything went wrong.
@@ -204,7 +225,10 @@ def prepare_clip(
         frame_rel, audio_rel, spect_rel = clip_relpaths(source.id)
         _save_frame(out / frame_rel, image, frame_source)
         atomic_save_npy(out / spect_rel, spect)
-        if native_audio:  # before the float WAV, whose presence (with the others) marks the clip done
+        # before the float WAV, whose presence (with the others) marks the clip done
+        if native_frames:
+            _save_native_frame(out, source.id, image, frame_source)
+        if native_audio:
             _save_native_audio(out / native_audio_relpath(source.id), source)
         _save_wav(out / audio_rel, kept)
     except (DataError, FileNotFoundError) as e:

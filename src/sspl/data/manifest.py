@@ -14,6 +14,9 @@ Layout (paths in the manifest are relative to the folder)::
       audio_native/<id>.wav  only with ``sspl prepare --native-audio``: the released EZ-VSL / SLAVC / FNAC
                          models' clip, 16-bit PCM mono at the source's own rate: the 3 s from the centre of
                          the audio track, tiled when short (:func:`sspl.spectrogram.load_centre_clip`)
+      frames_native/<id>.jpg | .png  only with ``sspl prepare --native-frames``: the frame at its source size,
+                         as the released models' code reads it: a source JPEG copied byte for byte (``.jpg``),
+                         any other frame stored losslessly (``.png``)
       annotations.json   optional: boxes in the VGG-SS json format (normalised [x1, y1, x2, y2])
 
 A row with ``status == "done"`` has all three files in place; preparation writes each file atomically
@@ -42,6 +45,8 @@ __all__ = [
     "MANIFEST_NAME",
     "META_NAME",
     "NATIVE_AUDIO_DIR",
+    "NATIVE_FRAMES_DIR",
+    "NATIVE_FRAME_SUFFIXES",
     "STATUS_DONE",
     "STATUS_FAILED",
     "ManifestRow",
@@ -57,6 +62,10 @@ FORMAT_NAME = "sspl-prepared"
 FORMAT_VERSION = 1
 #: the folder of ``sspl prepare --native-audio``'s clips (see the layout above)
 NATIVE_AUDIO_DIR = "audio_native"
+#: the folder of ``sspl prepare --native-frames``'s frames, and their suffixes in the order they are looked
+#: up: a source JPEG's own bytes, then a lossless PNG (see the layout above)
+NATIVE_FRAMES_DIR = "frames_native"
+NATIVE_FRAME_SUFFIXES = (".jpg", ".png")
 MANIFEST_NAME = "manifest.csv"
 #: rows of clips `sspl prepare` finished since it last wrote the manifest
 JOURNAL_NAME = "manifest.journal.jsonl"

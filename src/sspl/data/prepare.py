@@ -126,6 +126,7 @@ def prepare(
     allow_overlap: bool = False,
     progress: bool = True,
     native_audio: bool = False,
+    native_frames: bool = False,
 ) -> PrepareSummary:
     """Prepare a dataset folder from videos, a SoundNet-Flickr dump or image + audio pairs.
 
@@ -141,6 +142,9 @@ def prepare(
         native_audio: also keep each clip's input of the released EZ-VSL / SLAVC / FNAC models, 3 s from
             the centre of the track at the source's own rate, 16-bit mono (``audio_native/<id>.wav``;
             what ``model.audio_frontend=stft`` reads to reproduce their numbers).
+        native_frames: also keep each clip's frame at its source size, as the released models read it (a
+            source JPEG's own bytes, else lossless PNG: ``frames_native/<id>.jpg`` or ``.png``; what
+            ``data.test_transform=resize`` reads, for evaluation and training views).
         layout: ``"auto"``, ``"videos"``, ``"flickr"`` or ``"pairs"``.
         allow_overlap: with a list, only warn when its ids overlap a benchmark test set.
         progress: show a progress bar on stderr.
@@ -164,6 +168,7 @@ def prepare(
         "audio_seconds": float(audio_seconds),
         "audio_normalized": audio_seconds == CLIP_SECONDS,
         "native_audio": bool(native_audio),
+        "native_frames": bool(native_frames),
         "sample_rate": SAMPLE_RATE_HZ,
         "frame_size": FRAME_SIZE,
         "source": str(src.resolve()),
@@ -175,7 +180,7 @@ def prepare(
             _check_out(out, meta)
         try:
             write_meta(out, **meta)
-            job = _ClipJob(str(out), float(audio_seconds), bool(native_audio))
+            job = _ClipJob(str(out), float(audio_seconds), bool(native_audio), bool(native_frames))
             return _prepare_sources(out, sources, shard, job, workers, progress)
         except OSError as e:
             if e.errno not in OUTPUT_FULL_ERRNOS:
@@ -310,9 +315,12 @@ class _ClipJob:
     out: str
     audio_seconds: float
     native_audio: bool = False
+    native_frames: bool = False
 
     def __call__(self, source: ClipSource) -> ManifestRow:
-        return prepare_clip(source, self.out, self.audio_seconds, self.native_audio)
+        return prepare_clip(
+            source, self.out, self.audio_seconds, self.native_audio, native_frames=self.native_frames
+        )
 
 
 def _run_jobs(
@@ -366,8 +374,9 @@ def _check_out(out: Path, meta: dict) -> None:
             existing = read_meta(out)
         except ValueError as e:
             raise DataError(str(e)) from e
-        for key in ("kind", "audio_seconds", "source", "native_audio"):
-            if existing.get(key, False if key == "native_audio" else meta[key]) != meta[key]:
+        for key in ("kind", "audio_seconds", "source", "native_audio", "native_frames"):
+            # a folder from before a native_* option was kept without it
+            if existing.get(key, False if key.startswith("native_") else meta[key]) != meta[key]:
                 raise DataError(
                     f"{out}: already holds a dataset prepared with {key}={existing.get(key)!r}, not "
                     f"{meta[key]!r}; prepare into a new folder (or give the same settings to resume)"

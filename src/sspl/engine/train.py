@@ -274,6 +274,7 @@ def _train_loader(
         visual_features=visual,
         audio_frontend=cfg.model.audio_frontend,
         audio_augmentations=cfg.data.audio_augmentations,
+        test_transform=cfg.data.test_transform,  # which frame file the views come from
     )
     sampler = DistributedSampler(
         dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=cfg.train.seed, drop_last=True
@@ -527,6 +528,7 @@ def _validate(
         labels=splits.labels,
         audio_embeddings=audio_cache,
         audio_frontend=cfg.model.audio_frontend,
+        test_transform=cfg.data.test_transform,
     )
     total, count = 0.0, 0
     loader = DataLoader(
