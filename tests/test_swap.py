@@ -10,11 +10,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from sspl.cli import main
 from sspl.data.datasets import Sample, load_samples
 from sspl.data.preprocess import Preprocess
 from sspl.data.synth import generate_synth, synth_config
+from sspl.data.transforms import build_eval_transform
 from sspl.engine import evaluate as evaluate_module
 from sspl.engine.swap import audio_swap_test, load_scene_objects, plan_swaps
 from sspl.errors import DataError
@@ -45,6 +47,31 @@ def test_a_map_that_ignores_the_sound_has_follow_rate_zero(scenes_dir):
     flat = audio_swap_test(ConstantLocalizer(), scenes_dir).summary()
     assert flat["to_distractor"] == flat["stays"] == flat["follows_sound"] == flat["localized_own"] == 0.0
     assert flat["follows_sound_given_localized"] is None
+
+
+class _InputRecorder(ConstantLocalizer):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inputs = []
+
+    def localize(self, frames, spect):
+        self.inputs += list(zip(frames, spect, strict=True))
+        return super().localize(frames, spect)
+
+
+def test_a_released_model_hears_and_sees_its_own_inputs_in_both_passes(scenes_dir):
+    # EZ-VSL / SLAVC / FNAC: stft spectrograms and the whole frame resized, with the own and the donor's sound
+    preprocess = Preprocess(audio_frontend="stft", test_transform="resize")
+    model = _InputRecorder()
+    trials = plan_swaps(load_samples(scenes_dir, splits=["test"]), load_scene_objects(scenes_dir), seed=0)
+    audio_swap_test(model, scenes_dir, preprocess=preprocess)
+    assert len(model.inputs) == 2 * len(trials)
+    resize = build_eval_transform(mode="resize")
+    clips = [t.sample for t in trials] + [t.donor for t in trials]
+    for (_, spect), clip in zip(model.inputs, clips, strict=True):
+        torch.testing.assert_close(spect, clip.load_stft(), rtol=0, atol=0)
+    for (frame, _), t in zip(model.inputs[len(trials) :], trials, strict=True):
+        torch.testing.assert_close(frame, resize(t.sample.load_frame()), rtol=0, atol=0)
 
 
 def test_trials_play_a_distractor_category_sound_from_the_same_split(scenes_dir):

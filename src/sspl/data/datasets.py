@@ -286,15 +286,17 @@ class PreparedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def load_audio(self, sample: Sample) -> torch.Tensor:
+        """The network input of ``sample``'s sound in this dataset's front end (before any mask)."""
+        return sample.load_stft() if self.audio_frontend == "stft" else sample.load_spect()
+
     def __getitem__(self, index: int) -> dict:
         sample = self.samples[index]
         item: dict = {"id": sample.id, "index": index, "label": self.labels.get(sample.label, -1)}
         if self.audio_embeddings is not None:
             item["audio_emb"] = self.audio_embeddings[sample.id]
-        elif self.audio_frontend == "stft":
-            item["spect"] = sample.load_stft()
         else:
-            item["spect"] = sample.load_spect()
+            item["spect"] = self.load_audio(sample)
         if self.mode == "train":
             cached = self.visual_features is not None
             source = self.visual_features[sample.id] if cached else sample.load_frame(self.native_frames)

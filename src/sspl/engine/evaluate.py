@@ -390,7 +390,7 @@ def evaluate(
     confidences = map_confidences(model, maps) if extended or save_maps else {}
     scored = (score_extended if extended else _score_standard)(maps, gt, proto, ids, confidences)
     result, baselines = scored.result, scored.baselines
-    swapped = swaps and run_swaps(model, swaps, proto, preprocess.image_size, batch_size, num_workers, cycles)
+    swapped = swaps and run_swaps(model, swaps, proto, preprocess, batch_size, num_workers, cycles)
     coverage = _coverage(benchmark, ids, data_dir)
     report = {
         **scored.summary,

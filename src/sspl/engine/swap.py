@@ -45,6 +45,7 @@ from torch.utils.data import Dataset
 
 from ..data.annotations import Annotation
 from ..data.datasets import PreparedDataset, Sample, load_samples
+from ..data.preprocess import Preprocess
 from ..errors import DataError
 from ..metrics import BENCHMARKS, Protocol, evaluate_maps
 from .loading import load
@@ -175,7 +176,7 @@ class _SwappedAudio(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         item = self.dataset[index]
-        item["spect"] = self.donors[index].load_spect()
+        item["spect"] = self.dataset.load_audio(self.donors[index])  # in the model's audio front end
         return item
 
 
@@ -224,7 +225,7 @@ def run_swaps(
     model: torch.nn.Module,
     trials: Sequence[SwapTrial],
     protocol: Protocol,
-    image_size: int = 224,
+    preprocess: Preprocess | None = None,
     batch_size: int = 32,
     num_workers: int = 0,
     cycles: int | None = None,
@@ -236,14 +237,22 @@ def run_swaps(
         trials: from :func:`plan_swaps`.
         protocol: the evaluation's protocol (threshold policy, upsampling); each per-object box is one
             normalised box, scored by the union rule whatever the benchmark's boxes.
-        image_size: evaluation frame size.
+        preprocess: the model's input preprocessing (frame size, test transform, audio front end; default
+            SSPL's), as in the evaluation.
         batch_size, num_workers, cycles: as in :func:`~sspl.engine.evaluate.compute_maps`.
     """
     from .evaluate import compute_maps  # engine/evaluate runs this module's test (``--swap``)
 
     map_options = {"batch_size": batch_size, "num_workers": num_workers, "cycles": cycles}
     protocol = replace(protocol, rule="union", box_format="normalized")
-    frames = PreparedDataset([t.sample for t in trials], mode="eval", image_size=image_size)
+    preprocess = preprocess or Preprocess()
+    frames = PreparedDataset(
+        [t.sample for t in trials],
+        mode="eval",
+        image_size=preprocess.image_size,
+        audio_frontend=preprocess.audio_frontend,
+        test_transform=preprocess.test_transform,
+    )
     own = compute_maps(model, frames, **map_options)
     swapped = compute_maps(model, _SwappedAudio(frames, [t.donor for t in trials]), **map_options)
 
@@ -280,7 +289,7 @@ def audio_swap_test(
     split: str = "test",
     *,
     protocol: Protocol | None = None,
-    image_size: int = 224,
+    preprocess: Preprocess | None = None,
     seed: int = 0,
     batch_size: int = 32,
 ) -> SwapResult:
@@ -291,7 +300,8 @@ def audio_swap_test(
         data_dir: the folder (its ``scenes.json`` gives every object's category and box).
         split: the split whose scenes are the trials and whose clips are the donors.
         protocol: default the ``synth`` benchmark's.
-        image_size: evaluation frame size of a ``model`` given as a module (a checkpoint brings its own).
+        preprocess: the input preprocessing of a ``model`` given as a module (default SSPL's; a checkpoint
+            brings its own).
         seed: seeds the choice of distractor and donor.
         batch_size: clips per model pass.
 
@@ -301,5 +311,4 @@ def audio_swap_test(
     trials = swap_trials(data_dir, load_samples(Path(data_dir), splits=[split]), seed=seed)
     if not isinstance(model, torch.nn.Module):
         model, preprocess = load(model)
-        image_size = preprocess.image_size
-    return run_swaps(model, trials, protocol or BENCHMARKS["synth"], image_size, batch_size)
+    return run_swaps(model, trials, protocol or BENCHMARKS["synth"], preprocess, batch_size)
