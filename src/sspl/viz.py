@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .data.images import to_rgb
+from .data.projection import evaluation_picture, spread_cells
 from .html_report import ReportSection, write_html_report
 from .metrics import (
     BENCHMARKS,
@@ -46,6 +47,8 @@ from .metrics import (
 
 if TYPE_CHECKING:  # matplotlib is imported where a picture needs it: `import sspl.viz` is light
     from matplotlib.figure import Figure
+
+    from .data.transforms import CropMapping
 
 __all__ = [
     "ALPHA_FLOOR",
@@ -307,15 +310,6 @@ def _label(image: Image.Image, text: str, *, height: int = 20) -> Image.Image:
     return out
 
 
-def _evaluation_frame(image: Image.Image, size: int) -> Image.Image:
-    return to_rgb(image).resize((size, size), Image.Resampling.BICUBIC)
-
-
-def _blocks(mask: np.ndarray, scale: int) -> np.ndarray:
-    """Each pixel of ``mask`` as a ``scale x scale`` block."""
-    return np.repeat(np.repeat(mask, scale, axis=0), scale, axis=1)
-
-
 def evaluation_overlay(
     image: Image.Image,
     raw_map: np.ndarray,
@@ -326,6 +320,7 @@ def evaluation_overlay(
     title: str | None = None,
     scale: int = EVALUATION_SCALE,
     colorbar: bool = True,
+    mapping: CropMapping | None = None,
 ) -> Image.Image:
     """An evaluated sample as the protocol scores it: heat map, thresholded mask and ground truth.
 
@@ -334,7 +329,8 @@ def evaluation_overlay(
     scale`` block. The mask (white outline) and each ground-truth box (green, as rasterised by the
     protocol's box format) come from :mod:`sspl.metrics` (``upsample_map`` -> ``normalize_map`` ->
     ``threshold_map``, ``gt_map_from_boxes``), so they are exactly what was scored; the header gives the
-    sample's cIoU.
+    sample's cIoU. With ``mapping``, the picture is ``image`` itself (e.g. a non-square source frame), each
+    scored pixel drawn where the network saw it (:func:`~sspl.data.projection.evaluation_picture`).
 
     Args:
         image: the frame (any mode and size).
@@ -346,10 +342,11 @@ def evaluation_overlay(
         title: header text before the cIoU (e.g. the sample id).
         scale: display size as a multiple of ``protocol.size`` (a whole number, at least 1).
         colorbar: append a colour bar on the right.
+        mapping: where the network's input lay in ``image`` (``Preprocess.crop_mapping``).
 
     Returns:
         RGB image, ``size * scale`` wide (plus the colour bar's width) and ``size * scale`` plus a
-        ``16 + 4 * scale``-pixel header tall.
+        ``16 + 4 * scale``-pixel header tall; with ``mapping``, the enlarged ``image`` and the header.
     """
     if not isinstance(scale, int) or scale < 1:
         raise ValueError(f"scale must be a whole number >= 1, got {scale!r}")
@@ -372,11 +369,11 @@ def evaluation_overlay(
             allow_empty=True,
         )
         score_text = f"cIoU {ciou(mask, gt) if gt.any() else 0.0:.3f}"
-    frame = _evaluation_frame(image, size * scale)
-    arr = np.array(overlay_heatmap(frame, _blocks(heat, scale), alpha=alpha))
-    _paint(arr, _outline(_blocks(mask, scale)), MASK_COLOR)
+    frame, rows, cols = evaluation_picture(image, size, scale, mapping)
+    arr = np.array(overlay_heatmap(frame, spread_cells(heat, rows, cols, np.nan), alpha=alpha))
+    _paint(arr, _outline(spread_cells(mask, rows, cols)), MASK_COLOR)
     for box in _box_masks(boxes, protocol):
-        _paint(arr, _outline(_blocks(box, scale)), BOX_COLOR)
+        _paint(arr, _outline(spread_cells(box, rows, cols)), BOX_COLOR)
     picture = Image.fromarray(arr)
     header = score_text if title is None else f"{title}  {score_text}"
     return _label(add_colorbar(picture) if colorbar else picture, header, height=16 + 4 * scale)
@@ -409,7 +406,7 @@ def pcm_strip(
     if steps.ndim != 3 or steps.shape[0] < 1:
         raise ValueError(f"step_maps must be T x h x w, got shape {steps.shape}")
     size = protocol.size
-    frame = _evaluation_frame(image, size)
+    frame = evaluation_picture(image, size)[0]
     up = upsample_map(steps, size)  # T x size x size
     if shared_scale:
         lo, hi = float(up.min()), float(up.max())

@@ -5,20 +5,28 @@ Every original pixel centre is taken into crop coordinates through the crop mapp
 sampled there bilinearly with half-pixel centres, exactly as :func:`sspl.metrics.upsample_map` samples it
 for evaluation (a 224 x 224 frame gets the evaluated map itself). The result is min-max normalised over
 the crop; pixels outside the crop have no prediction and are NaN.
+
+:func:`evaluation_picture` places a scored grid over the crop (the protocol's ``size x size`` frame) on a
+frame cell by cell instead (:func:`spread_cells`), so an evaluated mask or box is drawn on the frame the
+network saw exactly as it was scored.
 """
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from PIL import Image
+
+from .images import to_rgb
 
 if TYPE_CHECKING:  # the mapping is only read here: its module's torchvision is not needed to import this
     from .transforms import CropMapping
 
-__all__ = ["axis_weights", "project_map"]
+__all__ = ["axis_weights", "evaluation_picture", "grid_cells", "project_map", "spread_cells"]
 
 
 @lru_cache(maxsize=32)
@@ -81,3 +89,57 @@ def project_map(raw_map: np.ndarray | torch.Tensor, mapping: CropMapping) -> np.
         inside = np.where(varies, (up - lo) / np.where(varies, span, 1), np.float32(1))
         heat[..., rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] = np.clip(inside, 0, 1)
     return heat
+
+
+def grid_cells(mapping: CropMapping, size: int, scale: int = 1) -> tuple[int, np.ndarray, np.ndarray]:
+    """Where the cells of a ``size x size`` grid over the crop (e.g. the protocol's scored frame) lie on the
+    original frame drawn ``enlarge`` times larger, the smallest whole factor that gives every cell at
+    least ``scale`` pixels a side.
+
+    Returns:
+        ``(enlarge, rows, cols)``: for each row and column of the enlarged frame, the grid row or column
+        holding its centre (nearest neighbour), -1 outside the crop.
+    """
+    crop_per_cell = mapping.size / size
+    # 1e-9: a whole ratio computed in floating point must not round up to the next factor
+    enlarge = max(1, math.ceil(scale / (crop_per_cell * min(mapping.scale_x, mapping.scale_y)) - 1e-9))
+
+    def axis(n: int, per_pixel: float, offset: float) -> np.ndarray:
+        crop = ((np.arange(n * enlarge) + 0.5) / enlarge - offset) / per_pixel
+        cell = np.minimum(np.floor(crop / crop_per_cell), size - 1).astype(np.intp)
+        return np.where((crop >= 0) & (crop < mapping.size), cell, -1)
+
+    rows = axis(mapping.height, mapping.scale_y, mapping.offset_y)
+    return enlarge, rows, axis(mapping.width, mapping.scale_x, mapping.offset_x)
+
+
+def evaluation_picture(
+    image: Image.Image, size: int, scale: int = 1, mapping: CropMapping | None = None
+) -> tuple[Image.Image, np.ndarray, np.ndarray]:
+    """The picture a ``size x size`` scored grid is drawn on, and the grid row and column under each of its
+    rows and columns (-1: none).
+
+    Without ``mapping``: ``image`` resized to ``size`` squared (bicubic; the frame the benchmarks' boxes
+    are given in), drawn ``scale`` times larger, each cell a ``scale x scale`` block. With the ``mapping``
+    of ``image`` (where the network's input lay in it): ``image`` itself, enlarged by :func:`grid_cells`'
+    whole factor (each pixel repeated: the picture's pixels are the frame's), each cell where the
+    network saw it and none outside its input.
+    """
+    rgb = to_rgb(image)
+    if mapping is None:
+        cells = np.arange(size * scale) // scale
+        return rgb.resize((size * scale, size * scale), Image.Resampling.BICUBIC), cells, cells
+    if rgb.size != (mapping.width, mapping.height):
+        raise ValueError(
+            f"image is {rgb.width} x {rgb.height}, its mapping {mapping.width} x {mapping.height}"
+        )
+    k, rows, cols = grid_cells(mapping, size, scale)
+    return rgb.resize((rgb.width * k, rgb.height * k), Image.Resampling.NEAREST), rows, cols
+
+
+def spread_cells(grid: np.ndarray, rows: np.ndarray, cols: np.ndarray, outside=False) -> np.ndarray:
+    """``grid`` spread over a picture of :func:`evaluation_picture`: each pixel takes its cell's value,
+    ``outside`` where it has none."""
+    out = grid[np.ix_(np.maximum(rows, 0), np.maximum(cols, 0))]
+    out[(rows < 0)[:, None] | (cols < 0)[None]] = outside
+    return out

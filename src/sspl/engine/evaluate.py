@@ -23,6 +23,7 @@ from ..data.annotations import BUNDLED_ANNOTATIONS, load_annotations, subset_ann
 from ..data.datasets import PreparedDataset, load_samples
 from ..data.lists import canonical_id, test_ids
 from ..data.manifest import ANNOTATIONS_NAME, ManifestRow, read_manifest
+from ..data.preprocess import Preprocess
 from ..errors import DataError
 from ..io import atomic_save_json, atomic_write_bytes, atomic_write_text, output_folder_blocked
 from ..metrics import BASELINE_KINDS, BENCHMARKS, EvalResult, Protocol, baseline_maps, evaluate_maps
@@ -39,6 +40,7 @@ from .extended import (
     with_silent_pairs,
 )
 from .loading import load
+from .overlays import write_overlays
 from .swap import run_swaps, swap_trials
 
 __all__ = ["EvaluationReport", "benchmark_coverage", "compute_maps", "evaluate", "evaluated_notes"]
@@ -329,7 +331,8 @@ def evaluate(
         annotations: boxes file/folder; default: the prepared folder's ``annotations.json``, else the
             bundled boxes of the benchmark.
         cycles: PCM cycles at test time (paper Fig. 6); default all.
-        save_overlays: draw this many samples' maps with boxes and the evaluated mask.
+        save_overlays: draw this many samples' maps with boxes and the evaluated mask, on the frame the
+            model read (:mod:`sspl.engine.overlays`: a released model's source-size frame where the folder has it).
         overlay_colorbar: give those overlays a colour bar.
         allow_missing: evaluate the prepared clips even if others of the split failed to prepare; they
             are listed under ``not_evaluated`` in the report (default: refuse, naming them). A clip whose
@@ -426,6 +429,7 @@ def evaluate(
             benchmark,
             report,
             overlay_colorbar,
+            preprocess,
         )
         atomic_save_json(out_dir / "report.json", report)  # last: its presence means the evaluation finished
     return EvaluationReport(result, baselines, report, out_dir, scored.extended)
@@ -512,6 +516,7 @@ def _plots(
     benchmark: str,
     report: dict,
     colorbar: bool,
+    preprocess: Preprocess,
 ) -> None:
     from .. import viz
     from ..io import atomic_save_image
@@ -524,19 +529,8 @@ def _plots(
     atomic_save_image(out_dir / "success_curve.png", plot)
     if save_overlays <= 0:
         return
-    images = []
-    for sample in samples[:save_overlays]:
-        picture = viz.evaluation_overlay(
-            sample.load_frame(),
-            maps[sample.id],
-            gt[sample.id].boxes,
-            protocol=proto,
-            title=sample.id,
-            colorbar=colorbar,
-        )
-        name = f"overlays/{sample.id}.png"
-        atomic_save_image(out_dir / name, picture)
-        images.append((name, f"{sample.id}: cIoU {result.cious[sample.id]:.3f}"))
+    drawn = samples[:save_overlays]
+    images = write_overlays(out_dir, drawn, maps, gt, result.cious, proto, preprocess, colorbar)
     table = [{"": "model", "ciou@0.5": result.ciou_success_rate, "auc": result.auc}] + [
         {"": f"{k} (baseline)", "ciou@0.5": b.ciou_success_rate, "auc": b.auc} for k, b in baselines.items()
     ]
