@@ -136,23 +136,33 @@ def run_preset(out: Path, preset: str, args: argparse.Namespace, table: dict, pa
     data, enc = out / preset / "data", out / preset / "encoders"
     prepare_synthav(data, enc, synth, pretrain_epochs=args.pretrain_epochs)
     rows = table.setdefault(preset, {})
+    subset = [f"data.max_train={args.max_train}"] if args.max_train else []
     for variant in args.variants:
         method, pcm, overrides, lr_scale = VARIANTS[variant]
         config = synthav_config(
             enc, method=method, pcm=pcm, epochs=args.epochs, seed=args.train_seed, lr_scale=lr_scale,
-            overrides=overrides,
+            overrides=[*overrides, *subset],
         )  # fmt: skip
-        run = out / preset / f"{variant}_e{args.epochs}"
-        log.info("%s: %s", preset, variant)
+        key = f"{variant}@{args.max_train}" if args.max_train else variant
+        run = out / preset / (f"{variant}_e{args.epochs}" + (f"_n{args.max_train}" if args.max_train else ""))
+        log.info("%s: %s", preset, key)
         train_synthav(config, data, run)
         visible = visible_test_scores(run, data)
         extended = extended_protocol_scores(run, data)
-        rows[variant] = {**visible["model"], **extended.get("model", {}), "swap": swap_scores(run, data)}
+        rows[key] = {**visible["model"], **extended.get("model", {}), "swap": swap_scores(run, data)}
         for kind in BASELINE_KINDS:  # the same for every variant: written once per preset
             swap = swap_scores(TrivialLocalizer(kind), data)
             rows[f"trivial:{kind}"] = {**visible[kind], **extended.get(kind, {}), "swap": swap}
-        rows[variant]["epochs"] = args.epochs
+        rows[key]["epochs"] = args.epochs
         atomic_save_json(path, table)
+
+
+def _label(key: str) -> str:
+    """A row's name: the variant's label, with the training subset of ``--max-train`` runs."""
+    if key.startswith("trivial:"):
+        return f"{key.split(':')[1]} (trivial)"
+    variant, _, max_train = key.partition("@")
+    return LABELS[variant] + (f", {max_train} training scenes" if max_train else "")
 
 
 def _cell(value: float | None) -> str:
@@ -161,7 +171,12 @@ def _cell(value: float | None) -> str:
 
 def markdown(table: dict) -> str:
     lines = []
-    for preset, rows in table.items():
+    for preset in sorted(table, key=lambda p: PRESETS.index(p) if p in PRESETS else len(PRESETS)):
+        rows = table[preset]
+        # the methods in the table's order, then the trivial maps
+        order = [*TABLE_VARIANTS, *(f"trivial:{kind}" for kind in BASELINE_KINDS)]
+        rank = {k: (order.index(k.split("@")[0]), "@" in k) for k in rows}  # a subset run after its variant
+        rows = {k: rows[k] for k in sorted(rows, key=rank.get)}
         lines += [
             f"### SynthAV `{preset}` (test split)",
             "",
@@ -169,7 +184,7 @@ def markdown(table: dict) -> str:
             "|---|---|---|---|---|---|",
         ]
         for key, r in rows.items():
-            name = f"{key.split(':')[1]} (trivial)" if key.startswith("trivial:") else LABELS[key]
+            name = _label(key)
             s = r.get("swap")
             swap = f"{s['follows_sound']:.3f} ({s['to_distractor']:.3f} / {s['stays']:.3f})" if s else "-"
             lines.append(
@@ -193,9 +208,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--pretrain-epochs", type=int, default=5)
     parser.add_argument("--train-seed", type=int, default=TRAIN_SEED)
+    parser.add_argument(
+        "--max-train",
+        type=int,
+        help="train on this many of the training scenes (data.max_train; rows named so, runs in *_nN)",
+    )
     args = parser.parse_args()
-    if args.epochs < 1 or args.pretrain_epochs < 1:
-        parser.error("--epochs and --pretrain-epochs must be positive")
+    if args.epochs < 1 or args.pretrain_epochs < 1 or (args.max_train is not None and args.max_train < 1):
+        parser.error("--epochs, --pretrain-epochs and --max-train must be positive")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "extended_table.json"
