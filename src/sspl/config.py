@@ -57,9 +57,9 @@ AUDIO_FRONTENDS = ("vggish", "stft")
 PATCH_AUDIO_ENCODERS = ("small_cnn", "vggish")
 #: evaluation image transforms (:mod:`sspl.data.transforms`)
 TEST_TRANSFORMS = ("crop", "resize")
-#: the Table S2 augmentations (:mod:`sspl.data.transforms`)
 #: FNAC's spectrogram masks (:mod:`sspl.data.spec_augment`), for the ``stft`` front end.
 AUDIO_AUGMENTATIONS = ("freq_mask", "time_mask")
+#: the Table S2 augmentations (:mod:`sspl.data.transforms`)
 AUGMENTATIONS = ("crop", "hflip", "vflip", "translate", "rotate", "color_jitter", "grayscale", "blur")
 
 

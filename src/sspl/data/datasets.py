@@ -206,7 +206,6 @@ class PreparedDataset(Dataset):
         audio_frontend: ``vggish`` (``spect`` is the stored ``P x 96 x 64`` log-mel) or ``stft`` (``spect``
             is the released models' ``1 x 257 x T`` log-spectrogram, :meth:`Sample.load_stft`; clips of one
             batch must share a sample rate, as in their code).
-        test_transform: the evaluation view: ``crop`` or ``resize`` (:func:`build_eval_transform`).
         audio_augmentations: masks drawn on each training clip's ``stft`` spectrogram
             (:func:`~sspl.data.spec_augment.apply_spec_masks`), seeded like the frame views.
         test_transform: the evaluation view: ``crop`` or ``resize`` (:func:`build_eval_transform`). It also
