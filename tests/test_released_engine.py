@@ -153,3 +153,19 @@ def test_shipped_slavc_and_fnac_configs_hold_the_official_training_scripts_setti
             None,
         )
         assert m.train_visual and m.train_audio and c.data.test_transform == "resize"
+
+
+def test_dropouts_and_momenta_are_checked_with_their_ranges():
+    from sspl.config import ConfigError
+    from sspl.models.methods.fnac import FNACOptions
+    from sspl.models.methods.slavc import SLAVCOptions
+
+    with pytest.raises(ConfigError, match=r"method_options.dropout_img=1.0: must be in \[0, 1\)"):
+        FNACOptions(dropout_img=1.0)
+    with pytest.raises(ConfigError, match=r"method_options.dropout_aud=-0.1: must be in \[0, 1\)"):
+        SLAVCOptions(dropout_aud=-0.1)
+    assert SLAVCOptions(momentum_img=1.0).momentum_img == 1.0  # a frozen momentum copy
+    with pytest.raises(ConfigError, match=r"method_options.momentum_aud=1.5: must be in \[0, 1\]"):
+        SLAVCOptions(momentum_aud=1.5)
+    with pytest.raises(ConfigError, match=r"method_options.weight_tns=-1.0: must be >= 0"):
+        FNACOptions(weight_tns=-1.0)

@@ -28,7 +28,7 @@ from ..factory import load_encoder, load_encoder_weights
 from . import register_method, with_encoder_groups
 from .negatives import parse_method_options
 
-__all__ = ["EZVSLMethod", "EZVSLOptions", "check_map_options", "max_mil_loss"]
+__all__ = ["EZVSLMethod", "EZVSLOptions", "check_fractions", "check_map_options", "max_mil_loss"]
 
 
 @dataclass
@@ -74,6 +74,20 @@ def check_map_options(options, upsample_modes: tuple[str, ...]) -> None:
         )
     if options.ogl and options.upsample == "none":
         raise ConfigError("method_options.upsample=none: OGL mixes maps at the frame size (set ogl: false)")
+
+
+def check_fractions(options, *names: str, closed: tuple[str, ...] = ()) -> None:
+    """Each named option (a dropout, a momentum) in [0, 1), or in [0, 1] for those in ``closed``.
+
+    Raises:
+        ConfigError: naming the option and its range.
+    """
+    for name in names:
+        value = getattr(options, name)
+        if not (0 <= value <= 1 if name in closed else 0 <= value < 1):
+            raise ConfigError(
+                f"method_options.{name}={value}: must be in [0, 1{']' if name in closed else ')'}"
+            )
 
 
 def max_mil_loss(logits: torch.Tensor) -> torch.Tensor:

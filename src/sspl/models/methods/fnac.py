@@ -26,7 +26,7 @@ from ...losses import FNAC_FOREGROUND_THRESHOLD, fnac_losses
 from ..ezvsl import EZVSL, UPSAMPLE_MODES
 from ..factory import load_encoder, load_encoder_weights
 from . import register_method, with_encoder_groups
-from .ezvsl import check_map_options
+from .ezvsl import check_fractions, check_map_options
 from .negatives import parse_method_options
 
 __all__ = ["FNACMethod", "FNACModel", "FNACOptions"]
@@ -69,9 +69,7 @@ class FNACOptions:
         check_map_options(self, UPSAMPLE_MODES)
         if self.warmup_epochs < 0:
             raise ConfigError(f"method_options.warmup_epochs={self.warmup_epochs}: must be >= 0")
-        for name in ("dropout_img", "dropout_aud"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ConfigError(f"method_options.{name}={getattr(self, name)}: must be in [0, 1)")
+        check_fractions(self, "dropout_img", "dropout_aud")
         for name in ("weight_fns_audio", "weight_tns", "weight_fns_visual"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"method_options.{name}={getattr(self, name)}: must be >= 0")

@@ -23,14 +23,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...config import Config, ConfigError, OptimConfig, SSPLConfig
+from ...config import Config, OptimConfig, SSPLConfig
 from ...losses import slavc_loss, slavc_map
 from ..encoders import freeze
 from ..factory import load_encoder, load_encoder_weights
 from ..resnet import ResNet18Trunk, init_like_ezvsl
 from ..streams import AudioVisualStreams
 from . import register_method, with_encoder_groups
-from .ezvsl import check_map_options
+from .ezvsl import check_fractions, check_map_options
 from .negatives import parse_method_options
 
 #: how :meth:`SLAVCModel.localize` brings ``7 x 7`` maps to the frame size (see :class:`SLAVCOptions`)
@@ -89,10 +89,8 @@ class SLAVCOptions:
 
     def __post_init__(self) -> None:
         check_map_options(self, SLAVC_UPSAMPLE_MODES)
-        for name in ("dropout_img", "dropout_aud", "momentum_img", "momentum_aud"):
-            value = getattr(self, name)
-            if not 0 <= value < 1 and not (name.startswith("momentum") and value == 1):
-                raise ConfigError(f"method_options.{name}={value}: must be in [0, 1)")
+        momenta = ("momentum_img", "momentum_aud")  # 1 keeps the momentum copy as it is
+        check_fractions(self, "dropout_img", "dropout_aud", *momenta, closed=momenta)
 
 
 @dataclass
