@@ -12,32 +12,17 @@ import pytest
 import torch
 
 from slavc_fnac_recipe import RELEASED, inputs, our_state_dict
-from sspl.config import Config, SSPLConfig
 from sspl.metrics import Protocol, evaluate_maps, gt_map_from_boxes, normalize_map
 from sspl.models.methods import get_method
 from sspl.models.methods.slavc import slavc_scores, upsample
+from test_released_models import config
 
 IDS = ["s0", "s1", "s2"]
 
 
-def _config(method: str, **options) -> Config:
-    model = SSPLConfig(
-        visual_encoder="resnet18",
-        audio_encoder="resnet18",
-        audio_frontend="stft",
-        visual_channels=512,
-        audio_dim=512,
-        visual_weights=None,
-        audio_weights=None,
-        train_visual=True,
-        train_audio=True,
-    )
-    return Config(model=model, method=method, method_options=options)
-
-
 @functools.cache
 def _model(method: str, **options):
-    model = get_method(method).build(_config(method, **options), pretrained=False)
+    model = get_method(method).build(config(method, **options), pretrained=False)
     model.load_state_dict(our_state_dict(method))
     return model.eval()
 

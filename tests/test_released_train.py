@@ -12,24 +12,7 @@ import torch
 from sspl.config import Config, apply_overrides
 from sspl.engine.checkpoint import load_checkpoint, restore_model
 from sspl.engine.train import train
-from test_ezvsl_engine import synth_dir  # noqa: F401  (the module's SynthAV fixture)
-
-SMALL = [
-    "model.visual_encoder=small_cnn",
-    "model.audio_encoder=small_cnn",
-    "model.visual_channels=128",
-    "model.visual_weights=null",
-    "model.audio_weights=null",
-    "model.train_visual=true",
-    "model.train_audio=true",
-    "train.batch_size=4",
-    "train.log_every=1",
-    "data.num_workers=0",
-    "optim.lr=1e-3",
-    "optim.weight_decay=0",
-    "method_options.ogl=false",  # OGL needs torchvision's ImageNet ResNet-18 file
-    "method_options.dim=32",
-]
+from test_ezvsl_engine import SMALL_STREAMS, synth_dir  # noqa: F401  (synth_dir: the SynthAV fixture)
 
 
 def _records(run) -> list[dict]:
@@ -38,7 +21,7 @@ def _records(run) -> list[dict]:
 
 
 def test_slavc_trains_and_its_checkpoint_holds_the_momentum_copy(synth_dir, tmp_path):  # noqa: F811
-    overrides = ["method=slavc", *SMALL, "train.epochs=1", "train.max_steps_per_epoch=3"]
+    overrides = ["method=slavc", *SMALL_STREAMS, "train.epochs=1", "train.max_steps_per_epoch=3"]
     cfg = apply_overrides(
         Config(), [*overrides, "method_options.momentum_img=0.5", "method_options.momentum_aud=0.5"]
     )
@@ -56,7 +39,7 @@ def test_slavc_trains_and_its_checkpoint_holds_the_momentum_copy(synth_dir, tmp_
 
 
 def test_fnac_trains_on_the_contrastive_term_alone_during_its_warm_up(synth_dir, tmp_path):  # noqa: F811
-    overrides = ["method=fnac", *SMALL, "train.epochs=2", "train.max_steps_per_epoch=1"]
+    overrides = ["method=fnac", *SMALL_STREAMS, "train.epochs=2", "train.max_steps_per_epoch=1"]
     cfg = apply_overrides(
         Config(), [*overrides, "method_options.warmup_epochs=1", "method_options.dropout_img=0"]
     )

@@ -76,16 +76,20 @@ def test_the_audio_network_starts_as_the_released_models_initialise_it():
     assert abs(net.conv1.weight.std().item() - (2 / (64 * 49)) ** 0.5) < 0.003
 
 
+#: EZ-VSL's streams: ResNet-18 image and audio encoders (the audio one from scratch) on 1 x 257 x T spectrograms
+RESNET_STREAMS = SSPLConfig(
+    visual_encoder="resnet18",
+    audio_encoder="resnet18",
+    audio_weights=None,
+    audio_dim=512,
+    audio_frontend="stft",
+)
+
+
 def test_the_registry_builds_them_and_the_config_names_them():
     assert isinstance(build_visual_encoder("resnet18"), ResNet18Trunk)
     assert isinstance(build_audio_encoder("resnet18"), ResNet18Audio)
-    SSPLConfig(
-        visual_encoder="resnet18",
-        audio_encoder="resnet18",
-        audio_weights=None,
-        audio_dim=512,
-        audio_frontend="stft",
-    )
+    assert RESNET_STREAMS.audio_frontend == "stft"  # a valid config
     with pytest.raises(ConfigError, match="audioset.*VGGish's.*resnet18"):
         SSPLConfig(audio_encoder="resnet18", audio_dim=512, audio_frontend="stft")
     with pytest.raises(ConfigError, match=r"model.audio_dim=128: the resnet18 audio encoder gives 512"):
@@ -95,13 +99,7 @@ def test_the_registry_builds_them_and_the_config_names_them():
 
 
 def test_the_streams_encode_a_whole_spectrogram_as_one_patch():
-    cfg = SSPLConfig(
-        visual_encoder="resnet18",
-        audio_encoder="resnet18",
-        audio_weights=None,
-        audio_dim=512,
-        audio_frontend="stft",
-    )
+    cfg = RESNET_STREAMS
     streams = AudioVisualStreams(cfg, audio_transform=False).eval()
     assert streams.takes_spectrogram and not hasattr(streams, "audio_transform")
     assert not any(k.startswith("audio_transform.") for k in streams.state_dict())
@@ -146,13 +144,7 @@ def test_imagenet_means_resnet18_weights_for_the_resnet18_trunk(cache, monkeypat
     cache.mkdir()
     (cache / known.filename).write_bytes(path.read_bytes())
 
-    cfg = SSPLConfig(
-        visual_encoder="resnet18",
-        audio_encoder="resnet18",
-        audio_weights=None,
-        audio_dim=512,
-        audio_frontend="stft",
-    )
+    cfg = RESNET_STREAMS
     model = load_encoder_weights(AudioVisualStreams(cfg, audio_transform=False), cfg, download=False)
     torch.testing.assert_close(model.visual_encoder.layer4[1].conv2.weight, published.layer4[1].conv2.weight)
     assert weights.known_weights_name(model.visual_encoder, "imagenet") == "imagenet-resnet18"
@@ -172,13 +164,7 @@ def test_offline_without_resnet18_weights_says_where_to_get_them(cache, monkeypa
     url = (tmp_path / "no-such-server" / "resnet18-f37072fd.pth").as_uri()
     known = dataclasses.replace(weights.KNOWN_WEIGHTS["imagenet-resnet18"], url=url)
     monkeypatch.setitem(weights.KNOWN_WEIGHTS, "imagenet-resnet18", known)
-    cfg = SSPLConfig(
-        visual_encoder="resnet18",
-        audio_encoder="resnet18",
-        audio_weights=None,
-        audio_dim=512,
-        audio_frontend="stft",
-    )
+    cfg = RESNET_STREAMS
     with pytest.raises(
         WeightsError, match=r"cannot download resnet18-f37072fd\.pth .* Offline\? .*SSPL_RESNET18_WEIGHTS"
     ):
