@@ -1,5 +1,5 @@
 """A run directory holding a tiny random SSPL on the SynthAV small encoders, for tests of what loads a
-checkpoint (the app, the SynthAV warning)."""
+checkpoint (the app, the SynthAV warning), and the command line that evaluates one on a SynthAV folder."""
 
 from __future__ import annotations
 
@@ -29,3 +29,9 @@ def save_small_run(folder: Path, visual_weights: str | None = None, audio_weight
     model = get_method("sspl").build(config, pretrained=False).eval()
     save_checkpoint(folder / "checkpoints" / "best.pt", model=model, config=config, epoch=0, step=0)
     return folder
+
+
+def evaluate_argv(checkpoint: Path, data: Path, out: Path, *extra: str) -> list[str]:
+    """``sspl evaluate`` of ``checkpoint`` on the SynthAV folder ``data`` into ``out``, then ``extra``."""
+    command = ["evaluate", "--checkpoint", str(checkpoint), "--data", str(data), "--benchmark", "synth"]
+    return [*command, "--out", str(out), "--no-progress", *extra]

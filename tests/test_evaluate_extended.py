@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from small_runs import evaluate_argv
 from sspl.cli import main as cli_main
 from sspl.data.annotations import load_annotations
 from sspl.data.lists import load_list, silent_pairs
@@ -49,21 +50,7 @@ def extended_dir(synth_dir, tmp_path_factory) -> Path:
 
 
 def _evaluate(checkpoint: Path, data: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "evaluate",
-        "--checkpoint",
-        str(checkpoint),
-        "--data",
-        str(data),
-        "--benchmark",
-        "synth",
-        "--out",
-        str(out),
-        "--no-progress",
-        "--batch-size",
-        "5",
-        *extra,
-    ]
+    return evaluate_argv(checkpoint, data, out, "--batch-size", "5", *extra)
 
 
 def test_cli_extended_writes_the_report_the_table_and_maps_that_rescore(

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import torch
 
+from small_runs import evaluate_argv
 from sspl.cli import main as cli_main
 from sspl.data.manifest import read_manifest, write_manifest
 from sspl.errors import DataError, WeightsError
@@ -55,22 +56,6 @@ def _crafted(synth_dir: Path, dest: Path, clip_id: str, **changes: str) -> int:
             a["file"] = new_id if a["file"] == clip_id else a["file"]
         (dest / "annotations.json").write_text(json.dumps(annotations))
     return 2 + sorted(r.id for r in read_manifest(dest)).index(new_id)
-
-
-def _evaluate(checkpoint: Path, data: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "evaluate",
-        "--checkpoint",
-        str(checkpoint),
-        "--data",
-        str(data),
-        "--benchmark",
-        "synth",
-        "--out",
-        str(out),
-        "--no-progress",
-        *extra,
-    ]
 
 
 @pytest.fixture
@@ -114,7 +99,7 @@ def test_an_id_leading_outside_never_names_an_evaluation_output(
     (tmp_path / "sets" / "x.png").write_text("the user's own file")
     overlays = ["--save-overlays", "30"]
     with caplog.at_level("WARNING", logger="sspl.data.manifest"):
-        assert cli_main(_evaluate(checkpoint, data, out, *overlays)) == 1
+        assert cli_main(evaluate_argv(checkpoint, data, out, *overlays)) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("sspl evaluate: error: ") and len(err.splitlines()) == 1
     refused = (
@@ -124,7 +109,7 @@ def test_an_id_leading_outside_never_names_an_evaluation_output(
     assert f"1 clip(s) of the split failed to prepare (../../x), e.g. {refused}; a score" in err
     assert caplog.messages == [refused]
     assert not out.exists()
-    assert cli_main(_evaluate(checkpoint, data, out, *overlays, "--allow-missing")) == 0
+    assert cli_main(evaluate_argv(checkpoint, data, out, *overlays, "--allow-missing")) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["not_evaluated"] == ["../../x"]
     assert report["num_samples"] == len(_test_ids(synth_dir)) - 1
@@ -269,7 +254,7 @@ def test_evaluate_refuses_a_non_empty_out_before_any_work(
     (out / "report.json").write_text("an earlier report")
     (out / "notes.txt").write_text("mine")
     monkeypatch.setattr(evaluate_module, "compute_maps", lambda *a, **k: pytest.fail("model pass ran"))
-    assert cli_main(_evaluate(checkpoint, synth_dir, out)) == 1
+    assert cli_main(evaluate_argv(checkpoint, synth_dir, out)) == 1
     err = capsys.readouterr().err.strip()
     assert err == (
         f"sspl evaluate: error: {out}: not empty (holds notes.txt, report.json); choose another --out, or "
@@ -282,13 +267,13 @@ def test_evaluate_refuses_a_non_empty_out_before_any_work(
     empty.mkdir()
     (empty / LOCK_NAME).write_text("123 sspl evaluate\n")
     monkeypatch.undo()
-    assert cli_main(_evaluate(checkpoint, synth_dir, empty)) == 0
+    assert cli_main(evaluate_argv(checkpoint, synth_dir, empty)) == 0
     assert (empty / "report.json").is_file()
 
 
 def test_overwrite_removes_only_what_an_evaluation_wrote(synth_dir, checkpoint, tmp_path):
     out = tmp_path / "out"
-    assert cli_main(_evaluate(checkpoint, synth_dir, out, "--save-overlays", "2")) == 0
+    assert cli_main(evaluate_argv(checkpoint, synth_dir, out, "--save-overlays", "2")) == 0
     ours = sorted(p.name for p in (out / "overlays").iterdir())
     assert len(ours) == 2
     (out / "overlays" / "holiday.png").write_text("the user's picture")
@@ -298,7 +283,7 @@ def test_overwrite_removes_only_what_an_evaluation_wrote(synth_dir, checkpoint, 
     with open(out / "per_sample.csv", "a") as f:
         f.write("../../victim,0.5\n")
     before = (out / "report.json").stat().st_mtime_ns
-    assert cli_main(_evaluate(checkpoint, synth_dir, out, "--overwrite")) == 0
+    assert cli_main(evaluate_argv(checkpoint, synth_dir, out, "--overwrite")) == 0
     assert (out / "report.json").stat().st_mtime_ns != before
     assert sorted(p.name for p in (out / "overlays").iterdir()) == ["holiday.png"]
     assert (out / "overlays" / "holiday.png").read_text() == "the user's picture"
@@ -417,7 +402,7 @@ def test_evaluate_into_a_read_only_file_system_fails_on_one_line(synth_dir, chec
     ro.mkdir()
     script = (
         f"mount -t tmpfs -o size=1m tmpfs {ro} && mount -o remount,ro {ro} && "
-        f"exec {sys.executable} -m sspl.cli " + " ".join(_evaluate(checkpoint, synth_dir, ro / "out"))
+        f"exec {sys.executable} -m sspl.cli " + " ".join(evaluate_argv(checkpoint, synth_dir, ro / "out"))
     )
     if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode != 0:
         pytest.skip("unshare -m is not permitted here")
